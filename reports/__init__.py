@@ -1,0 +1,1 @@
+"""Reports read a run store and render it. They never import TensorFlow or a back end."""

@@ -1,0 +1,1 @@
+"""Runs searches: data, trial runner, back ends, run store and export."""

@@ -1,0 +1,83 @@
+"""Keras Tuner back end: a Keras Tuner oracle proposes, our trial runner trains and records.
+
+The oracle state lives in runs/<name>/kt/, so rerunning the same run resumes it
+(`overwrite=False`): finished trials are kept and a trial cut off by a crash is retried.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+import keras_tuner as kt
+
+from search.trial import TrialRunner
+from spaces.context import SpaceContext
+
+ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
+OBJECTIVE = kt.Objective("val_accuracy", direction="max")
+
+
+class SpaceHyperModel(kt.HyperModel):
+    """A space module as a Keras Tuner HyperModel (the oracle builds it to learn the space)."""
+
+    def __init__(self, space: ModuleType, ctx: SpaceContext):
+        super().__init__(name=space.__name__.rsplit(".", 1)[-1])
+        self.space, self.ctx = space, ctx
+
+    def build(self, hp):
+        return self.space.build(hp, self.ctx)
+
+
+def make_oracle(algorithm: str, max_trials: int, epochs: int, seed: int,
+                max_consecutive_failures: int) -> kt.Oracle:
+    common = {"objective": OBJECTIVE, "seed": seed,
+              "max_consecutive_failed_trials": max_consecutive_failures}
+    if algorithm == "random":
+        return kt.oracles.RandomSearchOracle(max_trials=max_trials, **common)
+    if algorithm == "bayesian":
+        return kt.oracles.BayesianOptimizationOracle(max_trials=max_trials, **common)
+    if algorithm == "hyperband":
+        return kt.oracles.HyperbandOracle(max_epochs=epochs, factor=3, **common)
+    if algorithm == "grid":
+        return kt.oracles.GridSearchOracle(max_trials=max_trials, **common)
+    raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+
+
+class StoreTuner(kt.engine.base_tuner.BaseTuner):
+    """Runs each trial the oracle creates through the shared trial runner.
+
+    Hyperband trials carry `tuner/epochs` and `tuner/initial_epoch`; a trial that continues an
+    earlier one (`tuner/trial_id`) starts from that trial's saved weights, as Keras Tuner's own
+    Hyperband tuner does.
+    """
+
+    def __init__(self, oracle: kt.Oracle, hypermodel: SpaceHyperModel, runner: TrialRunner,
+                 directory: Path):
+        self.runner = runner
+        super().__init__(oracle, hypermodel, directory=str(directory), project_name="kt",
+                         overwrite=False)
+
+    def _checkpoint(self, trial_id: str) -> Path:
+        return Path(self.get_trial_dir(trial_id)) / "checkpoint.weights.h5"
+
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        parent = hp.values.get("tuner/trial_id")
+        result, model = self.runner.run(
+            int(trial.trial_id), hp, epochs=hp.values.get("tuner/epochs"),
+            initial_epoch=hp.values.get("tuner/initial_epoch", 0),
+            initial_weights=self._checkpoint(parent) if parent else None)
+        if result.status != "complete":
+            raise kt.errors.FailedTrialError(result.error)
+        if "tuner/epochs" in hp.values:
+            model.save_weights(self._checkpoint(trial.trial_id))
+        return {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss}
+
+
+def search(space: ModuleType, ctx: SpaceContext, runner: TrialRunner, algorithm: str,
+           max_trials: int, seed: int, max_consecutive_failures: int, verbose: bool) -> None:
+    oracle = make_oracle(algorithm, max_trials, runner.settings.epochs, seed,
+                         max_consecutive_failures)
+    tuner = StoreTuner(oracle, SpaceHyperModel(space, ctx), runner, runner.store.run_dir)
+    tuner.search(verbose=1 if verbose else 0)

@@ -1,0 +1,179 @@
+"""Command line: `run_search.py [options]` searches; `report RUNDIR` and `export RUNDIR` reuse a run.
+
+Parsing and validation import no TensorFlow, so --help and bad values answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from search.errors import UsageError
+from spaces import SPACES
+
+BACKENDS = ("keras-tuner",)
+ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
+EXPORT_FORMATS = ("keras", "savedmodel", "tflite")
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad value as one line and exits with status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _image_size(text: str) -> int:
+    value = int(text)
+    if not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels, got {text}")
+    return value
+
+
+def search_parser() -> OneLineParser:
+    spaces = "\n".join(f"  {name:<11} {about}" for name, about in SPACES.items())
+    parser = OneLineParser(
+        prog="run_search.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Search Keras image classifiers on a folder of labelled images.",
+        epilog=f"spaces:\n{spaces}\n\nother commands:\n"
+               f"  run_search.py report RUNDIR          rebuild a run's report from its store\n"
+               f"  run_search.py export RUNDIR --format {{{','.join(EXPORT_FORMATS)}}} "
+               f"[--output PATH]")
+    add = parser.add_argument
+    add("--space", choices=list(SPACES), default="transfer", help="search space (default: %(default)s)")
+    add("--data", default="cats_and_dogs_filtered",
+        help="image folder: train/ + validation/ (+ test/) of class folders, or class folders; "
+             "the default is found in the Keras cache or downloaded (default: %(default)s)")
+    add("--backend", choices=BACKENDS, default="keras-tuner", help="(default: %(default)s)")
+    add("--algorithm", choices=ALGORITHMS, default="random",
+        help="Keras Tuner oracle (default: %(default)s)")
+    add("--max-trials", type=_positive, default=10, help="trials in the whole run, resumed "
+        "trials included (default: %(default)s)")
+    add("--epochs", type=_positive, default=10,
+        help="epochs per trial; per phase for fine-tuning (default: %(default)s)")
+    add("--patience", type=_non_negative, default=3,
+        help="EarlyStopping patience on val_loss (default: %(default)s)")
+    add("--image-size", type=_image_size, default=160, help="square side in pixels (default: %(default)s)")
+    add("--batch-size", type=_positive, default=32, help="(default: %(default)s)")
+    add("--seed", type=int, default=42, help="search and training seed (default: %(default)s)")
+    add("--split-seed", type=int, default=1337,
+        help="seed of the validation/test split; keep it fixed to compare runs (default: %(default)s)")
+    add("--weights", default="imagenet",
+        help="MobileNetV2 weights for the transfer space: imagenet or a no_top weights file "
+             "(default: %(default)s)")
+    add("--name", help="run name (default: SPACE-TIMESTAMP); an existing run of that name resumes")
+    add("--runs-dir", default="runs", help="where run directories go (default: %(default)s)")
+    add("--resume", action="store_true",
+        help="continue run --name with its stored settings; finished trials are kept")
+    add("--max-consecutive-failures", type=_positive, default=3,
+        help="stop the search after this many failed trials in a row (default: %(default)s)")
+    add("--tensorboard", action="store_true", help="write TensorBoard logs with HParams to RUN/tb")
+    add("--verbose", action="store_true", help="show Keras progress bars")
+    return parser
+
+
+def _stored_settings(argv: list[str]) -> dict:
+    """With --resume, a run's stored settings become the defaults of this command."""
+    first, _ = search_parser().parse_known_args(argv)
+    if not first.resume or not first.name:
+        return {}
+    run_json = Path(first.runs_dir) / first.name / "run.json"
+    if not run_json.exists():
+        return {}
+    stored = json.loads(run_json.read_text(encoding="utf-8"))
+    from search.run import SearchConfig
+
+    keys = {f.name for f in fields(SearchConfig)} - {"data", "resume", "verbose"}
+    settings = {k: stored[k] for k in keys if k in stored}
+    settings["data"] = stored.get("data")
+    return settings
+
+
+def parse_search(argv: list[str]):
+    from search.run import SearchConfig
+
+    parser = search_parser()
+    parser.set_defaults(**_stored_settings(argv))
+    args = parser.parse_args(argv)
+    return SearchConfig(**{f.name: getattr(args, f.name) for f in fields(SearchConfig)})
+
+
+def run_report(argv: list[str]) -> int:
+    parser = OneLineParser(prog="run_search.py report",
+                           description="Rebuild a run's report.html and leaderboard.csv.")
+    parser.add_argument("run_dir", type=Path)
+    args = parser.parse_args(argv)
+    if not (args.run_dir / "run.json").exists():
+        raise UsageError(f"{args.run_dir} is not a run directory (no run.json); pass runs/<name>")
+    from reports.html import write_report
+
+    print(write_report(args.run_dir))
+    return 0
+
+
+def run_export(argv: list[str]) -> int:
+    parser = OneLineParser(prog="run_search.py export", description="Export a run's best model.")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="keras")
+    parser.add_argument("--output", type=Path, help="default: RUNDIR/export/<model file>")
+    args = parser.parse_args(argv)
+    if not (args.run_dir / "run.json").exists():
+        raise UsageError(f"{args.run_dir} is not a run directory (no run.json); pass runs/<name>")
+    from search.export import export_best
+
+    print(export_best(args.run_dir, args.format, args.output))
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    if argv and argv[0] == "report":
+        return run_report(argv[1:])
+    if argv and argv[0] == "export":
+        return run_export(argv[1:])
+    config = parse_search(argv)
+    from reports.html import write_report
+    from search.run import run_search
+
+    try:
+        store = run_search(config)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished trials are kept. Resume with: python run_search.py "
+              f"--resume --name {config.run_name()} --runs-dir {config.runs_dir}", file=sys.stderr)
+        return 130
+    report = write_report(store.run_dir)
+    best = store.best_trial()
+    if best is None:
+        print(f"no trial completed; see {store.trials_csv}")
+        return 1
+    print(f"best trial {best['trial_id']}: val_acc={best['val_accuracy']:.4f} "
+          f"test_acc={best['test_accuracy']:.4f} model={store.best_model_path} report={report}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except UsageError as error:
+        print(f"run_search.py: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,18 @@
+"""Accelerator set-up: use a visible GPU, growing its memory as needed."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def configure_devices() -> list[str]:
+    """Turn on memory growth for every GPU and describe the devices trials will run on."""
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised in this process: growth was set then
+            pass
+    if not gpus:
+        return ["CPU"]
+    return [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]

@@ -1,0 +1,137 @@
+"""One search, start to finish: data, space, back end, run store, test score, report."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from search.data import ImageData, load_image_data, resolve_data_dir
+from search.errors import UsageError
+from search.store import RunStore
+from spaces import get_space
+from spaces.context import SpaceContext
+
+# Settings a resumed run must share with the run it continues.
+RESUME_KEYS = ("space", "backend", "algorithm", "data", "image_size", "split_seed", "weights")
+VERSIONED = ("tensorflow", "keras", "keras-tuner", "optuna", "numpy", "pandas", "pillow")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    space: str = "transfer"
+    data: str = "cats_and_dogs_filtered"
+    backend: str = "keras-tuner"
+    algorithm: str = "random"
+    max_trials: int = 10
+    epochs: int = 10
+    patience: int = 3
+    image_size: int = 160
+    batch_size: int = 32
+    seed: int = 42
+    split_seed: int = 1337
+    weights: str = "imagenet"
+    name: str | None = None
+    runs_dir: str = "runs"
+    resume: bool = False
+    tensorboard: bool = False
+    verbose: bool = False
+    max_consecutive_failures: int = 3
+
+    def run_name(self) -> str:
+        return self.name or f"{self.space}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in VERSIONED:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def open_store(config: SearchConfig) -> RunStore:
+    """The run's store: new, or the stored run to continue, refusing a changed configuration."""
+    store = RunStore(Path(config.runs_dir) / config.run_name())
+    if not store.exists():
+        if config.resume:
+            raise UsageError(f"--resume: no run at {store.run_dir}; start it without --resume")
+        try:
+            store.create()
+        except OSError as error:
+            raise UsageError(f"cannot create {store.run_dir} ({error.strerror}); pass a "
+                             f"writable --runs-dir") from None
+    return store
+
+
+def _check_same_run(stored: dict, wanted: dict, run_dir: Path) -> None:
+    differ = [f"{k}: stored {stored.get(k)!r}, asked {wanted[k]!r}"
+              for k in RESUME_KEYS if stored.get(k) != wanted[k]]
+    if differ:
+        raise UsageError(f"{run_dir} was started with other settings ({'; '.join(differ)}); "
+                         f"rerun with the stored settings or pick another --name")
+
+
+def describe_run(config: SearchConfig, data: ImageData, ctx: SpaceContext,
+                 devices: list[str]) -> dict:
+    return asdict(config) | {
+        "name": config.run_name(), "command": sys.argv, "data": str(data.root.resolve()),
+        "layout": data.layout, "class_names": data.class_names, "counts": data.counts(),
+        "skipped": data.skipped, "alpha": ctx.alpha,
+        "versions": _versions(), "devices": devices,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def score_best_on_test(store: RunStore, data: ImageData) -> float | None:
+    """Test accuracy of the stored best model; the test split is used here and nowhere else."""
+    import keras
+
+    if not store.best_model_path.exists() or len(data.test) == 0:
+        return None
+    model = keras.saving.load_model(store.best_model_path)
+    _, accuracy = model.evaluate(data.test.x, data.test.y, verbose=0)
+    store.finish_trial(store.read_best_hparams()["trial_id"], {"test_accuracy": accuracy})
+    return accuracy
+
+
+def run_search(config: SearchConfig) -> RunStore:
+    root = resolve_data_dir(config.data)
+    store = open_store(config)
+    data = load_image_data(root, config.image_size, config.split_seed,
+                           cache_dir=store.run_dir / "cache")
+    # TensorFlow is imported only once the inputs are known to be usable.
+    from search.backends import keras_tuner
+    from search.devices import configure_devices
+    from search.trial import TrainSettings, TrialRunner
+    from search.weights import transfer_context
+
+    space = get_space(config.space)
+    num_classes = len(data.class_names)
+    if config.space == "transfer":
+        ctx = transfer_context(config.weights, config.image_size, num_classes)
+    else:
+        ctx = SpaceContext(config.image_size, num_classes)
+    info = describe_run(config, data, ctx, configure_devices())
+    if store.exists():
+        _check_same_run(store.read_run_info(), info, store.run_dir)
+        info["started_at"] = store.read_run_info()["started_at"]
+    store.write_run_info(info | {"status": "running"})
+    print(f"run {store.run_dir}: {len(data.train)} train / {len(data.validation)} validation / "
+          f"{len(data.test)} test images of {num_classes} classes, {len(data.skipped)} skipped",
+          flush=True)
+    settings = TrainSettings(config.epochs, config.patience, config.batch_size, config.seed,
+                             config.verbose, config.tensorboard)
+    runner = TrialRunner(space, ctx, data, store, settings, config.max_trials)
+    keras_tuner.search(space, ctx, runner, config.algorithm, config.max_trials, config.seed,
+                       config.max_consecutive_failures, config.verbose)
+    test_accuracy = score_best_on_test(store, data)
+    store.write_run_info(info | {
+        "status": "finished", "test_accuracy": test_accuracy,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return store

@@ -1,0 +1,192 @@
+"""The one training loop every back end calls: build, fit with early stopping, record, judge.
+
+A trial's `best_epoch` is the epoch whose weights the trial keeps: the lowest validation loss,
+restored by EarlyStopping(restore_best_weights=True). Its val/train accuracy and `gap`
+(train accuracy - val accuracy) are read at that epoch, so every number describes the model
+that would be exported. Train accuracy is Keras's running figure, measured with dropout and
+augmentation active, as the documents plot it.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import keras
+import tensorflow as tf
+
+from search.data import ImageData
+from search.store import RunStore
+from spaces.context import SpaceContext
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 10
+    patience: int = 3
+    batch_size: int = 32
+    seed: int = 42
+    verbose: bool = False
+    tensorboard: bool = False
+
+
+@dataclass
+class TrialResult:
+    trial_id: int
+    status: str
+    duration_s: float
+    error: str = ""
+    best_epoch: int | None = None
+    val_accuracy: float | None = None
+    val_loss: float | None = None
+    train_accuracy: float | None = None
+    gap: float | None = None
+    n_params: int | None = None
+
+    def row(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "trial_id"}
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Appends each finished epoch to the store, so a crash loses at most the current epoch."""
+
+    def __init__(self, store: RunStore, trial_id: int, phase: str):
+        super().__init__()
+        self.store, self.trial_id, self.phase = store, trial_id, phase
+        self.rows: list[dict] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        row = {"trial_id": self.trial_id, "epoch": epoch + 1, "phase": self.phase,
+               "seconds": round(time.perf_counter() - self._start, 3)}
+        row |= {k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+                if k in logs}
+        self.rows.append(row)
+        self.store.append_epoch(row)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _best_row(rows: list[dict]) -> dict:
+    return min(rows, key=lambda r: (r.get("val_loss", math.inf), r["epoch"]))
+
+
+def _diverged(rows: list[dict]) -> bool:
+    return any(not math.isfinite(r.get("loss", math.nan)) for r in rows)
+
+
+def _hparams_callback(hp, log_dir: Path, trial_id: int) -> keras.callbacks.Callback:
+    """TensorBoard's HParams record of this trial, written the way Keras Tuner writes it."""
+    from keras_tuner.src.engine import tuner_utils
+    from tensorboard.plugins.hparams import api as hparams_api
+
+    hparams = tuner_utils.convert_hyperparams_to_hparams(hp, hparams_api)
+    return hparams_api.KerasCallback(writer=str(log_dir), hparams=hparams, trial_id=str(trial_id))
+
+
+class TrialRunner:
+    """Trains one hyperparameter set of a space on the run's decoded images."""
+
+    def __init__(self, space: ModuleType, ctx: SpaceContext, data: ImageData, store: RunStore,
+                 settings: TrainSettings, max_trials: int | None = None):
+        self.space, self.ctx, self.data, self.store = space, ctx, data, store
+        self.settings, self.max_trials = settings, max_trials
+
+    def run(self, trial_id: int, hp, epochs: int | None = None, initial_epoch: int = 0,
+            initial_weights: Path | None = None) -> tuple[TrialResult, keras.Model | None]:
+        """Train and record one trial. Failures are results, never exceptions."""
+        keras.backend.clear_session()
+        gc.collect()
+        keras.utils.set_random_seed(self.settings.seed + trial_id)
+        self.store.begin_trial(trial_id, hp.values)
+        start = time.perf_counter()
+        model, rows, error = None, [], ""
+        try:
+            model = self.space.build(hp, self.ctx)
+            if initial_weights is not None:
+                model.load_weights(initial_weights)
+            total = epochs or self.settings.epochs
+            rows = self._fit(model, hp, trial_id, "train", initial_epoch, total)
+            fine_tune = getattr(self.space, "fine_tune", None)
+            if rows and not _diverged(rows) and fine_tune is not None and fine_tune(hp, model):
+                rows += self._fine_tune(model, hp, trial_id, rows)
+        except tf.errors.ResourceExhaustedError as oom:
+            error = f"oom: {_first_line(oom)}"
+        except Exception as failure:  # any error in build or fit fails this trial only
+            error = _first_line(failure)
+        result = self._judge(trial_id, model, rows, error, time.perf_counter() - start)
+        self.store.finish_trial(trial_id, result.row())
+        if result.status == "complete" and self._is_new_best(result):
+            self.store.save_best_model(model, hp.values, trial_id)
+        self._announce(result)
+        return result, (model if result.status == "complete" else None)
+
+    def _fine_tune(self, model: keras.Model, hp, trial_id: int, rows: list[dict]) -> list[dict]:
+        """Fine-tune phase, continuing the epoch count; keep the frozen phase's weights if the
+        fine-tuned ones never beat them on validation loss."""
+        frozen_weights, frozen_best = model.get_weights(), _best_row(rows)["val_loss"]
+        done = rows[-1]["epoch"]
+        tuned = self._fit(model, hp, trial_id, "fine_tune", done, done + self.settings.epochs)
+        if tuned and not _diverged(tuned) and _best_row(tuned)["val_loss"] >= frozen_best:
+            model.set_weights(frozen_weights)
+        return tuned
+
+    def _fit(self, model: keras.Model, hp, trial_id: int, phase: str, initial_epoch: int,
+             epochs: int) -> list[dict]:
+        recorder = EpochRecorder(self.store, trial_id, phase)
+        callbacks = [
+            keras.callbacks.TerminateOnNaN(),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.settings.patience,
+                                          restore_best_weights=True),
+            recorder,
+        ]
+        if self.settings.tensorboard:
+            log_dir = self.store.run_dir / "tb" / f"trial_{trial_id}"
+            callbacks += [keras.callbacks.TensorBoard(log_dir=str(log_dir)),
+                          _hparams_callback(hp, log_dir, trial_id)]
+        model.fit(self.data.train.x, self.data.train.y, batch_size=self.settings.batch_size,
+                  epochs=epochs, initial_epoch=initial_epoch, shuffle=True,
+                  validation_data=(self.data.validation.x, self.data.validation.y),
+                  callbacks=callbacks, verbose=1 if self.settings.verbose else 0)
+        return recorder.rows
+
+    def _judge(self, trial_id: int, model, rows: list[dict], error: str,
+               seconds: float) -> TrialResult:
+        duration = round(seconds, 3)
+        n_params = model.count_params() if model is not None else None
+        if not error and _diverged(rows):
+            error = "nan_loss"
+        if not error and not rows:
+            error = "no epoch was trained"
+        if error:
+            return TrialResult(trial_id, "failed", duration, error=error, n_params=n_params)
+        best = _best_row(rows)
+        return TrialResult(
+            trial_id, "complete", duration, best_epoch=best["epoch"],
+            val_accuracy=best["val_accuracy"], val_loss=best["val_loss"],
+            train_accuracy=best["accuracy"], gap=best["accuracy"] - best["val_accuracy"],
+            n_params=n_params)
+
+    def _is_new_best(self, result: TrialResult) -> bool:
+        best = self.store.best_trial()
+        return best is not None and int(best["trial_id"]) == result.trial_id
+
+    def _announce(self, result: TrialResult) -> None:
+        total = f"/{self.max_trials}" if self.max_trials else ""
+        head = f"trial {self.store.finished_count()}{total} {result.status}"
+        if result.status == "complete":
+            best = self.store.best_trial()
+            print(f"{head} val_acc={result.val_accuracy:.3f} gap={result.gap:+.3f} "
+                  f"best={best['val_accuracy']:.3f} ({result.duration_s:.1f}s)", flush=True)
+        else:
+            print(f"{head} {result.error} ({result.duration_s:.1f}s)", flush=True)

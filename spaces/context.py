@@ -1,0 +1,23 @@
+"""What a space needs to know about the data and the machine to build a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SpaceContext:
+    """Facts fixed for a whole run, handed to every `build(hp, ctx)` call.
+
+    `weights` is "imagenet" or a path to a MobileNetV2 no_top weights file;
+    `alpha` is the backbone width those weights were trained at.
+    """
+
+    image_size: int
+    num_classes: int
+    weights: str = "imagenet"
+    alpha: float = 1.0
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, 3)

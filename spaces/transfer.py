@@ -1,0 +1,63 @@
+"""`transfer`: a pretrained MobileNetV2 base with a small head, frozen or fine-tuned.
+
+Follows the TF transfer-learning tutorial (seed 003) and model 4 of seeds 001/002:
+augmentation, `preprocess_input`, the base called with training=False so its BatchNorm layers
+stay in inference mode, global pooling, dropout and one output unit. Fine-tuning unfreezes the
+base from `fine_tune_at` on (the tutorial uses layer 100) with RMSprop at a low learning rate,
+after the head has been trained on the frozen base.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from spaces import blocks
+from spaces.context import SpaceContext
+
+BACKBONE = "backbone"
+
+
+def backbone(ctx: SpaceContext) -> keras.Model:
+    """MobileNetV2 without its top, with `ctx.weights` ("imagenet" or a weights file)."""
+    return keras.applications.MobileNetV2(
+        input_shape=ctx.input_shape, alpha=ctx.alpha, include_top=False,
+        weights=ctx.weights, name=BACKBONE)
+
+
+def build(hp, ctx: SpaceContext) -> keras.Model:
+    inputs = blocks.image_input(ctx)
+    x = blocks.augmentation(hp, inputs, defaults={"flip": "horizontal", "rotation": 0.2})
+    x = blocks.scaling(x, "mobilenet_v2")
+    base = backbone(ctx)
+    base.trainable = False
+    x = base(x, training=False)
+    if hp.Choice("pooling", ["avg", "max"], default="avg") == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    else:
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    units = hp.Choice("dense_units", [0, 32, 64, 128], default=0)
+    if units:
+        x = layers.Dense(units, activation="relu", name="dense")(x)
+    x = layers.Dropout(hp.Float("dropout", 0.0, 0.5, step=0.05, default=0.2), name="dropout")(x)
+    model = keras.Model(inputs, blocks.classifier(x, ctx.num_classes), name="mobilenet_v2_transfer")
+    lr = hp.Float("learning_rate", 1e-5, 1e-2, sampling="log", default=1e-4)
+    mode = hp.Choice("mode", ["frozen", "fine_tune"], default="frozen")
+    with hp.conditional_scope("mode", ["fine_tune"]):
+        if mode == "fine_tune":
+            hp.Int("fine_tune_at", 0, 150, step=25, default=100)
+            hp.Float("fine_tune_learning_rate", 1e-6, 1e-4, sampling="log", default=1e-5)
+    return blocks.compile_model(model, keras.optimizers.Adam(lr), ctx.num_classes)
+
+
+def fine_tune(hp, model: keras.Model) -> bool:
+    """Second stage: unfreeze the base from `fine_tune_at` on. False when the trial stays frozen."""
+    if hp.get("mode") != "fine_tune":
+        return False
+    base = model.get_layer(BACKBONE)
+    base.trainable = True
+    for layer in base.layers[: hp.get("fine_tune_at")]:
+        layer.trainable = False
+    optimizer = keras.optimizers.RMSprop(hp.get("fine_tune_learning_rate"))
+    model.compile(optimizer=optimizer, loss=model.loss, metrics=["accuracy"])
+    return True
