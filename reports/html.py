@@ -9,8 +9,18 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from search.store import HP_PREFIX, RunStore, rank_trials
 
-LEADERBOARD_COLUMNS = ["rank", "trial_id", "val_accuracy", "gap", "val_loss", "train_accuracy",
-                       "best_epoch", "test_accuracy", "duration_s", "n_params"]
+LEADERBOARD_COLUMNS = [
+    "rank",
+    "trial_id",
+    "val_accuracy",
+    "gap",
+    "val_loss",
+    "train_accuracy",
+    "best_epoch",
+    "test_accuracy",
+    "duration_s",
+    "n_params",
+]
 
 
 def leaderboard(trials: pd.DataFrame) -> pd.DataFrame:
@@ -29,8 +39,11 @@ def write_report(run_dir: Path) -> Path:
     board.to_csv(store.run_dir / "leaderboard.csv", index=False)
     env = Environment(loader=PackageLoader("reports"), autoescape=select_autoescape(["html"]))
     html = env.get_template("report.html").render(
-        info=store.read_run_info(), board=board, failed=trials[trials["status"] == "failed"],
-        counts=trials["status"].value_counts().to_dict())
+        info=store.read_run_info(),
+        board=board,
+        failed=trials[trials["status"] == "failed"],
+        counts=trials["status"].value_counts().to_dict(),
+    )
     path = store.run_dir / "report.html"
     path.write_text(html, encoding="utf-8")
     return path

@@ -46,47 +46,93 @@ def _image_size(text: str) -> int:
     value = int(text)
     if not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
         raise argparse.ArgumentTypeError(
-            f"must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels, got {text}")
+            f"must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels, got {text}"
+        )
     return value
 
 
 def search_parser() -> OneLineParser:
     spaces = "\n".join(f"  {name:<11} {about}" for name, about in SPACES.items())
     parser = OneLineParser(
-        prog="run_search.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="run_search.py",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Search Keras image classifiers on a folder of labelled images.",
         epilog=f"spaces:\n{spaces}\n\nother commands:\n"
-               f"  run_search.py report RUNDIR          rebuild a run's report from its store\n"
-               f"  run_search.py export RUNDIR --format {{{','.join(EXPORT_FORMATS)}}} "
-               f"[--output PATH]")
+        f"  run_search.py report RUNDIR          rebuild a run's report from its store\n"
+        f"  run_search.py export RUNDIR --format {{{','.join(EXPORT_FORMATS)}}} "
+        f"[--output PATH]",
+    )
     add = parser.add_argument
-    add("--space", choices=list(SPACES), default="transfer", help="search space (default: %(default)s)")
-    add("--data", default="cats_and_dogs_filtered",
+    add(
+        "--space",
+        choices=list(SPACES),
+        default="transfer",
+        help="search space (default: %(default)s)",
+    )
+    add(
+        "--data",
+        default="cats_and_dogs_filtered",
         help="image folder: train/ + validation/ (+ test/) of class folders, or class folders; "
-             "the default is found in the Keras cache or downloaded (default: %(default)s)")
+        "the default is found in the Keras cache or downloaded (default: %(default)s)",
+    )
     add("--backend", choices=BACKENDS, default="keras-tuner", help="(default: %(default)s)")
-    add("--algorithm", choices=ALGORITHMS, default="random",
-        help="Keras Tuner oracle (default: %(default)s)")
-    add("--max-trials", type=_positive, default=10, help="trials in the whole run, resumed "
-        "trials included (default: %(default)s)")
-    add("--epochs", type=_positive, default=10,
-        help="epochs per trial; per phase for fine-tuning (default: %(default)s)")
-    add("--patience", type=_non_negative, default=3,
-        help="EarlyStopping patience on val_loss (default: %(default)s)")
-    add("--image-size", type=_image_size, default=160, help="square side in pixels (default: %(default)s)")
+    add(
+        "--algorithm",
+        choices=ALGORITHMS,
+        default="random",
+        help="Keras Tuner oracle (default: %(default)s)",
+    )
+    add(
+        "--max-trials",
+        type=_positive,
+        default=10,
+        help="trials in the whole run, resumed trials included (default: %(default)s)",
+    )
+    add(
+        "--epochs",
+        type=_positive,
+        default=10,
+        help="epochs per trial; per phase for fine-tuning (default: %(default)s)",
+    )
+    add(
+        "--patience",
+        type=_non_negative,
+        default=3,
+        help="EarlyStopping patience on val_loss (default: %(default)s)",
+    )
+    add(
+        "--image-size",
+        type=_image_size,
+        default=160,
+        help="square side in pixels (default: %(default)s)",
+    )
     add("--batch-size", type=_positive, default=32, help="(default: %(default)s)")
     add("--seed", type=int, default=42, help="search and training seed (default: %(default)s)")
-    add("--split-seed", type=int, default=1337,
-        help="seed of the validation/test split; keep it fixed to compare runs (default: %(default)s)")
-    add("--weights", default="imagenet",
+    add(
+        "--split-seed",
+        type=int,
+        default=1337,
+        help="seed of the validation/test split; keep it fixed to compare runs (default: %(default)s)",
+    )
+    add(
+        "--weights",
+        default="imagenet",
         help="MobileNetV2 weights for the transfer space: imagenet or a no_top weights file "
-             "(default: %(default)s)")
+        "(default: %(default)s)",
+    )
     add("--name", help="run name (default: SPACE-TIMESTAMP); an existing run of that name resumes")
     add("--runs-dir", default="runs", help="where run directories go (default: %(default)s)")
-    add("--resume", action="store_true",
-        help="continue run --name with its stored settings; finished trials are kept")
-    add("--max-consecutive-failures", type=_positive, default=3,
-        help="stop the search after this many failed trials in a row (default: %(default)s)")
+    add(
+        "--resume",
+        action="store_true",
+        help="continue run --name with its stored settings; finished trials are kept",
+    )
+    add(
+        "--max-consecutive-failures",
+        type=_positive,
+        default=3,
+        help="stop the search after this many failed trials in a row (default: %(default)s)",
+    )
     add("--tensorboard", action="store_true", help="write TensorBoard logs with HParams to RUN/tb")
     add("--verbose", action="store_true", help="show Keras progress bars")
     return parser
@@ -119,8 +165,9 @@ def parse_search(argv: list[str]):
 
 
 def run_report(argv: list[str]) -> int:
-    parser = OneLineParser(prog="run_search.py report",
-                           description="Rebuild a run's report.html and leaderboard.csv.")
+    parser = OneLineParser(
+        prog="run_search.py report", description="Rebuild a run's report.html and leaderboard.csv."
+    )
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
     if not (args.run_dir / "run.json").exists():
@@ -151,22 +198,25 @@ def run(argv: list[str]) -> int:
     if argv and argv[0] == "export":
         return run_export(argv[1:])
     config = parse_search(argv)
-    from reports.html import write_report
     from search.run import run_search
 
     try:
         store = run_search(config)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; finished trials are kept. Resume with: python run_search.py "
-              f"--resume --name {config.run_name()} --runs-dir {config.runs_dir}", file=sys.stderr)
+        print(
+            f"\ninterrupted; finished trials are kept. Resume with: python run_search.py "
+            f"--resume --name {config.run_name()} --runs-dir {config.runs_dir}",
+            file=sys.stderr,
+        )
         return 130
-    report = write_report(store.run_dir)
     best = store.best_trial()
     if best is None:
         print(f"no trial completed; see {store.trials_csv}")
         return 1
-    print(f"best trial {best['trial_id']}: val_acc={best['val_accuracy']:.4f} "
-          f"test_acc={best['test_accuracy']:.4f} model={store.best_model_path} report={report}")
+    print(
+        f"best trial {best['trial_id']}: val_acc={best['val_accuracy']:.4f} "
+        f"test_acc={best['test_accuracy']:.4f} model={store.best_model_path} report={store.run_dir / 'report.html'}"
+    )
     return 0
 
 

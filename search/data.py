@@ -80,14 +80,20 @@ def resolve_data_dir(data: str, origin: str = DATASET_ORIGIN) -> Path:
     path = Path(data).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise UsageError(f"--data {data} is a file; pass the folder that holds the class folders")
+            raise UsageError(
+                f"--data {data} is a file; pass the folder that holds the class folders"
+            )
         return path
     if data != DEFAULT_DATASET:
-        raise UsageError(f"--data {data}: no such folder; pass a folder of class subfolders "
-                         f"(or train/ and validation/ folders of them)")
+        raise UsageError(
+            f"--data {data}: no such folder; pass a folder of class subfolders "
+            f"(or train/ and validation/ folders of them)"
+        )
     datasets = keras_home() / "datasets"
-    for candidate in (datasets / DEFAULT_DATASET,
-                      datasets / f"{DEFAULT_DATASET}_extracted" / DEFAULT_DATASET):
+    for candidate in (
+        datasets / DEFAULT_DATASET,
+        datasets / f"{DEFAULT_DATASET}_extracted" / DEFAULT_DATASET,
+    ):
         if (candidate / "train").is_dir():
             return candidate
     return _download_default(datasets, origin)
@@ -116,8 +122,11 @@ def _image_files(folder: Path) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in sorted(filenames)
-                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+        found += [
+            Path(dirpath) / f
+            for f in sorted(filenames)
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+        ]
     return found
 
 
@@ -134,10 +143,14 @@ def _check_classes(root: Path, class_names: list[str]) -> None:
         return
     inner = root / class_names[0] if class_names else None
     if inner is not None and ((inner / "train").is_dir() or len(_subdirs(inner)) >= 2):
-        raise UsageError(f"{root} holds one folder, {class_names[0]!r}, that looks like the data "
-                         f"set: pass --data {inner}")
-    raise UsageError(f"{root} has {len(class_names)} class folder(s); a classifier needs at "
-                     f"least 2 folders of images, one per class")
+        raise UsageError(
+            f"{root} holds one folder, {class_names[0]!r}, that looks like the data "
+            f"set: pass --data {inner}"
+        )
+    raise UsageError(
+        f"{root} has {len(class_names)} class folder(s); a classifier needs at "
+        f"least 2 folders of images, one per class"
+    )
 
 
 def _seeded_holdout(files: list[tuple[Path, int]], fraction: float, seed: int):
@@ -157,8 +170,10 @@ def list_splits(root: Path, split_seed: int) -> tuple[str, list[str], dict[str, 
     if (root / "train").is_dir():
         validation_dir = _validation_dir(root)
         if validation_dir is None:
-            raise UsageError(f"{root}/train exists but {root}/validation does not; add it, or "
-                             f"pass a flat folder of class folders")
+            raise UsageError(
+                f"{root}/train exists but {root}/validation does not; add it, or "
+                f"pass a flat folder of class folders"
+            )
         class_names = _subdirs(root / "train")
         _check_classes(root / "train", class_names)
         split_dirs = {"train": root / "train", "validation": validation_dir}
@@ -166,13 +181,16 @@ def list_splits(root: Path, split_seed: int) -> tuple[str, list[str], dict[str, 
             split_dirs["test"] = root / "test"
         for name, folder in split_dirs.items():
             if _subdirs(folder) != class_names:
-                raise UsageError(f"{folder} has classes {_subdirs(folder)} but train has "
-                                 f"{class_names}; every split needs the same class folders")
+                raise UsageError(
+                    f"{folder} has classes {_subdirs(folder)} but train has "
+                    f"{class_names}; every split needs the same class folders"
+                )
         files = {name: _class_files(folder, class_names) for name, folder in split_dirs.items()}
         layout = "train/validation/test" if "test" in files else "train/validation"
         if "test" not in files:
             files["validation"], files["test"] = _seeded_holdout(
-                files["validation"], TEST_FRACTION, split_seed)
+                files["validation"], TEST_FRACTION, split_seed
+            )
         return layout, class_names, files
     class_names = _subdirs(root)
     _check_classes(root, class_names)
@@ -194,8 +212,13 @@ def decode_image(path: Path, size: int) -> np.ndarray:
 def _try_decode(path: Path, size: int) -> np.ndarray | str:
     try:
         return decode_image(path, size)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
-            Image.DecompressionBombError) as error:
+    except (
+        OSError,
+        UnidentifiedImageError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+    ) as error:
         return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
@@ -218,12 +241,20 @@ def _decode_splits(files: dict[str, list], size: int, workers: int):
     splits, skipped = {}, []
     for name in SPLITS:
         decoded = _decode_all([p for p, _ in files[name]], size, workers)
-        good = [(img, lab, str(p)) for img, (p, lab) in zip(decoded, files[name], strict=True)
-                if not isinstance(img, str)]
-        skipped += [{"split": name, "path": str(p), "reason": img}
-                    for img, (p, _) in zip(decoded, files[name], strict=True) if isinstance(img, str)]
+        good = [
+            (img, lab, str(p))
+            for img, (p, lab) in zip(decoded, files[name], strict=True)
+            if not isinstance(img, str)
+        ]
+        skipped += [
+            {"split": name, "path": str(p), "reason": img}
+            for img, (p, _) in zip(decoded, files[name], strict=True)
+            if isinstance(img, str)
+        ]
         x = np.stack([g[0] for g in good]) if good else np.zeros((0, size, size, 3), np.uint8)
-        splits[name] = Split(x, np.array([g[1] for g in good], dtype=np.int32), [g[2] for g in good])
+        splits[name] = Split(
+            x, np.array([g[1] for g in good], dtype=np.int32), [g[2] for g in good]
+        )
     return splits, skipped
 
 
@@ -252,12 +283,19 @@ def _require_images(class_names: Iterable[str], splits: dict[str, Split]) -> Non
         for i, c in enumerate(class_names):
             n = int((splits[name].y == i).sum())
             if n < 1:
-                raise UsageError(f"class {c!r} has no usable image in the {name} split; add "
-                                 f"images to it or remove the class folder")
+                raise UsageError(
+                    f"class {c!r} has no usable image in the {name} split; add "
+                    f"images to it or remove the class folder"
+                )
 
 
-def load_image_data(root: Path, image_size: int, split_seed: int = 1337,
-                    cache_dir: Path | None = None, workers: int | None = None) -> ImageData:
+def load_image_data(
+    root: Path,
+    image_size: int,
+    split_seed: int = 1337,
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+) -> ImageData:
     """Scan, split and decode `root` once. Unreadable files are skipped and listed, not fatal.
 
     With `cache_dir`, the decoded arrays are kept there, keyed by the files' names, sizes and
@@ -272,5 +310,13 @@ def load_image_data(root: Path, image_size: int, split_seed: int = 1337,
         if cache is not None:
             _save_cache(cache, splits, skipped)
     _require_images(class_names, splits)
-    return ImageData(root, class_names, image_size, layout, splits["train"],
-                     splits["validation"], splits["test"], skipped)
+    return ImageData(
+        root,
+        class_names,
+        image_size,
+        layout,
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        skipped,
+    )

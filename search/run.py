@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from reports.html import write_report
 from search.data import ImageData, load_image_data, resolve_data_dir
 from search.errors import UsageError
 from search.store import RunStore
@@ -64,26 +65,39 @@ def open_store(config: SearchConfig) -> RunStore:
         try:
             store.create()
         except OSError as error:
-            raise UsageError(f"cannot create {store.run_dir} ({error.strerror}); pass a "
-                             f"writable --runs-dir") from None
+            raise UsageError(
+                f"cannot create {store.run_dir} ({error.strerror}); pass a writable --runs-dir"
+            ) from None
     return store
 
 
 def _check_same_run(stored: dict, wanted: dict, run_dir: Path) -> None:
-    differ = [f"{k}: stored {stored.get(k)!r}, asked {wanted[k]!r}"
-              for k in RESUME_KEYS if stored.get(k) != wanted[k]]
+    differ = [
+        f"{k}: stored {stored.get(k)!r}, asked {wanted[k]!r}"
+        for k in RESUME_KEYS
+        if stored.get(k) != wanted[k]
+    ]
     if differ:
-        raise UsageError(f"{run_dir} was started with other settings ({'; '.join(differ)}); "
-                         f"rerun with the stored settings or pick another --name")
+        raise UsageError(
+            f"{run_dir} was started with other settings ({'; '.join(differ)}); "
+            f"rerun with the stored settings or pick another --name"
+        )
 
 
-def describe_run(config: SearchConfig, data: ImageData, ctx: SpaceContext,
-                 devices: list[str]) -> dict:
+def describe_run(
+    config: SearchConfig, data: ImageData, ctx: SpaceContext, devices: list[str]
+) -> dict:
     return asdict(config) | {
-        "name": config.run_name(), "command": sys.argv, "data": str(data.root.resolve()),
-        "layout": data.layout, "class_names": data.class_names, "counts": data.counts(),
-        "skipped": data.skipped, "alpha": ctx.alpha,
-        "versions": _versions(), "devices": devices,
+        "name": config.run_name(),
+        "command": sys.argv,
+        "data": str(data.root.absolute()),
+        "layout": data.layout,
+        "class_names": data.class_names,
+        "counts": data.counts(),
+        "skipped": data.skipped,
+        "alpha": ctx.alpha,
+        "versions": _versions(),
+        "devices": devices,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -96,15 +110,16 @@ def score_best_on_test(store: RunStore, data: ImageData) -> float | None:
         return None
     model = keras.saving.load_model(store.best_model_path)
     _, accuracy = model.evaluate(data.test.x, data.test.y, verbose=0)
-    store.finish_trial(store.read_best_hparams()["trial_id"], {"test_accuracy": accuracy})
+    store.set_test_accuracy(store.read_best_hparams()["trial_id"], accuracy)
     return accuracy
 
 
 def run_search(config: SearchConfig) -> RunStore:
     root = resolve_data_dir(config.data)
     store = open_store(config)
-    data = load_image_data(root, config.image_size, config.split_seed,
-                           cache_dir=store.run_dir / "cache")
+    data = load_image_data(
+        root, config.image_size, config.split_seed, cache_dir=store.run_dir / "cache"
+    )
     # TensorFlow is imported only once the inputs are known to be usable.
     from search.backends import keras_tuner
     from search.devices import configure_devices
@@ -122,16 +137,39 @@ def run_search(config: SearchConfig) -> RunStore:
         _check_same_run(store.read_run_info(), info, store.run_dir)
         info["started_at"] = store.read_run_info()["started_at"]
     store.write_run_info(info | {"status": "running"})
-    print(f"run {store.run_dir}: {len(data.train)} train / {len(data.validation)} validation / "
-          f"{len(data.test)} test images of {num_classes} classes, {len(data.skipped)} skipped",
-          flush=True)
-    settings = TrainSettings(config.epochs, config.patience, config.batch_size, config.seed,
-                             config.verbose, config.tensorboard)
-    runner = TrialRunner(space, ctx, data, store, settings, config.max_trials)
-    keras_tuner.search(space, ctx, runner, config.algorithm, config.max_trials, config.seed,
-                       config.max_consecutive_failures, config.verbose)
+    print(
+        f"run {store.run_dir}: {len(data.train)} train / {len(data.validation)} validation / "
+        f"{len(data.test)} test images of {num_classes} classes, {len(data.skipped)} skipped",
+        flush=True,
+    )
+    settings = TrainSettings(
+        config.epochs,
+        config.patience,
+        config.batch_size,
+        config.seed,
+        config.verbose,
+        config.tensorboard,
+    )
+    # The report is rewritten after every trial, so a long search can be watched by reloading.
+    runner = TrialRunner(space, ctx, data, store, settings, config.max_trials,
+                         after_trial=lambda: write_report(store.run_dir))
+    keras_tuner.search(
+        space,
+        ctx,
+        runner,
+        config.algorithm,
+        config.max_trials,
+        config.seed,
+        config.max_consecutive_failures,
+        config.verbose,
+    )
     test_accuracy = score_best_on_test(store, data)
-    store.write_run_info(info | {
-        "status": "finished", "test_accuracy": test_accuracy,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    store.write_run_info(
+        info
+        | {
+            "status": "finished",
+            "test_accuracy": test_accuracy,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
     return store

@@ -21,10 +21,29 @@ from pathlib import Path
 
 import pandas as pd
 
-TRIAL_COLUMNS = ["trial_id", "status", "best_epoch", "val_accuracy", "val_loss", "train_accuracy",
-                 "gap", "test_accuracy", "duration_s", "n_params", "error"]
-EPOCH_COLUMNS = ["trial_id", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds",
-                 "phase"]
+TRIAL_COLUMNS = [
+    "trial_id",
+    "status",
+    "best_epoch",
+    "val_accuracy",
+    "val_loss",
+    "train_accuracy",
+    "gap",
+    "test_accuracy",
+    "duration_s",
+    "n_params",
+    "error",
+]
+EPOCH_COLUMNS = [
+    "trial_id",
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "seconds",
+    "phase",
+]
 INTEGER_COLUMNS = ("trial_id", "best_epoch", "n_params")
 STATUSES = ("complete", "failed", "pruned", "running")
 HP_PREFIX = "hp_"
@@ -33,8 +52,11 @@ HP_PREFIX = "hp_"
 def rank_trials(trials: pd.DataFrame) -> pd.DataFrame:
     """Complete trials, best first: highest val accuracy, then smaller gap, then lower val loss."""
     done = trials[trials["status"] == "complete"]
-    return done.sort_values(["val_accuracy", "gap", "val_loss", "trial_id"],
-                            ascending=[False, True, True, True], kind="stable")
+    return done.sort_values(
+        ["val_accuracy", "gap", "val_loss", "trial_id"],
+        ascending=[False, True, True, True],
+        kind="stable",
+    )
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -111,6 +133,12 @@ class RunStore:
         self._trials[trial_id].update({k: _clean(v) for k, v in results.items()})
         self._write_trials()
 
+    def set_test_accuracy(self, trial_id: int, accuracy: float) -> None:
+        """Only the trial whose model is best_model.keras carries a test score."""
+        for row in self._trials.values():
+            row["test_accuracy"] = _clean(accuracy) if row["trial_id"] == trial_id else None
+        self._write_trials()
+
     @staticmethod
     def _column_order(columns) -> list[str]:
         hp = sorted(c for c in columns if c.startswith(HP_PREFIX))
@@ -136,8 +164,9 @@ class RunStore:
         tmp = self.run_dir / ".best_model.tmp.keras"
         model.save(tmp)
         os.replace(tmp, self.best_model_path)
-        text = json.dumps({"trial_id": trial_id, "hyperparameters": hparams}, indent=2,
-                          default=_clean)
+        text = json.dumps(
+            {"trial_id": trial_id, "hyperparameters": hparams}, indent=2, default=_clean
+        )
         _atomic_write(self.best_hparams_path, lambda p: p.write_text(text, encoding="utf-8"))
 
     def read_best_hparams(self) -> dict:

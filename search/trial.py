@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -39,7 +40,7 @@ class TrialResult:
     trial_id: int
     status: str
     duration_s: float
-    error: str = ""
+    error: str | None = None
     best_epoch: int | None = None
     val_accuracy: float | None = None
     val_loss: float | None = None
@@ -64,10 +65,15 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        row = {"trial_id": self.trial_id, "epoch": epoch + 1, "phase": self.phase,
-               "seconds": round(time.perf_counter() - self._start, 3)}
-        row |= {k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")
-                if k in logs}
+        row = {
+            "trial_id": self.trial_id,
+            "epoch": epoch + 1,
+            "phase": self.phase,
+            "seconds": round(time.perf_counter() - self._start, 3),
+        }
+        row |= {
+            k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs
+        }
         self.rows.append(row)
         self.store.append_epoch(row)
 
@@ -97,13 +103,28 @@ def _hparams_callback(hp, log_dir: Path, trial_id: int) -> keras.callbacks.Callb
 class TrialRunner:
     """Trains one hyperparameter set of a space on the run's decoded images."""
 
-    def __init__(self, space: ModuleType, ctx: SpaceContext, data: ImageData, store: RunStore,
-                 settings: TrainSettings, max_trials: int | None = None):
+    def __init__(
+        self,
+        space: ModuleType,
+        ctx: SpaceContext,
+        data: ImageData,
+        store: RunStore,
+        settings: TrainSettings,
+        max_trials: int | None = None,
+        after_trial: Callable[[], None] | None = None,
+    ):
         self.space, self.ctx, self.data, self.store = space, ctx, data, store
         self.settings, self.max_trials = settings, max_trials
+        self.after_trial = after_trial
 
-    def run(self, trial_id: int, hp, epochs: int | None = None, initial_epoch: int = 0,
-            initial_weights: Path | None = None) -> tuple[TrialResult, keras.Model | None]:
+    def run(
+        self,
+        trial_id: int,
+        hp,
+        epochs: int | None = None,
+        initial_epoch: int = 0,
+        initial_weights: Path | None = None,
+    ) -> tuple[TrialResult, keras.Model | None]:
         """Train and record one trial. Failures are results, never exceptions."""
         keras.backend.clear_session()
         gc.collect()
@@ -129,6 +150,8 @@ class TrialRunner:
         if result.status == "complete" and self._is_new_best(result):
             self.store.save_best_model(model, hp.values, trial_id)
         self._announce(result)
+        if self.after_trial is not None:
+            self.after_trial()
         return result, (model if result.status == "complete" else None)
 
     def _fine_tune(self, model: keras.Model, hp, trial_id: int, rows: list[dict]) -> list[dict]:
@@ -141,27 +164,39 @@ class TrialRunner:
             model.set_weights(frozen_weights)
         return tuned
 
-    def _fit(self, model: keras.Model, hp, trial_id: int, phase: str, initial_epoch: int,
-             epochs: int) -> list[dict]:
+    def _fit(
+        self, model: keras.Model, hp, trial_id: int, phase: str, initial_epoch: int, epochs: int
+    ) -> list[dict]:
         recorder = EpochRecorder(self.store, trial_id, phase)
         callbacks = [
             keras.callbacks.TerminateOnNaN(),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.settings.patience,
-                                          restore_best_weights=True),
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=self.settings.patience, restore_best_weights=True
+            ),
             recorder,
         ]
         if self.settings.tensorboard:
             log_dir = self.store.run_dir / "tb" / f"trial_{trial_id}"
-            callbacks += [keras.callbacks.TensorBoard(log_dir=str(log_dir)),
-                          _hparams_callback(hp, log_dir, trial_id)]
-        model.fit(self.data.train.x, self.data.train.y, batch_size=self.settings.batch_size,
-                  epochs=epochs, initial_epoch=initial_epoch, shuffle=True,
-                  validation_data=(self.data.validation.x, self.data.validation.y),
-                  callbacks=callbacks, verbose=1 if self.settings.verbose else 0)
+            callbacks += [
+                keras.callbacks.TensorBoard(log_dir=str(log_dir)),
+                _hparams_callback(hp, log_dir, trial_id),
+            ]
+        model.fit(
+            self.data.train.x,
+            self.data.train.y,
+            batch_size=self.settings.batch_size,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            shuffle=True,
+            validation_data=(self.data.validation.x, self.data.validation.y),
+            callbacks=callbacks,
+            verbose=1 if self.settings.verbose else 0,
+        )
         return recorder.rows
 
-    def _judge(self, trial_id: int, model, rows: list[dict], error: str,
-               seconds: float) -> TrialResult:
+    def _judge(
+        self, trial_id: int, model, rows: list[dict], error: str, seconds: float
+    ) -> TrialResult:
         duration = round(seconds, 3)
         n_params = model.count_params() if model is not None else None
         if not error and _diverged(rows):
@@ -172,10 +207,16 @@ class TrialRunner:
             return TrialResult(trial_id, "failed", duration, error=error, n_params=n_params)
         best = _best_row(rows)
         return TrialResult(
-            trial_id, "complete", duration, best_epoch=best["epoch"],
-            val_accuracy=best["val_accuracy"], val_loss=best["val_loss"],
-            train_accuracy=best["accuracy"], gap=best["accuracy"] - best["val_accuracy"],
-            n_params=n_params)
+            trial_id,
+            "complete",
+            duration,
+            best_epoch=best["epoch"],
+            val_accuracy=best["val_accuracy"],
+            val_loss=best["val_loss"],
+            train_accuracy=best["accuracy"],
+            gap=best["accuracy"] - best["val_accuracy"],
+            n_params=n_params,
+        )
 
     def _is_new_best(self, result: TrialResult) -> bool:
         best = self.store.best_trial()
@@ -186,7 +227,10 @@ class TrialRunner:
         head = f"trial {self.store.finished_count()}{total} {result.status}"
         if result.status == "complete":
             best = self.store.best_trial()
-            print(f"{head} val_acc={result.val_accuracy:.3f} gap={result.gap:+.3f} "
-                  f"best={best['val_accuracy']:.3f} ({result.duration_s:.1f}s)", flush=True)
+            print(
+                f"{head} val_acc={result.val_accuracy:.3f} gap={result.gap:+.3f} "
+                f"best={best['val_accuracy']:.3f} ({result.duration_s:.1f}s)",
+                flush=True,
+            )
         else:
             print(f"{head} {result.error} ({result.duration_s:.1f}s)", flush=True)

@@ -24,12 +24,15 @@ def transfer_context(weights: str, image_size: int, num_classes: int) -> SpaceCo
             raise UsageError(
                 f"MobileNetV2 ImageNet weights are not in {keras_home() / 'models'} and could not "
                 f"be downloaded ({type(error).__name__}: {reason}); pass --weights PATH to a "
-                f"MobileNetV2 no_top weights file") from None
+                f"MobileNetV2 no_top weights file"
+            ) from None
         return ctx
     path = Path(weights).expanduser().resolve()
     if not path.is_file():
-        raise UsageError(f"--weights {weights}: no such file; pass a MobileNetV2 no_top weights "
-                         f"file (.h5) or 'imagenet'")
+        raise UsageError(
+            f"--weights {weights}: no such file; pass a MobileNetV2 no_top weights "
+            f"file (.h5) or 'imagenet'"
+        )
     for alpha in ALPHAS:
         ctx = SpaceContext(image_size, num_classes, str(path), alpha)
         try:
@@ -37,5 +40,7 @@ def transfer_context(weights: str, image_size: int, num_classes: int) -> SpaceCo
             return ctx
         except Exception:  # wrong width for this file: try the next one
             continue
-    raise UsageError(f"--weights {weights} does not load into MobileNetV2 (include_top=False) at "
-                     f"any alpha in {ALPHAS}; pass a MobileNetV2 no_top weights file")
+    raise UsageError(
+        f"--weights {weights} does not load into MobileNetV2 (include_top=False) at "
+        f"any alpha in {ALPHAS}; pass a MobileNetV2 no_top weights file"
+    )

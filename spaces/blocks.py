@@ -63,8 +63,9 @@ def scaling(x, mode: str):
 
 def conv_block(x, filters: int, kernel_size: int, batch_norm: bool, index: int):
     """Conv2D + ReLU (+ BatchNorm) + MaxPooling2D(2), as in every document's scratch CNN."""
-    x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=not batch_norm,
-                      name=f"conv_{index}")(x)
+    x = layers.Conv2D(
+        filters, kernel_size, padding="same", use_bias=not batch_norm, name=f"conv_{index}"
+    )(x)
     if batch_norm:
         x = layers.BatchNormalization(name=f"bn_{index}")(x)
     x = layers.Activation("relu", name=f"relu_{index}")(x)
@@ -78,8 +79,9 @@ def classifier(x, num_classes: int):
     return layers.Dense(num_classes, activation="softmax", dtype="float32", name="prediction")(x)
 
 
-def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                  num_classes: int) -> keras.Model:
+def compile_model(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer, num_classes: int
+) -> keras.Model:
     loss = "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model

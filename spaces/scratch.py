@@ -25,8 +25,9 @@ def features(hp, x):
         with hp.conditional_scope("conv_blocks", list(range(i, MAX_BLOCKS + 1))):
             filters = hp.Int(f"filters_{i}", 16, 128, step=16, default=min(16 * 2 ** (i - 1), 128))
         x = blocks.conv_block(x, filters, kernel_size, batch_norm, index=i)
-    x = layers.Dropout(hp.Float("conv_dropout", 0.0, 0.5, step=0.05, default=0.0),
-                       name="conv_dropout")(x)
+    x = layers.Dropout(
+        hp.Float("conv_dropout", 0.0, 0.5, step=0.05, default=0.0), name="conv_dropout"
+    )(x)
     # Flatten is what the documents do; global average pooling keeps a one-block model at
     # 160 px from growing a dense layer of hundreds of millions of weights.
     if hp.Choice("pooling", ["flatten", "global_avg"], default="flatten") == "flatten":
@@ -36,8 +37,9 @@ def features(hp, x):
     units = hp.Choice("dense_units", [0, 64, 128, 256, 512], default=512)
     if units:
         x = layers.Dense(units, activation="relu", name="dense")(x)
-    return layers.Dropout(hp.Float("dense_dropout", 0.0, 0.5, step=0.05, default=0.0),
-                          name="dense_dropout")(x)
+    return layers.Dropout(
+        hp.Float("dense_dropout", 0.0, 0.5, step=0.05, default=0.0), name="dense_dropout"
+    )(x)
 
 
 def classifier_model(hp, ctx: SpaceContext, inputs, x) -> keras.Model:

@@ -21,8 +21,12 @@ BACKBONE = "backbone"
 def backbone(ctx: SpaceContext) -> keras.Model:
     """MobileNetV2 without its top, with `ctx.weights` ("imagenet" or a weights file)."""
     return keras.applications.MobileNetV2(
-        input_shape=ctx.input_shape, alpha=ctx.alpha, include_top=False,
-        weights=ctx.weights, name=BACKBONE)
+        input_shape=ctx.input_shape,
+        alpha=ctx.alpha,
+        include_top=False,
+        weights=ctx.weights,
+        name=BACKBONE,
+    )
 
 
 def build(hp, ctx: SpaceContext) -> keras.Model:

@@ -26,13 +26,15 @@ def build(hp, ctx: SpaceContext) -> keras.Model:
     inputs = blocks.image_input(ctx)
     x = blocks.augmentation(hp, inputs, defaults={"flip": "horizontal", "rotation": 0.1})
     x = blocks.scaling(x, "rescale")
-    x = layers.Conv2D(hp.Choice("entry_filters", [32, 64, 128], default=128), 3, strides=2,
-                      padding="same")(x)
+    x = layers.Conv2D(
+        hp.Choice("entry_filters", [32, 64, 128], default=128), 3, strides=2, padding="same"
+    )(x)
     x = layers.BatchNormalization()(x)
     x = layers.Activation("relu")(x)
     previous = x
-    widths = block_widths(hp.Choice("block_filters", [64, 128, 256], default=256),
-                          hp.Int("blocks", 1, 4, default=3))
+    widths = block_widths(
+        hp.Choice("block_filters", [64, 128, 256], default=256), hp.Int("blocks", 1, 4, default=3)
+    )
     for width in widths:
         for _ in range(2):
             x = layers.Activation("relu")(x)
@@ -42,8 +44,9 @@ def build(hp, ctx: SpaceContext) -> keras.Model:
         residual = layers.Conv2D(width, 1, strides=2, padding="same")(previous)
         x = layers.add([x, residual])
         previous = x
-    x = layers.SeparableConv2D(hp.Choice("exit_filters", [256, 512, 1024], default=1024), 3,
-                               padding="same")(x)
+    x = layers.SeparableConv2D(
+        hp.Choice("exit_filters", [256, 512, 1024], default=1024), 3, padding="same"
+    )(x)
     x = layers.BatchNormalization()(x)
     x = layers.Activation("relu")(x)
     x = layers.GlobalAveragePooling2D()(x)

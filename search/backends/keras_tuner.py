@@ -29,10 +29,14 @@ class SpaceHyperModel(kt.HyperModel):
         return self.space.build(hp, self.ctx)
 
 
-def make_oracle(algorithm: str, max_trials: int, epochs: int, seed: int,
-                max_consecutive_failures: int) -> kt.Oracle:
-    common = {"objective": OBJECTIVE, "seed": seed,
-              "max_consecutive_failed_trials": max_consecutive_failures}
+def make_oracle(
+    algorithm: str, max_trials: int, epochs: int, seed: int, max_consecutive_failures: int
+) -> kt.Oracle:
+    common = {
+        "objective": OBJECTIVE,
+        "seed": seed,
+        "max_consecutive_failed_trials": max_consecutive_failures,
+    }
     if algorithm == "random":
         return kt.oracles.RandomSearchOracle(max_trials=max_trials, **common)
     if algorithm == "bayesian":
@@ -52,11 +56,13 @@ class StoreTuner(kt.engine.base_tuner.BaseTuner):
     Hyperband tuner does.
     """
 
-    def __init__(self, oracle: kt.Oracle, hypermodel: SpaceHyperModel, runner: TrialRunner,
-                 directory: Path):
+    def __init__(
+        self, oracle: kt.Oracle, hypermodel: SpaceHyperModel, runner: TrialRunner, directory: Path
+    ):
         self.runner = runner
-        super().__init__(oracle, hypermodel, directory=str(directory), project_name="kt",
-                         overwrite=False)
+        super().__init__(
+            oracle, hypermodel, directory=str(directory), project_name="kt", overwrite=False
+        )
 
     def _checkpoint(self, trial_id: str) -> Path:
         return Path(self.get_trial_dir(trial_id)) / "checkpoint.weights.h5"
@@ -65,9 +71,12 @@ class StoreTuner(kt.engine.base_tuner.BaseTuner):
         hp = trial.hyperparameters
         parent = hp.values.get("tuner/trial_id")
         result, model = self.runner.run(
-            int(trial.trial_id), hp, epochs=hp.values.get("tuner/epochs"),
+            int(trial.trial_id),
+            hp,
+            epochs=hp.values.get("tuner/epochs"),
             initial_epoch=hp.values.get("tuner/initial_epoch", 0),
-            initial_weights=self._checkpoint(parent) if parent else None)
+            initial_weights=self._checkpoint(parent) if parent else None,
+        )
         if result.status != "complete":
             raise kt.errors.FailedTrialError(result.error)
         if "tuner/epochs" in hp.values:
@@ -75,9 +84,18 @@ class StoreTuner(kt.engine.base_tuner.BaseTuner):
         return {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss}
 
 
-def search(space: ModuleType, ctx: SpaceContext, runner: TrialRunner, algorithm: str,
-           max_trials: int, seed: int, max_consecutive_failures: int, verbose: bool) -> None:
-    oracle = make_oracle(algorithm, max_trials, runner.settings.epochs, seed,
-                         max_consecutive_failures)
+def search(
+    space: ModuleType,
+    ctx: SpaceContext,
+    runner: TrialRunner,
+    algorithm: str,
+    max_trials: int,
+    seed: int,
+    max_consecutive_failures: int,
+    verbose: bool,
+) -> None:
+    oracle = make_oracle(
+        algorithm, max_trials, runner.settings.epochs, seed, max_consecutive_failures
+    )
     tuner = StoreTuner(oracle, SpaceHyperModel(space, ctx), runner, runner.store.run_dir)
     tuner.search(verbose=1 if verbose else 0)

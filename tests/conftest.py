@@ -1,0 +1,94 @@
+"""Shared fixtures: real photos from ../shared/data, linked into small folders and a Keras cache.
+
+Tests that need ../shared/data skip when it is absent (a user's fresh machine); CI sets
+REQUIRE_SHARED_DATA=1, which turns those skips into failures.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SHARED_DATA", REPO.parent / "shared" / "data"))
+CATS_AND_DOGS = SHARED_DATA / "cats_and_dogs_filtered"
+WEIGHTS = SHARED_DATA / "keras-models" / "mobilenet_v2_1.0_160_stanford-dogs_no_top.weights.h5"
+
+# The default data set is found through the Keras cache, as a user's would be: link the shared
+# copy where keras.utils.get_file leaves it. Set before anything imports Keras.
+KERAS_HOME = Path(tempfile.mkdtemp(prefix="keras-home-"))
+os.environ["KERAS_HOME"] = str(KERAS_HOME)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if CATS_AND_DOGS.is_dir():
+    (KERAS_HOME / "datasets").mkdir()
+    (KERAS_HOME / "datasets" / "cats_and_dogs_filtered").symlink_to(CATS_AND_DOGS)
+
+
+def need(path: Path) -> Path:
+    if path.exists():
+        return path
+    message = f"{path} is absent: the real data in ../shared/data is needed"
+    if os.environ.get("REQUIRE_SHARED_DATA") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def weights_file() -> Path:
+    return need(WEIGHTS)
+
+
+def link_images(target: Path, per_split: dict[str, int], classes=("cats", "dogs")) -> Path:
+    """A train/validation folder of real photos (symlinks), `per_split[split]` per class."""
+    source = need(CATS_AND_DOGS)
+    for split, count in per_split.items():
+        for name in classes:
+            folder = target / split / name
+            folder.mkdir(parents=True)
+            for photo in sorted((source / split / name).iterdir())[:count]:
+                (folder / photo.name).symlink_to(photo)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    """24 training and 20 validation photos per class: 4 of the validation ones become test."""
+    return link_images(tmp_path_factory.mktemp("tiny"), {"train": 24, "validation": 20})
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_folder):
+    from search.data import load_image_data
+
+    return load_image_data(tiny_folder, image_size=32)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python run_search.py ARGS` as a user would, in a separate process."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "run_search.py"), *args],
+        cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout,
+        env=os.environ | {"KERAS_HOME": str(KERAS_HOME)},
+    )
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """stderr lines that are ours, without TensorFlow's start-up logging."""
+    noise = ("I0000", "E0000", "W0000", "WARNING: All log messages")
+    return [line for line in result.stderr.splitlines() if line and not line.startswith(noise)]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_folder, tmp_path_factory):
+    """A finished two-trial Keras Tuner search of the scratch space on the tiny folder."""
+    from search.run import SearchConfig, run_search
+
+    config = SearchConfig(space="scratch", data=str(tiny_folder), max_trials=2, epochs=2,
+                          image_size=32, batch_size=16, name="tiny",
+                          runs_dir=str(tmp_path_factory.mktemp("runs")))
+    return config, run_search(config)

@@ -1,0 +1,104 @@
+"""The real command line, in subprocesses: --help, and every usage error as one line, status 2.
+
+Argument errors exit before TensorFlow is imported; only the --weights check imports it."""
+
+import re
+
+import pytest
+from conftest import error_lines, run_cli
+
+from spaces import SPACES
+
+ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
+
+
+def one_error_line(result, *needles: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = error_lines(result)
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert line.startswith("run_search.py"), line
+    assert "error" in line
+    for needle in needles:
+        assert needle in line, (needle, line)
+    return line
+
+
+def test_help_lists_spaces_algorithms_and_defaults():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    assert error_lines(result) == []
+    text = result.stdout
+    for name, about in SPACES.items():
+        assert re.search(rf"^\s+{name}\s+{re.escape(about)}$", text, re.M), name
+    flat = " ".join(text.split())  # argparse wraps lines to the terminal width
+    choices = re.search(r"--algorithm \{([a-z,-]+)\}", flat)
+    assert choices is not None
+    assert set(choices.group(1).split(",")) == set(ALGORITHMS)
+
+    def option_help(option: str) -> str:
+        found = re.search(rf" {option} [A-Z_]+ (.*?)(?= --[a-z]|$)", flat)
+        assert found is not None, option
+        return found.group(1)
+
+    assert "(default: 10)" in option_help("--epochs")
+    assert "(default: 10)" in option_help("--max-trials")
+    assert "(default: 160)" in option_help("--image-size")
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (("--space", "nosuchspace"), ("--space", "nosuchspace")),
+        (("--epochs", "0"), ("--epochs", "0")),
+        (("--max-trials", "0"), ("--max-trials", "0")),
+        (("--image-size", "16"), ("--image-size", "16")),
+        (("--image-size", "2000"), ("--image-size", "2000")),
+        (("--batch-size", "0"), ("--batch-size", "0")),
+    ],
+    ids=["space", "epochs", "max-trials", "image-size-16", "image-size-2000", "batch-size"],
+)
+def test_bad_argument_is_one_line(tmp_path, args, needles):
+    runs = tmp_path / "runs"
+    result = run_cli(*args, "--runs-dir", str(runs), cwd=tmp_path)
+    one_error_line(result, *needles)
+    assert not runs.exists()
+
+
+def test_missing_data_folder_creates_no_run(tmp_path):
+    runs = tmp_path / "runs"
+    missing = tmp_path / "no" / "such" / "folder"
+    result = run_cli(
+        "--data", str(missing), "--space", "scratch", "--name", "r1", "--runs-dir", str(runs),
+        cwd=tmp_path,
+    )
+    one_error_line(result, "--data", str(missing))
+    assert not runs.exists() or list(runs.iterdir()) == []
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_of_an_unknown_run(tmp_path):
+    runs = tmp_path / "runs"
+    result = run_cli("--resume", "--name", "nosuchrun", "--runs-dir", str(runs), cwd=tmp_path)
+    line = one_error_line(result, "--resume", "nosuchrun")
+    assert "no run" in line
+    assert not (runs / "nosuchrun").exists()
+
+
+@pytest.mark.parametrize("command", ["report", "export"])
+def test_command_on_a_folder_without_run_json(tmp_path, command):
+    folder = tmp_path / "not-a-run"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no run here\n")
+    line = one_error_line(run_cli(command, str(folder), cwd=tmp_path), str(folder), "run.json")
+    assert "not a run directory" in line
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_missing_weights_file(tmp_path, tiny_folder):
+    result = run_cli(
+        "--space", "transfer", "--weights", "/no/such/file.h5", "--data", str(tiny_folder),
+        "--image-size", "32", "--max-trials", "1", "--epochs", "1",
+        "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path,
+    )
+    one_error_line(result, "--weights", "/no/such/file.h5")

@@ -1,0 +1,94 @@
+"""Every space builds, trains one epoch on real photos and predicts, from any point of its space."""
+
+from __future__ import annotations
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+from spaces import SPACES, get_space, transfer
+from spaces.context import SpaceContext
+
+
+def context(space_name: str, weights_file, num_classes: int = 2) -> SpaceContext:
+    if space_name == "transfer":
+        return SpaceContext(32, num_classes, str(weights_file), 1.0)
+    return SpaceContext(32, num_classes)
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_space_trains_one_epoch_and_predicts(name, tiny_data, weights_file):
+    ctx = context(name, weights_file)
+    hp = kt.HyperParameters()
+    model = get_space(name).build(hp, ctx)
+    history = model.fit(tiny_data.train.x, tiny_data.train.y, epochs=1, batch_size=16,
+                        validation_data=(tiny_data.validation.x, tiny_data.validation.y),
+                        verbose=0)
+    assert set(history.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert np.isfinite(history.history["loss"][0])
+    predictions = model.predict(tiny_data.test.x, verbose=0)
+    assert predictions.shape == (len(tiny_data.test), 1)
+    assert ((predictions >= 0) & (predictions <= 1)).all()
+    assert hp.values, "the space registered no hyperparameter"
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_space_builds_at_random_points(name, weights_file):
+    """Values drawn from the declared ranges always build (conditional ones included)."""
+    space, ctx = get_space(name), context(name, weights_file)
+    declared = kt.HyperParameters()
+    space.build(declared, ctx)
+    for seed in range(3):
+        hp = kt.HyperParameters()
+        drawn = {p.name: p.random_sample(seed) for p in declared.space}
+        hp.values.update(drawn)
+        model = space.build(hp, ctx)
+        assert {k: hp.values[k] for k in drawn} == drawn, "build ignored the drawn values"
+        assert model.output_shape == (None, 1)
+        keras.backend.clear_session()
+
+
+def test_multiclass_head_is_softmax(tiny_data):
+    ctx = SpaceContext(32, 3)
+    model = get_space("scratch").build(kt.HyperParameters(), ctx)
+    labels = np.arange(len(tiny_data.train)) % 3
+    model.fit(tiny_data.train.x, labels, epochs=1, batch_size=16, verbose=0)
+    probabilities = model.predict(tiny_data.test.x, verbose=0)
+    assert probabilities.shape == (len(tiny_data.test), 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_scratch_defaults_are_the_documents_cnn():
+    """Seed 000's model: 16/32/64 filters, kernel 3, flatten, Dense 512, rescaling 1/255."""
+    hp = kt.HyperParameters()
+    model = get_space("scratch").build(hp, SpaceContext(160, 2))
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [16, 32, 64]
+    assert {c.kernel_size for c in convs} == {(3, 3)}
+    assert model.get_layer("dense").units == 512
+    assert model.get_layer("rescale").scale == pytest.approx(1 / 255)
+
+
+def test_transfer_base_is_frozen_in_inference_mode_and_fine_tunes(weights_file):
+    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
+    hp = kt.HyperParameters()
+    hp.Fixed("mode", "fine_tune")
+    model = transfer.build(hp, ctx)
+    base = model.get_layer(transfer.BACKBONE)
+    assert not base.trainable
+    assert hp.get("fine_tune_at") == 100
+    assert transfer.fine_tune(hp, model)
+    assert [layer.trainable for layer in base.layers[:100]] == [False] * 100
+    assert all(layer.trainable for layer in base.layers[100:])
+    assert isinstance(model.optimizer, keras.optimizers.RMSprop)
+
+
+def test_transfer_uses_the_pretrained_weights(weights_file):
+    """The backbone's weights are the file's, not a random init."""
+    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
+    first = transfer.backbone(ctx).get_layer("Conv1").get_weights()[0]
+    second = transfer.backbone(ctx).get_layer("Conv1").get_weights()[0]
+    np.testing.assert_array_equal(first, second)
+    random = transfer.backbone(SpaceContext(32, 2, None, 1.0)).get_layer("Conv1").get_weights()[0]
+    assert not np.allclose(first, random)
