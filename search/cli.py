@@ -1,4 +1,4 @@
-"""Command line: `run_search.py [options]` searches; `report RUNDIR` and `export RUNDIR` reuse a run.
+"""Command line: `run_search.py [options]` searches; `report` and `export` reuse a finished run.
 
 Parsing and validation import no TensorFlow, so --help and bad values answer at once.
 """
@@ -112,7 +112,7 @@ def search_parser() -> OneLineParser:
         "--split-seed",
         type=int,
         default=1337,
-        help="seed of the validation/test split; keep it fixed to compare runs (default: %(default)s)",
+        help="seed of the validation/test split; keep it to compare runs (default: %(default)s)",
     )
     add(
         "--weights",
@@ -215,7 +215,8 @@ def run(argv: list[str]) -> int:
         return 1
     print(
         f"best trial {best['trial_id']}: val_acc={best['val_accuracy']:.4f} "
-        f"test_acc={best['test_accuracy']:.4f} model={store.best_model_path} report={store.run_dir / 'report.html'}"
+        f"test_acc={best['test_accuracy']:.4f} model={store.best_model_path} "
+        f"report={store.run_dir / 'report.html'}"
     )
     return 0
 

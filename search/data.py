@@ -76,7 +76,7 @@ def keras_home() -> Path:
 
 
 def resolve_data_dir(data: str, origin: str = DATASET_ORIGIN) -> Path:
-    """A folder path as given, or the default data set from the Keras cache (downloaded if absent)."""
+    """A folder as given, or the default data set from the Keras cache (downloaded if absent)."""
     path = Path(data).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -179,7 +179,7 @@ def list_splits(root: Path, split_seed: int) -> tuple[str, list[str], dict[str, 
         split_dirs = {"train": root / "train", "validation": validation_dir}
         if (root / "test").is_dir():
             split_dirs["test"] = root / "test"
-        for name, folder in split_dirs.items():
+        for folder in split_dirs.values():
             if _subdirs(folder) != class_names:
                 raise UsageError(
                     f"{folder} has classes {_subdirs(folder)} but train has "

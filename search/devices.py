@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import tensorflow as tf
 
 
@@ -9,10 +11,9 @@ def configure_devices() -> list[str]:
     """Turn on memory growth for every GPU and describe the devices trials will run on."""
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
-        try:
+        # RuntimeError: the GPU was initialised earlier in this process, with growth set then.
+        with contextlib.suppress(RuntimeError):
             tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised in this process: growth was set then
-            pass
     if not gpus:
         return ["CPU"]
     return [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]

@@ -151,8 +151,15 @@ def run_search(config: SearchConfig) -> RunStore:
         config.tensorboard,
     )
     # The report is rewritten after every trial, so a long search can be watched by reloading.
-    runner = TrialRunner(space, ctx, data, store, settings, config.max_trials,
-                         after_trial=lambda: write_report(store.run_dir))
+    runner = TrialRunner(
+        space,
+        ctx,
+        data,
+        store,
+        settings,
+        config.max_trials,
+        after_trial=lambda: write_report(store.run_dir),
+    )
     keras_tuner.search(
         space,
         ctx,

@@ -72,7 +72,10 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
     """Run `python run_search.py ARGS` as a user would, in a separate process."""
     return subprocess.run(
         [sys.executable, str(REPO / "run_search.py"), *args],
-        cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env=os.environ | {"KERAS_HOME": str(KERAS_HOME)},
     )
 
@@ -88,7 +91,14 @@ def tiny_run(tiny_folder, tmp_path_factory):
     """A finished two-trial Keras Tuner search of the scratch space on the tiny folder."""
     from search.run import SearchConfig, run_search
 
-    config = SearchConfig(space="scratch", data=str(tiny_folder), max_trials=2, epochs=2,
-                          image_size=32, batch_size=16, name="tiny",
-                          runs_dir=str(tmp_path_factory.mktemp("runs")))
+    config = SearchConfig(
+        space="scratch",
+        data=str(tiny_folder),
+        max_trials=2,
+        epochs=2,
+        image_size=32,
+        batch_size=16,
+        name="tiny",
+        runs_dir=str(tmp_path_factory.mktemp("runs")),
+    )
     return config, run_search(config)

@@ -1,4 +1,4 @@
-"""Keras Tuner searches write a complete, honest run store, resume without loss, and record failures."""
+"""Keras Tuner searches write a complete, honest store, resume without loss, record failures."""
 
 from __future__ import annotations
 
@@ -22,12 +22,29 @@ from spaces.context import SpaceContext
 
 def test_transfer_search_on_the_default_data_from_the_cli(tmp_path, weights_file):
     """The issue's "done" command, at 32 px: default data through the Keras cache, offline."""
-    result = run_cli("--space", "transfer", "--max-trials", "3", "--epochs", "2",
-                     "--image-size", "32", "--weights", str(weights_file),
-                     "--runs-dir", str(tmp_path), "--name", "done")
+    result = run_cli(
+        "--space",
+        "transfer",
+        "--max-trials",
+        "3",
+        "--epochs",
+        "2",
+        "--image-size",
+        "32",
+        "--weights",
+        str(weights_file),
+        "--runs-dir",
+        str(tmp_path),
+        "--name",
+        "done",
+    )
     assert result.returncode == 0, error_lines(result)
-    lines = re.findall(r"^trial (\d)/3 complete val_acc=0\.\d{3} gap=[+-]\d\.\d{3} "
-                       r"best=0\.\d{3} \(\d+\.\ds\)$", result.stdout, flags=re.M)
+    lines = re.findall(
+        r"^trial (\d)/3 complete val_acc=0\.\d{3} gap=[+-]\d\.\d{3} "
+        r"best=0\.\d{3} \(\d+\.\ds\)$",
+        result.stdout,
+        flags=re.M,
+    )
     assert lines == ["1", "2", "3"]
     store = RunStore(tmp_path / "done")
     trials = store.trials()
@@ -44,7 +61,7 @@ def test_transfer_search_on_the_default_data_from_the_cli(tmp_path, weights_file
 
 
 def test_two_trial_search_writes_a_complete_store(tiny_run, tiny_data):
-    config, store = tiny_run
+    _, store = tiny_run
     trials, epochs = store.trials(), store.epochs()
     assert list(trials.columns[:2]) == ["trial_id", "status"]
     assert set(TRIAL_COLUMNS) <= set(trials.columns)
@@ -62,8 +79,15 @@ def test_two_trial_search_writes_a_complete_store(tiny_run, tiny_data):
     info = store.read_run_info()
     assert info["space"] == "scratch" and info["class_names"] == ["cats", "dogs"]
     assert info["versions"]["keras-tuner"] == "1.4.8"
-    for name in ("run.json", "trials.csv", "epochs.csv", "best_model.keras", "best_hparams.json",
-                 "report.html", "leaderboard.csv"):
+    for name in (
+        "run.json",
+        "trials.csv",
+        "epochs.csv",
+        "best_model.keras",
+        "best_hparams.json",
+        "report.html",
+        "leaderboard.csv",
+    ):
         assert (store.run_dir / name).exists(), name
 
 
@@ -80,13 +104,24 @@ def test_best_model_is_the_best_trial_at_its_best_epoch(tiny_run, tiny_data):
     others = store.trials().query("trial_id != @best.trial_id")
     assert others["test_accuracy"].isna().all(), "the test split scores the best trial only"
     reloaded = keras.saving.load_model(store.best_model_path)
-    np.testing.assert_allclose(model.predict(tiny_data.test.x, verbose=0),
-                               reloaded.predict(tiny_data.test.x, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(tiny_data.test.x, verbose=0),
+        reloaded.predict(tiny_data.test.x, verbose=0),
+        rtol=1e-6,
+    )
 
 
 def test_rerunning_a_run_resumes_it(tiny_folder, tmp_path):
-    config = SearchConfig(space="scratch", data=str(tiny_folder), max_trials=1, epochs=1,
-                          image_size=32, batch_size=16, name="resumed", runs_dir=str(tmp_path))
+    config = SearchConfig(
+        space="scratch",
+        data=str(tiny_folder),
+        max_trials=1,
+        epochs=1,
+        image_size=32,
+        batch_size=16,
+        name="resumed",
+        runs_dir=str(tmp_path),
+    )
     first = run_search(config).trials()
     store = run_search(SearchConfig(**{**config.__dict__, "max_trials": 2, "resume": True}))
     trials = store.trials()
@@ -145,5 +180,7 @@ def test_fine_tune_trial_records_both_phases(tiny_data, tmp_path, weights_file):
     phases = list(epochs["phase"])
     assert "fine_tune" in phases and phases[0] == "train"
     assert list(epochs["epoch"]) == list(range(1, len(epochs) + 1))
-    assert json.loads(runner.store.best_hparams_path.read_text())["hyperparameters"]["mode"] \
+    assert (
+        json.loads(runner.store.best_hparams_path.read_text())["hyperparameters"]["mode"]
         == "fine_tune"
+    )

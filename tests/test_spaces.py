@@ -22,9 +22,14 @@ def test_space_trains_one_epoch_and_predicts(name, tiny_data, weights_file):
     ctx = context(name, weights_file)
     hp = kt.HyperParameters()
     model = get_space(name).build(hp, ctx)
-    history = model.fit(tiny_data.train.x, tiny_data.train.y, epochs=1, batch_size=16,
-                        validation_data=(tiny_data.validation.x, tiny_data.validation.y),
-                        verbose=0)
+    history = model.fit(
+        tiny_data.train.x,
+        tiny_data.train.y,
+        epochs=1,
+        batch_size=16,
+        validation_data=(tiny_data.validation.x, tiny_data.validation.y),
+        verbose=0,
+    )
     assert set(history.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert np.isfinite(history.history["loss"][0])
     predictions = model.predict(tiny_data.test.x, verbose=0)
