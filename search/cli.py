@@ -86,7 +86,8 @@ def search_parser() -> OneLineParser:
         "--max-trials",
         type=_positive,
         default=10,
-        help="trials in the whole run, resumed trials included (default: %(default)s)",
+        help="trials in the whole run, resumed trials included; hyperband sizes its brackets "
+        "from --epochs instead (default: %(default)s)",
     )
     add(
         "--epochs",

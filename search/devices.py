@@ -8,7 +8,11 @@ import tensorflow as tf
 
 
 def configure_devices() -> list[str]:
-    """Turn on memory growth for every GPU and describe the devices trials will run on."""
+    """Turn on memory growth for every GPU and describe the devices trials will run on.
+
+    Also silences TensorFlow's retracing warnings, which every new trial model triggers.
+    """
+    tf.get_logger().setLevel("ERROR")
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         # RuntimeError: the GPU was initialised earlier in this process, with growth set then.

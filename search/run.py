@@ -157,7 +157,8 @@ def run_search(config: SearchConfig) -> RunStore:
         data,
         store,
         settings,
-        config.max_trials,
+        # Hyperband sizes its own brackets from --epochs; it has no trial budget to show.
+        None if config.algorithm == "hyperband" else config.max_trials,
         after_trial=lambda: write_report(store.run_dir),
     )
     keras_tuner.search(

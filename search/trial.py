@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,9 @@ class TrialRunner:
         try:
             model = self.space.build(hp, self.ctx)
             if initial_weights is not None:
-                model.load_weights(initial_weights)
+                with warnings.catch_warnings():  # the new optimizer has no state to restore yet
+                    warnings.simplefilter("ignore", UserWarning)
+                    model.load_weights(initial_weights)
             total = epochs or self.settings.epochs
             rows = self._fit(model, hp, trial_id, "train", initial_epoch, total)
             fine_tune = getattr(self.space, "fine_tune", None)
