@@ -12,7 +12,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from search.errors import UsageError
+from search.errors import SearchStopped, UsageError
 from spaces import SPACES
 
 BACKENDS = ("keras-tuner",)
@@ -203,6 +203,10 @@ def run(argv: list[str]) -> int:
 
     try:
         store = run_search(config)
+    except SearchStopped as error:
+        run_dir = Path(config.runs_dir) / config.run_name()
+        print(f"run_search.py: {error}; see {run_dir}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             f"\ninterrupted; finished trials are kept. Resume with: python run_search.py "

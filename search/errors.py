@@ -3,3 +3,7 @@
 
 class UsageError(Exception):
     """Bad input: a value, a folder or a file the user gave. The message says what to do."""
+
+
+class SearchStopped(Exception):
+    """The search gave up (too many failed trials in a row); finished work is kept."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from reports.html import write_report
 from search.data import ImageData, load_image_data, resolve_data_dir
-from search.errors import UsageError
+from search.errors import SearchStopped, UsageError
 from search.store import RunStore
 from spaces import get_space
 from spaces.context import SpaceContext
@@ -42,8 +42,12 @@ class SearchConfig:
     verbose: bool = False
     max_consecutive_failures: int = 3
 
+    def __post_init__(self):
+        if self.name is None:  # named once, so every message and path agrees
+            object.__setattr__(self, "name", f"{self.space}-{datetime.now():%Y%m%d-%H%M%S}")
+
     def run_name(self) -> str:
-        return self.name or f"{self.space}-{datetime.now():%Y%m%d-%H%M%S}"
+        return self.name
 
 
 def _versions() -> dict[str, str]:
@@ -161,23 +165,27 @@ def run_search(config: SearchConfig) -> RunStore:
         None if config.algorithm == "hyperband" else config.max_trials,
         after_trial=lambda: write_report(store.run_dir),
     )
-    keras_tuner.search(
-        space,
-        ctx,
-        runner,
-        config.algorithm,
-        config.max_trials,
-        config.seed,
-        config.max_consecutive_failures,
-        config.verbose,
-    )
+    stopped = None
+    try:
+        keras_tuner.search(
+            space,
+            ctx,
+            runner,
+            config.algorithm,
+            config.max_trials,
+            config.seed,
+            config.max_consecutive_failures,
+            config.verbose,
+        )
+    except SearchStopped as error:
+        stopped = error
     test_accuracy = score_best_on_test(store, data)
+    finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    status = f"stopped: {stopped}" if stopped else "finished"
     store.write_run_info(
-        info
-        | {
-            "status": "finished",
-            "test_accuracy": test_accuracy,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        info | {"status": status, "test_accuracy": test_accuracy, "finished_at": finished_at}
     )
+    write_report(store.run_dir)
+    if stopped:
+        raise stopped
     return store

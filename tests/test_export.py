@@ -31,7 +31,8 @@ def test_savedmodel_export_round_trip(reference):
     path = export_best(store.run_dir, "savedmodel")
     assert path == store.run_dir / "export" / "saved_model"
     loaded = tf.saved_model.load(str(path))  # keep a reference: serve() uses its variables
-    np.testing.assert_allclose(loaded.serve(tf.constant(images)).numpy(), expected, rtol=1e-5, atol=1e-6)
+    served = loaded.serve(tf.constant(images)).numpy()
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_tflite_export_round_trip_from_the_cli(reference, tmp_path):

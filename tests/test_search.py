@@ -184,3 +184,43 @@ def test_fine_tune_trial_records_both_phases(tiny_data, tmp_path, weights_file):
         json.loads(runner.store.best_hparams_path.read_text())["hyperparameters"]["mode"]
         == "fine_tune"
     )
+
+
+def test_search_stops_after_consecutive_failures_and_names_the_error(tiny_data, tmp_path):
+    from search.backends import keras_tuner as backend
+    from search.errors import SearchStopped
+
+    bad = SpaceContext(32, 2, str(tmp_path / "missing.weights.h5"), 1.0)
+    runner = runner_for("scratch", SpaceContext(32, 2), tiny_data, tmp_path)
+    runner.ctx = bad
+    runner.space = get_space("transfer")
+    with pytest.raises(SearchStopped, match="stopped after 2 failed trials in a row") as stop:
+        backend.search(get_space("scratch"), SpaceContext(32, 2), runner, "random", 5, 1, 2, False)
+    assert "missing.weights.h5" in str(stop.value) and "\n" not in str(stop.value)
+    trials = runner.store.trials()
+    assert list(trials["status"]) == ["failed", "failed"]
+
+
+def test_tensorboard_logs_carry_hparams(tiny_folder, tmp_path):
+    import tensorflow as tf
+
+    config = SearchConfig(
+        space="scratch",
+        data=str(tiny_folder),
+        max_trials=1,
+        epochs=1,
+        image_size=32,
+        name="tb",
+        runs_dir=str(tmp_path),
+        tensorboard=True,
+    )
+    store = run_search(config)
+    events = list((store.run_dir / "tb" / "trial_0").rglob("events.out.tfevents.*"))
+    plugins = {
+        value.metadata.plugin_data.plugin_name
+        for path in events
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for value in event.summary.value
+    }
+    assert "hparams" in plugins
+    assert (store.run_dir / "tb" / "trial_0" / "validation").is_dir()

@@ -11,6 +11,7 @@ from types import ModuleType
 
 import keras_tuner as kt
 
+from search.errors import SearchStopped
 from search.trial import TrialRunner
 from spaces.context import SpaceContext
 
@@ -98,4 +99,17 @@ def search(
         algorithm, max_trials, runner.settings.epochs, seed, max_consecutive_failures
     )
     tuner = StoreTuner(oracle, SpaceHyperModel(space, ctx), runner, runner.store.run_dir)
-    tuner.search(verbose=1 if verbose else 0)
+    try:
+        tuner.search(verbose=1 if verbose else 0)
+    except RuntimeError as error:
+        if "consecutive failures" not in str(error):
+            raise
+        failed = (
+            runner.store.trials()
+            .query("status == 'failed'")["error"]
+            .tail(max_consecutive_failures)
+        )
+        raise SearchStopped(
+            f"stopped after {max_consecutive_failures} failed trials in a row, most often with: "
+            f"{failed.mode().iloc[0]}"
+        ) from None
