@@ -36,10 +36,13 @@ def test_help_lists_spaces_algorithms_and_defaults():
     assert choices is not None
     assert set(choices.group(1).split(",")) == set(ALGORITHMS)
 
+    # One block per option: its "  --name VALUE" line and the indented lines under it.
+    blocks = re.split(r"\n(?=  -)", text.split("\nspaces:")[0])
+
     def option_help(option: str) -> str:
-        found = re.search(rf" {option} [A-Z_]+ (.*?)(?= --[a-z]|$)", flat)
-        assert found is not None, option
-        return found.group(1)
+        found = [b for b in blocks if re.match(rf"  {option} [A-Z_]+\b", b)]
+        assert len(found) == 1, option
+        return " ".join(found[0].split())
 
     assert "(default: 10)" in option_help("--epochs")
     assert "(default: 10)" in option_help("--max-trials")
@@ -69,7 +72,14 @@ def test_missing_data_folder_creates_no_run(tmp_path):
     runs = tmp_path / "runs"
     missing = tmp_path / "no" / "such" / "folder"
     result = run_cli(
-        "--data", str(missing), "--space", "scratch", "--name", "r1", "--runs-dir", str(runs),
+        "--data",
+        str(missing),
+        "--space",
+        "scratch",
+        "--name",
+        "r1",
+        "--runs-dir",
+        str(runs),
         cwd=tmp_path,
     )
     one_error_line(result, "--data", str(missing))
@@ -97,8 +107,20 @@ def test_command_on_a_folder_without_run_json(tmp_path, command):
 
 def test_missing_weights_file(tmp_path, tiny_folder):
     result = run_cli(
-        "--space", "transfer", "--weights", "/no/such/file.h5", "--data", str(tiny_folder),
-        "--image-size", "32", "--max-trials", "1", "--epochs", "1",
-        "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path,
+        "--space",
+        "transfer",
+        "--weights",
+        "/no/such/file.h5",
+        "--data",
+        str(tiny_folder),
+        "--image-size",
+        "32",
+        "--max-trials",
+        "1",
+        "--epochs",
+        "1",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
     )
     one_error_line(result, "--weights", "/no/such/file.h5")

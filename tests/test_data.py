@@ -75,8 +75,7 @@ def test_corrupt_files_are_skipped_and_listed(tmp_path):
         root / "train" / "cats" / "truncated.jpg": data_bytes[: len(data_bytes) // 2],
         root / "train" / "dogs" / "notes.jpg": b"these are my notes, not a photo\n",
         root / "validation" / "dogs" / "page.jpg": (
-            b"<!DOCTYPE html><html><head><title>404</title></head>"
-            b"<body>Not Found</body></html>\n"
+            b"<!DOCTYPE html><html><head><title>404</title></head><body>Not Found</body></html>\n"
         ),
     }
     for path, content in corrupt.items():
