@@ -28,27 +28,26 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _bounded_int(low: int, high: int | None, wording: str):
+    """An argparse type: an integer in [low, high], with a one-line message that says so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {wording}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _image_size(text: str) -> int:
-    value = int(text)
-    if not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
-        raise argparse.ArgumentTypeError(
-            f"must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels, got {text}"
-        )
-    return value
+_positive = _bounded_int(1, None, "a positive integer")
+_non_negative = _bounded_int(0, None, "0 or more")
+_image_size = _bounded_int(
+    MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, f"between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels"
+)
 
 
 def search_parser() -> OneLineParser:

@@ -103,7 +103,9 @@ def _download_default(datasets: Path, origin: str) -> Path:
     import keras  # only here: resolving a local folder must not pay for importing Keras
 
     try:
-        extracted = keras.utils.get_file(f"{DEFAULT_DATASET}.zip", origin=origin, extract=True)
+        extracted = keras.utils.get_file(
+            f"{DEFAULT_DATASET}.zip", origin=origin, extract=True, cache_dir=str(datasets.parent)
+        )
     except Exception as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UsageError(

@@ -60,19 +60,21 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def open_store(config: SearchConfig) -> RunStore:
-    """The run's store: new, or the stored run to continue, refusing a changed configuration."""
+def find_store(config: SearchConfig) -> RunStore:
+    """The run's store, not created yet; --resume needs a stored run."""
     store = RunStore(Path(config.runs_dir) / config.run_name())
-    if not store.exists():
-        if config.resume:
-            raise UsageError(f"--resume: no run at {store.run_dir}; start it without --resume")
-        try:
-            store.create()
-        except OSError as error:
-            raise UsageError(
-                f"cannot create {store.run_dir} ({error.strerror}); pass a writable --runs-dir"
-            ) from None
+    if config.resume and not store.exists():
+        raise UsageError(f"--resume: no run at {store.run_dir}; start it without --resume")
     return store
+
+
+def create_store(store: RunStore) -> None:
+    try:
+        store.create()
+    except OSError as error:
+        raise UsageError(
+            f"cannot create {store.run_dir} ({error.strerror}); pass a writable --runs-dir"
+        ) from None
 
 
 def _check_same_run(stored: dict, wanted: dict, run_dir: Path) -> None:
@@ -119,8 +121,15 @@ def score_best_on_test(store: RunStore, data: ImageData) -> float | None:
 
 
 def run_search(config: SearchConfig) -> RunStore:
+    store = find_store(config)
     root = resolve_data_dir(config.data)
-    store = open_store(config)
+    # Weights are checked before the run directory exists, so a bad --weights leaves nothing.
+    weights, alpha = "imagenet", 1.0
+    if config.space == "transfer":
+        from search.weights import backbone_weights
+
+        weights, alpha = backbone_weights(config.weights, config.image_size)
+    create_store(store)
     data = load_image_data(
         root, config.image_size, config.split_seed, cache_dir=store.run_dir / "cache"
     )
@@ -128,14 +137,10 @@ def run_search(config: SearchConfig) -> RunStore:
     from search.backends import keras_tuner
     from search.devices import configure_devices
     from search.trial import TrainSettings, TrialRunner
-    from search.weights import transfer_context
 
     space = get_space(config.space)
     num_classes = len(data.class_names)
-    if config.space == "transfer":
-        ctx = transfer_context(config.weights, config.image_size, num_classes)
-    else:
-        ctx = SpaceContext(config.image_size, num_classes)
+    ctx = SpaceContext(config.image_size, num_classes, weights, alpha)
     info = describe_run(config, data, ctx, configure_devices())
     if store.exists():
         _check_same_run(store.read_run_info(), info, store.run_dir)

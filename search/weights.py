@@ -13,12 +13,11 @@ from spaces.context import SpaceContext
 ALPHAS = (1.0, 0.35, 0.5, 0.75, 1.3, 1.4)
 
 
-def transfer_context(weights: str, image_size: int, num_classes: int) -> SpaceContext:
-    """A context whose weights load, with the alpha they were trained at; else a UsageError."""
+def backbone_weights(weights: str, image_size: int) -> tuple[str, float]:
+    """The weights to load ("imagenet" or an absolute path) and their alpha; else a UsageError."""
     if weights == "imagenet":
-        ctx = SpaceContext(image_size, num_classes, "imagenet", 1.0)
         try:
-            transfer.backbone(ctx)
+            transfer.backbone(SpaceContext(image_size, 2, "imagenet", 1.0))
         except Exception as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise UsageError(
@@ -26,7 +25,7 @@ def transfer_context(weights: str, image_size: int, num_classes: int) -> SpaceCo
                 f"be downloaded ({type(error).__name__}: {reason}); pass --weights PATH to a "
                 f"MobileNetV2 no_top weights file"
             ) from None
-        return ctx
+        return weights, 1.0
     path = Path(weights).expanduser().resolve()
     if not path.is_file():
         raise UsageError(
@@ -34,10 +33,9 @@ def transfer_context(weights: str, image_size: int, num_classes: int) -> SpaceCo
             f"file (.h5) or 'imagenet'"
         )
     for alpha in ALPHAS:
-        ctx = SpaceContext(image_size, num_classes, str(path), alpha)
         try:
-            transfer.backbone(ctx)
-            return ctx
+            transfer.backbone(SpaceContext(image_size, 2, str(path), alpha))
+            return str(path), alpha
         except Exception:  # wrong width for this file: try the next one
             continue
     raise UsageError(

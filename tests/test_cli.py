@@ -124,3 +124,4 @@ def test_missing_weights_file(tmp_path, tiny_folder):
         cwd=tmp_path,
     )
     one_error_line(result, "--weights", "/no/such/file.h5")
+    assert not (tmp_path / "runs").exists(), "a usage error must leave no run directory"
