@@ -13,10 +13,12 @@ resumed run) never sees a half-written file, and a crash loses at most the epoch
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -75,6 +77,9 @@ def _clean(value):
 
 
 class RunStore:
+    """Reads always come from disk and every change is made under an exclusive lock on the run
+    directory, so several worker processes can share one run (as Optuna workers do)."""
+
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.run_json = self.run_dir / "run.json"
@@ -82,8 +87,6 @@ class RunStore:
         self.epochs_csv = self.run_dir / "epochs.csv"
         self.best_model_path = self.run_dir / "best_model.keras"
         self.best_hparams_path = self.run_dir / "best_hparams.json"
-        self._trials = {r["trial_id"]: r for r in self._read_rows(self.trials_csv)}
-        self._epochs = self._read_rows(self.epochs_csv)
 
     @staticmethod
     def _read_rows(path: Path) -> list[dict]:
@@ -91,6 +94,30 @@ class RunStore:
             return []
         frame = pd.read_csv(path).astype(object)
         return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / ".store.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _rows(self) -> Iterator[tuple[dict[int, dict], list[dict]]]:
+        """Trial rows by id and epoch rows, re-read under the lock and written back after."""
+        with self._locked():
+            trials = {r["trial_id"]: r for r in self._read_rows(self.trials_csv)}
+            epochs = self._read_rows(self.epochs_csv)
+            yield trials, epochs
+            _atomic_write(
+                self.trials_csv, lambda p: self._trial_frame(trials).to_csv(p, index=False)
+            )
+            _atomic_write(
+                self.epochs_csv, lambda p: self._epoch_frame(epochs).to_csv(p, index=False)
+            )
 
     def exists(self) -> bool:
         return self.run_json.exists()
@@ -108,36 +135,50 @@ class RunStore:
 
     # trials.csv and epochs.csv
     def trials(self) -> pd.DataFrame:
-        rows = sorted(self._trials.values(), key=lambda r: r["trial_id"])
-        columns = set(TRIAL_COLUMNS).union(*[r.keys() for r in rows])
-        frame = pd.DataFrame(rows, columns=self._column_order(columns))
-        return frame.astype({c: "Int64" for c in INTEGER_COLUMNS})
+        return self._trial_frame({r["trial_id"]: r for r in self._read_rows(self.trials_csv)})
 
     def epochs(self) -> pd.DataFrame:
-        return pd.DataFrame(self._epochs, columns=EPOCH_COLUMNS)
+        return self._epoch_frame(self._read_rows(self.epochs_csv))
+
+    @classmethod
+    def _trial_frame(cls, trials: dict[int, dict]) -> pd.DataFrame:
+        rows = sorted(trials.values(), key=lambda r: r["trial_id"])
+        columns = set(TRIAL_COLUMNS).union(*[r.keys() for r in rows])
+        frame = pd.DataFrame(rows, columns=cls._column_order(columns))
+        return frame.astype({c: "Int64" for c in INTEGER_COLUMNS})
+
+    @staticmethod
+    def _epoch_frame(epochs: list[dict]) -> pd.DataFrame:
+        return pd.DataFrame(epochs, columns=EPOCH_COLUMNS)
 
     def begin_trial(self, trial_id: int, hparams: dict) -> None:
         """Mark a trial running. A retried trial (after a crash) starts its epoch history anew."""
-        self._epochs = [r for r in self._epochs if r["trial_id"] != trial_id]
-        self._write_epochs()
-        row = {"trial_id": trial_id, "status": "running"}
-        self._trials[trial_id] = row | {f"{HP_PREFIX}{k}": _clean(v) for k, v in hparams.items()}
-        self._write_trials()
+        with self._rows() as (trials, epochs):
+            epochs[:] = [r for r in epochs if r["trial_id"] != trial_id]
+            row = {"trial_id": trial_id, "status": "running"}
+            trials[trial_id] = row | {f"{HP_PREFIX}{k}": _clean(v) for k, v in hparams.items()}
 
     def append_epoch(self, row: dict) -> None:
-        self._epochs.append({c: _clean(row.get(c)) for c in EPOCH_COLUMNS})
-        self._write_epochs()
+        with self._rows() as (_, epochs):
+            epochs.append({c: _clean(row.get(c)) for c in EPOCH_COLUMNS})
 
     def finish_trial(self, trial_id: int, results: dict) -> None:
         """Record a trial's outcome (status, metrics, error) on its row."""
-        self._trials[trial_id].update({k: _clean(v) for k, v in results.items()})
-        self._write_trials()
+        with self._rows() as (trials, _):
+            trials[trial_id].update({k: _clean(v) for k, v in results.items()})
+
+    def replace_all(self, trial_rows: list[dict], epoch_rows: list[dict]) -> None:
+        """Rewrite both tables, as when rebuilding the store from an Optuna study."""
+        with self._rows() as (trials, epochs):
+            trials.clear()
+            trials.update({r["trial_id"]: {k: _clean(v) for k, v in r.items()} for r in trial_rows})
+            epochs[:] = [{c: _clean(r.get(c)) for c in EPOCH_COLUMNS} for r in epoch_rows]
 
     def set_test_accuracy(self, trial_id: int, accuracy: float) -> None:
         """Only the trial whose model is best_model.keras carries a test score."""
-        for row in self._trials.values():
-            row["test_accuracy"] = _clean(accuracy) if row["trial_id"] == trial_id else None
-        self._write_trials()
+        with self._rows() as (trials, _):
+            for row in trials.values():
+                row["test_accuracy"] = _clean(accuracy) if row["trial_id"] == trial_id else None
 
     @staticmethod
     def _column_order(columns) -> list[str]:
@@ -145,29 +186,30 @@ class RunStore:
         extra = sorted(c for c in columns if c not in TRIAL_COLUMNS and c not in hp)
         return TRIAL_COLUMNS[:2] + hp + TRIAL_COLUMNS[2:] + extra
 
-    def _write_trials(self) -> None:
-        _atomic_write(self.trials_csv, lambda p: self.trials().to_csv(p, index=False))
-
-    def _write_epochs(self) -> None:
-        _atomic_write(self.epochs_csv, lambda p: self.epochs().to_csv(p, index=False))
-
     def best_trial(self) -> pd.Series | None:
         ranked = rank_trials(self.trials())
         return None if ranked.empty else ranked.iloc[0]
 
     def finished_count(self) -> int:
-        return sum(r["status"] in ("complete", "failed", "pruned") for r in self._trials.values())
+        return int(self.trials()["status"].isin(["complete", "failed", "pruned"]).sum())
 
     # best model
-    def save_best_model(self, model, hparams: dict, trial_id: int) -> None:
-        """Save atomically: the old best model stays loadable until the new one is complete."""
-        tmp = self.run_dir / ".best_model.tmp.keras"
-        model.save(tmp)
-        os.replace(tmp, self.best_model_path)
-        text = json.dumps(
-            {"trial_id": trial_id, "hyperparameters": hparams}, indent=2, default=_clean
-        )
-        _atomic_write(self.best_hparams_path, lambda p: p.write_text(text, encoding="utf-8"))
+    def save_if_best(self, model, hparams: dict, trial_id: int) -> bool:
+        """Save the model when its trial now ranks first; decided and written under the lock so
+        concurrent workers never overwrite a better model. The old file stays loadable until the
+        new one is complete."""
+        with self._locked():
+            best = self.best_trial()
+            if best is None or int(best["trial_id"]) != trial_id:
+                return False
+            tmp = self.run_dir / ".best_model.tmp.keras"
+            model.save(tmp)
+            os.replace(tmp, self.best_model_path)
+            text = json.dumps(
+                {"trial_id": trial_id, "hyperparameters": hparams}, indent=2, default=_clean
+            )
+            _atomic_write(self.best_hparams_path, lambda p: p.write_text(text, encoding="utf-8"))
+            return True
 
     def read_best_hparams(self) -> dict:
         return json.loads(self.best_hparams_path.read_text(encoding="utf-8"))

@@ -150,8 +150,8 @@ class TrialRunner:
             error = _first_line(failure)
         result = self._judge(trial_id, model, rows, error, time.perf_counter() - start)
         self.store.finish_trial(trial_id, result.row())
-        if result.status == "complete" and self._is_new_best(result):
-            self.store.save_best_model(model, hp.values, trial_id)
+        if result.status == "complete":
+            self.store.save_if_best(model, hp.values, trial_id)
         self._announce(result)
         if self.after_trial is not None:
             self.after_trial()
@@ -220,10 +220,6 @@ class TrialRunner:
             gap=best["accuracy"] - best["val_accuracy"],
             n_params=n_params,
         )
-
-    def _is_new_best(self, result: TrialResult) -> bool:
-        best = self.store.best_trial()
-        return best is not None and int(best["trial_id"]) == result.trial_id
 
     def _announce(self, result: TrialResult) -> None:
         total = f"/{self.max_trials}" if self.max_trials else ""
