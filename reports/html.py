@@ -1,49 +1,319 @@
-"""The run report: a ranked leaderboard rendered from the run store alone."""
+"""The run report: one self-contained HTML file, and leaderboard.csv, from the run store alone."""
 
 from __future__ import annotations
 
+import os
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from search.store import HP_PREFIX, RunStore, rank_trials
+from reports import plots
+from reports.analysis import (
+    DEFAULT_PENALTY,
+    MEASURE_COLUMNS,
+    ONSET_K,
+    OVERFIT_GAP,
+    UNDERFIT_TRAIN_ACCURACY,
+    analyse_trials,
+    baseline_column,
+    best_so_far,
+    hyperparameter_columns,
+    hyperparameter_importance,
+    rank,
+)
+from search.store import HP_PREFIX, STATUSES, RunStore
 
+# Learning curves and per-epoch gaps are drawn for this many of the best trials (and every
+# baseline): a figure per trial for 200 trials would make the per-trial redraw slow.
+TOP_TRIALS = 5
 LEADERBOARD_COLUMNS = [
     "rank",
     "trial_id",
+    "baseline",
     "val_accuracy",
     "gap",
-    "val_loss",
-    "train_accuracy",
-    "best_epoch",
+    "score",
+    *[c for c in MEASURE_COLUMNS if c not in ("val_accuracy", "gap")],
     "test_accuracy",
     "duration_s",
     "n_params",
 ]
+# Header tooltips, so the table explains itself.
+COLUMN_HELP = {
+    "val_accuracy": "validation accuracy at the best epoch",
+    "gap": "train - validation accuracy at the best epoch (negative: validation is better)",
+    "score": "val_accuracy - penalty x max(gap, 0)",
+    "val_loss": "validation loss at the best epoch (the lowest)",
+    "train_accuracy": "training accuracy at the best epoch",
+    "best_epoch": "epoch with the lowest validation loss, whose weights are kept",
+    "epochs": "epochs trained",
+    "gap_last": "train - validation accuracy at the last epoch",
+    "max_gap": "largest train - validation accuracy over all epochs",
+    "loss_gap": "validation loss - training loss at the best epoch",
+    "onset_epoch": "epoch after which validation loss rose while training loss fell",
+    "wasted_epochs": "epochs trained after the onset",
+    "test_accuracy": "test accuracy, measured only for the exported best model",
+    "duration_s": "seconds spent training the trial",
+    "n_params": "model parameters",
+}
+SIGNED = {"gap", "gap_last", "max_gap", "loss_gap"}
+FOUR_PLACES = {"val_accuracy", "val_loss", "train_accuracy", "test_accuracy", "score"}
+SETTINGS = (
+    "space",
+    "backend",
+    "algorithm",
+    "max_trials",
+    "epochs",
+    "patience",
+    "image_size",
+    "batch_size",
+    "seed",
+    "split_seed",
+    "weights",
+    "alpha",
+    "layout",
+    "data",
+)
 
 
-def leaderboard(trials: pd.DataFrame) -> pd.DataFrame:
-    """Complete trials ranked best first, with their hyperparameters."""
-    ranked = rank_trials(trials).reset_index(drop=True)
-    ranked.insert(0, "rank", range(1, len(ranked) + 1))
-    hp = [c for c in ranked.columns if c.startswith(HP_PREFIX)]
-    return ranked[LEADERBOARD_COLUMNS + hp]
+def leaderboard(
+    table: pd.DataFrame, rank_by: str = "val_accuracy", penalty: float = DEFAULT_PENALTY
+) -> pd.DataFrame:
+    """Complete trials ranked best first: measures, then every hp_ column."""
+    ranked = rank(table, rank_by, penalty)
+    baseline = baseline_column(table)
+    if baseline:
+        ranked = ranked.assign(baseline=ranked[baseline])
+    measures = [c for c in LEADERBOARD_COLUMNS if c in ranked.columns]
+    hp = [c for c in ranked.columns if c.startswith(HP_PREFIX) and c != baseline]
+    return ranked[measures + hp]
 
 
-def write_report(run_dir: Path) -> Path:
-    """Write report.html and leaderboard.csv into `run_dir` and return the report's path."""
-    store = RunStore(run_dir)
-    trials = store.trials()
-    board = leaderboard(trials)
-    board.to_csv(store.run_dir / "leaderboard.csv", index=False)
-    env = Environment(loader=PackageLoader("reports"), autoescape=select_autoescape(["html"]))
-    html = env.get_template("report.html").render(
-        info=store.read_run_info(),
-        board=board,
-        failed=trials[trials["status"] == "failed"],
-        counts=trials["status"].value_counts().to_dict(),
+def format_value(column: str, value: object) -> str:
+    """A cell's text: empty when missing, signed gaps, fixed places for rates and losses."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if column in SIGNED:
+        return f"{value:+.4f}"
+    if column in FOUR_PLACES:
+        return f"{value:.4f}"
+    if column == "duration_s":
+        return f"{value:.1f}"
+    if column == "n_params":
+        return f"{int(value):,}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _sort_key(value: object) -> str:
+    """What the table's script sorts on: the exact number, or the text; missing is empty."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    return str(value)
+
+
+def _table_rows(frame: pd.DataFrame) -> list[list[dict[str, str]]]:
+    return [
+        [{"text": format_value(c, v), "sort": _sort_key(v)} for c, v in row.items()]
+        for row in frame.to_dict("records")
+    ]
+
+
+def _headers(columns: list[str]) -> list[dict[str, str]]:
+    return [{"name": c.removeprefix(HP_PREFIX), "help": COLUMN_HELP.get(c, "")} for c in columns]
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or pd.isna(seconds):
+        return "unknown"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def _status_counts(trials: pd.DataFrame) -> dict[str, int]:
+    counts = trials["status"].value_counts()
+    return {status: int(counts[status]) for status in STATUSES if status in counts}
+
+
+def _wall_seconds(info: dict) -> float | None:
+    """Run time from run.json's timestamps, up to now while the run is still going."""
+    if not info.get("started_at"):
+        return None
+    started = datetime.fromisoformat(info["started_at"])
+    finished = info.get("finished_at")
+    end = datetime.fromisoformat(finished) if finished else datetime.now(started.tzinfo)
+    return (end - started).total_seconds()
+
+
+def _class_counts(info: dict) -> pd.DataFrame:
+    """Images per class (rows) and split (columns), with totals."""
+    counts = pd.DataFrame(info.get("counts") or {}).fillna(0).astype(int)
+    if counts.empty:
+        return counts
+    counts["total"] = counts.sum(axis=1)
+    counts.loc["total"] = counts.sum()
+    return counts
+
+
+def _curve_figures(
+    table: pd.DataFrame, epochs: pd.DataFrame, shown: list[int], names: dict[int, str], k: int
+) -> list[dict]:
+    rows = table.set_index("trial_id")
+    figures = []
+    for trial_id in shown:
+        curve = epochs[epochs["trial_id"] == trial_id]
+        if curve.empty:
+            continue
+        row = rows.loc[trial_id]
+        title = names.get(trial_id, f"trial {trial_id}")
+        figures.append(
+            {
+                "trial_id": trial_id,
+                "title": title,
+                "png": plots.learning_curves(
+                    curve, title, row["best_epoch"], row["onset_epoch"], k
+                ),
+            }
+        )
+    return figures
+
+
+def _figure_names(board: pd.DataFrame, table: pd.DataFrame) -> dict[int, str]:
+    """Titles for the curves: rank for the leaders, the document's model for baselines."""
+    names = {int(r.trial_id): f"#{r.rank}: trial {r.trial_id}" for r in board.itertuples()}
+    baseline = baseline_column(table)
+    if baseline:
+        for row in table.dropna(subset=[baseline]).itertuples():
+            names[int(row.trial_id)] = f"baseline {getattr(row, baseline)}: trial {row.trial_id}"
+    return names
+
+
+def _baselines(table: pd.DataFrame) -> list[dict]:
+    baseline = baseline_column(table)
+    if not baseline:
+        return []
+    rows = table.dropna(subset=[baseline])
+    return [
+        {
+            "name": row[baseline],
+            "trial_id": row["trial_id"],
+            "status": row["status"],
+            "val_accuracy": format_value("val_accuracy", row["val_accuracy"]),
+            "gap": format_value("gap", row["gap"]),
+            "verdict": row["verdict"] or "",
+        }
+        for row in rows.to_dict("records")
+    ]
+
+
+def _trial_details(table: pd.DataFrame, hp_columns: list[str], curves: set[int]) -> list[dict]:
+    shown = ["status", *MEASURE_COLUMNS, "duration_s", "n_params", "test_accuracy"]
+    return [
+        {
+            "trial_id": row["trial_id"],
+            "status": row["status"],
+            "verdict": row["verdict"] or "",
+            "error": row.get("error") or "",
+            "has_curve": row["trial_id"] in curves,
+            "measures": [(c, format_value(c, row[c])) for c in shown if c in row],
+            "hyperparameters": [
+                (c.removeprefix(HP_PREFIX), format_value(c, row[c]) or "(inactive)")
+                for c in hp_columns
+            ],
+        }
+        for row in table.sort_values("trial_id").to_dict("records")
+    ]
+
+
+def _hyperparameter_section(trials: pd.DataFrame, hp_columns: list[str]) -> dict:
+    importance = hyperparameter_importance(trials)
+    return {
+        "effects_png": plots.hyperparameter_effects(trials, hp_columns),
+        "importance_png": None if importance.empty else plots.importance_bars(importance),
+    }
+
+
+def report_context(
+    store: RunStore,
+    rank_by: str = "val_accuracy",
+    penalty: float = DEFAULT_PENALTY,
+    k: int = ONSET_K,
+) -> dict:
+    """Everything the template shows, read from the store."""
+    info = store.read_run_info()
+    trials, epochs = store.trials(), store.epochs()
+    table = analyse_trials(trials, epochs, k)
+    board = leaderboard(table, rank_by, penalty)
+    hp_columns = hyperparameter_columns(trials)
+    baseline = baseline_column(table)
+    top = [int(t) for t in board["trial_id"].head(TOP_TRIALS)]
+    baseline_ids = (
+        [] if not baseline else [int(t) for t in table.dropna(subset=[baseline])["trial_id"]]
     )
+    shown = top + [t for t in baseline_ids if t not in top]
+    names = _figure_names(board, table)
+    history = best_so_far(trials)
+    shown_board = board[[c for c in board.columns if c in LEADERBOARD_COLUMNS or c in hp_columns]]
+    return {
+        "leaderboard": board,
+        "info": info,
+        "settings": [(key, info[key]) for key in SETTINGS if key in info],
+        "status_counts": _status_counts(trials),
+        "best": None if board.empty else board.iloc[0].to_dict(),
+        "format": format_value,
+        "rank_by": rank_by,
+        "penalty": penalty,
+        "k": k,
+        "overfit_gap": OVERFIT_GAP,
+        "underfit_train_accuracy": UNDERFIT_TRAIN_ACCURACY,
+        "wall_time": format_duration(_wall_seconds(info)),
+        "trial_time": format_duration(trials["duration_s"].astype(float).sum()),
+        "class_counts": _class_counts(info),
+        "baselines": _baselines(table),
+        "headers": _headers(list(shown_board.columns)),
+        "rows": _table_rows(shown_board),
+        "verdict_counts": table["verdict"].value_counts().to_dict(),
+        "scatter_png": None if table["gap"].isna().all() else plots.gap_vs_accuracy(table, top),
+        "gap_png": plots.gap_per_epoch(epochs, shown) if shown else None,
+        "curves": _curve_figures(table, epochs, shown, names, k),
+        "history_png": None if history.empty else plots.optimization_history(history),
+        "hyperparameters": _hyperparameter_section(trials, hp_columns),
+        "trials": _trial_details(table, hp_columns, set(shown)),
+        "failed": table[table["status"] == "failed"].to_dict("records"),
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write then rename, so a browser reloading mid-search never reads half a report."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(
+    run_dir: Path,
+    rank_by: str = "val_accuracy",
+    penalty: float = DEFAULT_PENALTY,
+    onset_k: int = ONSET_K,
+) -> Path:
+    """Write report.html and leaderboard.csv into `run_dir` and return the report's path.
+
+    rank_by is "val_accuracy" (the store's ranking) or "penalised" (val_accuracy - penalty *
+    max(gap, 0)); onset_k is the number of epochs of rising validation loss that mark the onset.
+    """
+    store = RunStore(run_dir)
+    context = report_context(store, rank_by, penalty, onset_k)
+    _write_atomic(store.run_dir / "leaderboard.csv", context["leaderboard"].to_csv(index=False))
+    environment = Environment(
+        loader=PackageLoader("reports"), autoescape=select_autoescape(["html"])
+    )
+    html = environment.get_template("report.html").render(context)
     path = store.run_dir / "report.html"
-    path.write_text(html, encoding="utf-8")
+    _write_atomic(path, html)
     return path

@@ -1,0 +1,207 @@
+"""Report figures: seaborn on matplotlib Figures drawn by the Agg canvas, returned as PNG data URIs.
+
+Figures are built as `matplotlib.figure.Figure` objects, never through pyplot, so nothing is
+registered globally, no GUI backend is touched, and each figure is freed when it goes out of
+scope, which matters because the report is redrawn after every trial.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from reports.analysis import OVERFIT_GAP, accuracy_gap, is_numeric
+from search.store import HP_PREFIX
+
+DPI = 80
+PANEL_WIDTH = 3.6
+PANEL_HEIGHT = 2.6
+# Whole-number hyperparameters with at most this many distinct values are drawn as choices.
+MAX_CHOICES = 6
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    with (
+        sns.axes_style("whitegrid"),
+        sns.plotting_context("paper"),
+        sns.color_palette("colorblind"),
+    ):
+        yield
+
+
+def _figure(rows: int, columns: int) -> tuple[Figure, np.ndarray]:
+    figure = Figure(
+        figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * rows), dpi=DPI, layout="constrained"
+    )
+    axes = figure.subplots(rows, columns, squeeze=False)
+    return figure, axes
+
+
+def _png(figure: Figure) -> str:
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _train_vs_validation(curve: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One row per epoch and split, for seaborn's hue."""
+    names = {metric: "train", f"val_{metric}": "validation"}
+    long = curve.melt(id_vars="epoch", value_vars=list(names), var_name="split")
+    return long.assign(split=long["split"].map(names)).rename(columns={"value": metric})
+
+
+def _mark_epochs(ax: Axes, curve: pd.DataFrame, best_epoch, onset_epoch, k: int) -> None:
+    fine_tune = curve.loc[curve["phase"] == "fine_tune", "epoch"]
+    if not fine_tune.empty:
+        ax.axvspan(fine_tune.min() - 0.5, fine_tune.max() + 0.5, alpha=0.08, label="fine-tune")
+    if pd.notna(best_epoch):
+        ax.axvline(best_epoch, color="black", linestyle=":", label="best epoch")
+    if pd.notna(onset_epoch):
+        ax.axvline(onset_epoch, color="tab:red", linestyle="--", label=f"onset (k={k})")
+
+
+def learning_curves(curve: pd.DataFrame, title: str, best_epoch, onset_epoch, k: int) -> str:
+    """Train vs validation accuracy and loss of one trial, best epoch and onset marked."""
+    with _style():
+        figure, axes = _figure(1, 2)
+        for ax, metric in zip(axes[0], ("accuracy", "loss"), strict=True):
+            sns.lineplot(
+                data=_train_vs_validation(curve, metric),
+                x="epoch",
+                y=metric,
+                hue="split",
+                marker="o",
+                estimator=None,
+                ax=ax,
+            )
+            _mark_epochs(ax, curve, best_epoch, onset_epoch, k)
+            ax.legend(fontsize="x-small")
+        axes[0, 1].get_legend().remove()
+        figure.suptitle(title, fontsize="medium")
+        return _png(figure)
+
+
+def gap_vs_accuracy(table: pd.DataFrame, labelled: list[int]) -> str:
+    """Every trial with a best epoch: gap against val accuracy, coloured by status."""
+    scored = table.dropna(subset=["gap", "val_accuracy"])
+    with _style():
+        figure, axes = _figure(1, 1)
+        ax = axes[0, 0]
+        sns.scatterplot(
+            data=scored, x="gap", y="val_accuracy", hue="status", style="verdict", ax=ax
+        )
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.axvline(OVERFIT_GAP, color="tab:red", linestyle="--", linewidth=0.8)
+        for row in scored[scored["trial_id"].isin(labelled)].itertuples():
+            ax.annotate(str(row.trial_id), (row.gap, row.val_accuracy), fontsize="x-small")
+        ax.set(xlabel="gap at best epoch (train - val accuracy)", ylabel="val accuracy")
+        ax.legend(fontsize="x-small")
+        figure.set_figwidth(PANEL_WIDTH * 1.6)
+        return _png(figure)
+
+
+def gap_per_epoch(epochs: pd.DataFrame, trial_ids: list[int]) -> str:
+    """Train minus validation accuracy per epoch for the given trials."""
+    shown = epochs[epochs["trial_id"].isin(trial_ids)]
+    shown = shown.assign(gap=accuracy_gap(shown), trial="trial " + shown["trial_id"].astype(str))
+    with _style():
+        figure, axes = _figure(1, 1)
+        ax = axes[0, 0]
+        order = [f"trial {t}" for t in trial_ids]
+        sns.lineplot(
+            data=shown, x="epoch", y="gap", hue="trial", hue_order=order, marker="o", ax=ax
+        )
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.axhline(OVERFIT_GAP, color="tab:red", linestyle="--", linewidth=0.8)
+        ax.set(ylabel="train - val accuracy")
+        ax.legend(fontsize="x-small")
+        figure.set_figwidth(PANEL_WIDTH * 1.6)
+        return _png(figure)
+
+
+def _label(value: object) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def _choice_labels(values: pd.Series) -> tuple[pd.Series, list[str]]:
+    """Values as labels, inactive ones named, in numeric order when the values are numbers."""
+    given = values.dropna().unique()
+    ordered = sorted(given) if is_numeric(values) else sorted(given, key=str)
+    order = [_label(v) for v in ordered] + (["(inactive)"] if values.isna().any() else [])
+    return values.map(_label, na_action="ignore").fillna("(inactive)"), order
+
+
+def _is_continuous(values: pd.Series) -> bool:
+    """Fractions, or whole numbers with too many values to draw as choices."""
+    given = values.dropna()
+    return is_numeric(values) and (
+        not all(float(v).is_integer() for v in given) or given.nunique() > MAX_CHOICES
+    )
+
+
+def _hyperparameter_panel(ax: Axes, done: pd.DataFrame, column: str) -> None:
+    values = done[column]
+    if _is_continuous(values):
+        sns.scatterplot(x=values.astype(float), y=done["val_accuracy"], ax=ax)
+        low, high = values.min(), values.max()
+        if low > 0 and high >= 100 * low:
+            ax.set_xscale("log")
+    else:
+        labels, order = _choice_labels(values)
+        sns.stripplot(x=labels, y=done["val_accuracy"], order=order, ax=ax)
+    ax.set(xlabel=column.removeprefix(HP_PREFIX), ylabel="val accuracy")
+
+
+def hyperparameter_effects(trials: pd.DataFrame, columns: list[str]) -> str | None:
+    """Val accuracy of complete trials against each hyperparameter, one panel each."""
+    done = trials[trials["status"] == "complete"]
+    if done.empty or not columns:
+        return None
+    grid = min(3, len(columns))
+    with _style():
+        figure, axes = _figure(math.ceil(len(columns) / grid), grid)
+        for ax, column in zip(axes.flat, columns, strict=False):
+            _hyperparameter_panel(ax, done, column)
+        for ax in axes.flat[len(columns) :]:
+            ax.set_visible(False)
+        return _png(figure)
+
+
+def importance_bars(importance: pd.Series) -> str:
+    """Horizontal bars of hyperparameter importance, largest first."""
+    with _style():
+        figure, axes = _figure(1, 1)
+        ax = axes[0, 0]
+        sns.barplot(x=importance.to_numpy(), y=importance.index, orient="h", ax=ax)
+        ax.set(xlabel="importance for val accuracy", ylabel="")
+        figure.set_figheight(max(PANEL_HEIGHT, 0.3 * len(importance) + 0.8))
+        figure.set_figwidth(PANEL_WIDTH * 1.6)
+        return _png(figure)
+
+
+def optimization_history(history: pd.DataFrame) -> str:
+    """Val accuracy and best so far, against trial number and against time spent."""
+    with _style():
+        figure, axes = _figure(1, 2)
+        for ax, x, label in zip(
+            axes[0],
+            ("trial_id", "elapsed_s"),
+            ("trial", "time spent in trials (s)"),
+            strict=True,
+        ):
+            sns.scatterplot(data=history, x=x, y="val_accuracy", label="trial", ax=ax)
+            ax.step(history[x], history["best_so_far"], where="post", label="best so far")
+            ax.set(xlabel=label, ylabel="val accuracy")
+            ax.legend(fontsize="x-small")
+        return _png(figure)
