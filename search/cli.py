@@ -12,11 +12,10 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from search.backends import ALGORITHMS, BACKENDS, PRUNERS, SAMPLERS
 from search.errors import SearchStopped, UsageError
 from spaces import SPACES
 
-BACKENDS = ("keras-tuner",)
-ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
 EXPORT_FORMATS = ("keras", "savedmodel", "tflite")
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 
@@ -74,7 +73,7 @@ def search_parser() -> OneLineParser:
         help="image folder: train/ + validation/ (+ test/) of class folders, or class folders; "
         "the default is found in the Keras cache or downloaded (default: %(default)s)",
     )
-    add("--backend", choices=BACKENDS, default="keras-tuner", help="(default: %(default)s)")
+    add("--backend", choices=list(BACKENDS), default="keras-tuner", help="(default: %(default)s)")
     add(
         "--algorithm",
         choices=ALGORITHMS,
@@ -135,6 +134,39 @@ def search_parser() -> OneLineParser:
     )
     add("--tensorboard", action="store_true", help="write TensorBoard logs with HParams to RUN/tb")
     add("--verbose", action="store_true", help="show Keras progress bars")
+    optuna = parser.add_argument_group("Optuna back end (--backend optuna)")
+    optuna.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="(default: %(default)s)")
+    optuna.add_argument(
+        "--pruner",
+        choices=PRUNERS,
+        default="median",
+        help="prunes on val_accuracy after each epoch (default: %(default)s)",
+    )
+    optuna.add_argument(
+        "--storage",
+        help="SQLAlchemy URL of the study database (default: sqlite:///RUN/study.db); "
+        "postgresql://USER@HOST/DB for --workers and several machines",
+    )
+    optuna.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="worker processes sharing the study, one GPU each when there are several "
+        "(default: %(default)s)",
+    )
+    optuna.add_argument(
+        "--heartbeat",
+        type=_positive,
+        default=60,
+        help="seconds between a trial's heartbeats; a trial silent for twice that is failed "
+        "and retried once (default: %(default)s)",
+    )
+    optuna.add_argument(
+        "--enqueue",
+        metavar="FILE.json",
+        help="hyperparameter sets (a JSON list of objects) to run as the first trials",
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -149,7 +181,7 @@ def _stored_settings(argv: list[str]) -> dict:
     stored = json.loads(run_json.read_text(encoding="utf-8"))
     from search.run import SearchConfig
 
-    keys = {f.name for f in fields(SearchConfig)} - {"data", "resume", "verbose"}
+    keys = {f.name for f in fields(SearchConfig)} - {"data", "resume", "verbose", "worker"}
     settings = {k: stored[k] for k in keys if k in stored}
     settings["data"] = stored.get("data")
     return settings

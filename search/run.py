@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 from dataclasses import asdict, dataclass
@@ -41,6 +42,13 @@ class SearchConfig:
     tensorboard: bool = False
     verbose: bool = False
     max_consecutive_failures: int = 3
+    sampler: str = "tpe"
+    pruner: str = "median"
+    storage: str | None = None
+    workers: int = 1
+    heartbeat: int = 60
+    enqueue: str | None = None
+    worker: bool = False  # set in the processes that --workers starts
 
     def __post_init__(self):
         if self.name is None:  # named once, so every message and path agrees
@@ -108,6 +116,44 @@ def describe_run(
     }
 
 
+def storage_url(config: SearchConfig, store: RunStore) -> str:
+    """The Optuna storage: --storage, or the embedded default, SQLite in the run directory."""
+    return config.storage or f"sqlite:///{(store.run_dir / 'study.db').absolute()}"
+
+
+def read_enqueue(path: str | None) -> list[dict]:
+    """Hyperparameter sets to run first: a JSON list of {name: value} objects."""
+    if path is None:
+        return []
+    try:
+        sets = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--enqueue {path}: cannot read it as JSON ({error})") from None
+    if not isinstance(sets, list) or not all(isinstance(v, dict) for v in sets):
+        raise UsageError(f"--enqueue {path}: expected a JSON list of {{name: value}} objects")
+    return sets
+
+
+def check_backend_options(config: SearchConfig) -> None:
+    """Refuse option combinations that cannot work, before anything is created."""
+    if config.backend != "optuna":
+        if config.workers > 1 or config.storage or config.enqueue:
+            raise UsageError(
+                "--workers, --storage and --enqueue need --backend optuna; Keras Tuner runs in "
+                "parallel through its chief/worker mode (see the README)"
+            )
+        return
+    if config.workers > 1 and (config.storage is None or config.storage.startswith("sqlite")):
+        raise UsageError(
+            f"--workers {config.workers} needs a server database: SQLite is not for parallel "
+            f"writers (Optuna FAQ); pass --storage postgresql://USER@HOST/DB"
+        )
+    if config.storage is not None:
+        from search.backends.optuna import open_storage
+
+        open_storage(config.storage, config.heartbeat)  # fails fast on a bad or unreachable URL
+
+
 def score_best_on_test(store: RunStore, data: ImageData) -> float | None:
     """Test accuracy of the stored best model; the test split is used here and nowhere else."""
     import keras
@@ -122,6 +168,8 @@ def score_best_on_test(store: RunStore, data: ImageData) -> float | None:
 
 def run_search(config: SearchConfig) -> RunStore:
     store = find_store(config)
+    check_backend_options(config)
+    enqueued = read_enqueue(config.enqueue)
     root = resolve_data_dir(config.data)
     # Weights are checked before the run directory exists, so a bad --weights leaves nothing.
     weights, alpha = "imagenet", 1.0
@@ -134,18 +182,19 @@ def run_search(config: SearchConfig) -> RunStore:
         root, config.image_size, config.split_seed, cache_dir=store.run_dir / "cache"
     )
     # TensorFlow is imported only once the inputs are known to be usable.
-    from search.backends import keras_tuner
     from search.devices import configure_devices
     from search.trial import TrainSettings, TrialRunner
 
     space = get_space(config.space)
     num_classes = len(data.class_names)
     ctx = SpaceContext(config.image_size, num_classes, weights, alpha)
-    info = describe_run(config, data, ctx, configure_devices())
+    devices = configure_devices()
+    info = describe_run(config, data, ctx, devices)
     if store.exists():
         _check_same_run(store.read_run_info(), info, store.run_dir)
         info["started_at"] = store.read_run_info()["started_at"]
-    store.write_run_info(info | {"status": "running"})
+    if not config.worker:
+        store.write_run_info(info | {"status": "running"})
     print(
         f"run {store.run_dir}: {len(data.train)} train / {len(data.validation)} validation / "
         f"{len(data.test)} test images of {num_classes} classes, {len(data.skipped)} skipped",
@@ -172,18 +221,27 @@ def run_search(config: SearchConfig) -> RunStore:
     )
     stopped = None
     try:
-        keras_tuner.search(
-            space,
-            ctx,
-            runner,
-            config.algorithm,
-            config.max_trials,
-            config.seed,
-            config.max_consecutive_failures,
-            config.verbose,
-        )
+        if config.backend == "optuna":
+            _search_optuna(config, space, ctx, runner, store, enqueued, len(devices))
+        else:
+            from search.backends import keras_tuner
+
+            keras_tuner.search(
+                space,
+                ctx,
+                runner,
+                config.algorithm,
+                config.max_trials,
+                config.seed,
+                config.max_consecutive_failures,
+                config.verbose,
+            )
     except SearchStopped as error:
         stopped = error
+    if config.worker:  # the process that started the workers scores and reports
+        if stopped:
+            raise stopped
+        return store
     test_accuracy = score_best_on_test(store, data)
     finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     status = f"stopped: {stopped}" if stopped else "finished"
@@ -194,3 +252,40 @@ def run_search(config: SearchConfig) -> RunStore:
     if stopped:
         raise stopped
     return store
+
+
+def _search_optuna(config, space, ctx, runner, store, enqueued: list[dict], n_gpus: int) -> None:
+    import optuna
+
+    from search.backends import optuna as backend
+    from search.backends.keras_tuner import declared_space
+    from search.workers import run_workers
+
+    if not config.verbose:  # our one line per trial replaces Optuna's own
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    declared = declared_space(space, ctx) if config.sampler == "grid" else None
+    study = backend.open_study(
+        storage_url(config, store),
+        config.run_name(),
+        backend.make_sampler(config.sampler, config.seed, declared),
+        backend.make_pruner(config.pruner, config.epochs),
+        config.heartbeat,
+    )
+    if not config.worker:
+        backend.enqueue(study, enqueued)
+    try:
+        if config.workers > 1 and not config.worker:
+            run_workers(config, config.workers, n_gpus if n_gpus > 1 else 0)
+        else:
+            backend.search(
+                study,
+                runner,
+                config.max_trials,
+                pruning=config.pruner != "none",
+                max_consecutive_failures=config.max_consecutive_failures,
+                heartbeat_s=config.heartbeat,
+            )
+    finally:
+        if not config.worker:
+            backend.sync_store(study, store)

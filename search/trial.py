@@ -13,7 +13,7 @@ import gc
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -53,13 +53,30 @@ class TrialResult:
         return {k: v for k, v in self.__dict__.items() if k != "trial_id"}
 
 
+@dataclass
+class _Fit:
+    """What the phases of one trial share: its epoch rows and the back end's hooks."""
+
+    trial_id: int
+    rows: list[dict]
+    extra_callbacks: list[keras.callbacks.Callback]
+    on_epoch: Callable[[dict], None] | None
+
+
 class EpochRecorder(keras.callbacks.Callback):
     """Appends each finished epoch to the store, so a crash loses at most the current epoch."""
 
-    def __init__(self, store: RunStore, trial_id: int, phase: str):
+    def __init__(
+        self,
+        store: RunStore,
+        trial_id: int,
+        phase: str,
+        rows: list[dict],
+        on_epoch: Callable[[dict], None] | None = None,
+    ):
         super().__init__()
         self.store, self.trial_id, self.phase = store, trial_id, phase
-        self.rows: list[dict] = []
+        self.rows, self.on_epoch = rows, on_epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -77,6 +94,8 @@ class EpochRecorder(keras.callbacks.Callback):
         }
         self.rows.append(row)
         self.store.append_epoch(row)
+        if self.on_epoch is not None:
+            self.on_epoch(row)
 
 
 def _first_line(error: BaseException) -> str:
@@ -125,30 +144,41 @@ class TrialRunner:
         epochs: int | None = None,
         initial_epoch: int = 0,
         initial_weights: Path | None = None,
+        extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+        prune_on: tuple[type[BaseException], ...] = (),
+        on_epoch: Callable[[dict], None] | None = None,
     ) -> tuple[TrialResult, keras.Model | None]:
-        """Train and record one trial. Failures are results, never exceptions."""
+        """Train and record one trial. Failures are results, never exceptions.
+
+        A back end passes its pruning callbacks in `extra_callbacks` and the exceptions they
+        raise in `prune_on`; `on_epoch` sees every recorded epoch row.
+        """
         keras.backend.clear_session()
         gc.collect()
         keras.utils.set_random_seed(self.settings.seed + trial_id)
         self.store.begin_trial(trial_id, hp.values)
         start = time.perf_counter()
-        model, rows, error = None, [], ""
+        model, error, pruned = None, "", False
+        fit = _Fit(trial_id, [], list(extra_callbacks), on_epoch)
         try:
             model = self.space.build(hp, self.ctx)
             if initial_weights is not None:
                 with warnings.catch_warnings():  # the new optimizer has no state to restore yet
                     warnings.simplefilter("ignore", UserWarning)
                     model.load_weights(initial_weights)
-            total = epochs or self.settings.epochs
-            rows = self._fit(model, hp, trial_id, "train", initial_epoch, total)
+            self._fit(model, hp, fit, "train", initial_epoch, epochs or self.settings.epochs)
             fine_tune = getattr(self.space, "fine_tune", None)
-            if rows and not _diverged(rows) and fine_tune is not None and fine_tune(hp, model):
-                rows += self._fine_tune(model, hp, trial_id, rows)
+            if fit.rows and not _diverged(fit.rows) and fine_tune and fine_tune(hp, model):
+                self._fine_tune(model, hp, fit)
+        except prune_on:
+            pruned = True
         except tf.errors.ResourceExhaustedError as oom:
             error = f"oom: {_first_line(oom)}"
         except Exception as failure:  # any error in build or fit fails this trial only
             error = _first_line(failure)
-        result = self._judge(trial_id, model, rows, error, time.perf_counter() - start)
+        result = self._judge(trial_id, model, fit.rows, error, time.perf_counter() - start)
+        if pruned and result.status == "complete":
+            result.status = "pruned"
         self.store.finish_trial(trial_id, result.row())
         if result.status == "complete":
             self.store.save_if_best(model, hp.values, trial_id)
@@ -157,32 +187,33 @@ class TrialRunner:
             self.after_trial()
         return result, (model if result.status == "complete" else None)
 
-    def _fine_tune(self, model: keras.Model, hp, trial_id: int, rows: list[dict]) -> list[dict]:
+    def _fine_tune(self, model: keras.Model, hp, fit: _Fit) -> None:
         """Fine-tune phase, continuing the epoch count; keep the frozen phase's weights if the
         fine-tuned ones never beat them on validation loss."""
-        frozen_weights, frozen_best = model.get_weights(), _best_row(rows)["val_loss"]
-        done = rows[-1]["epoch"]
-        tuned = self._fit(model, hp, trial_id, "fine_tune", done, done + self.settings.epochs)
+        frozen_weights, frozen_best = model.get_weights(), _best_row(fit.rows)["val_loss"]
+        done = len(fit.rows)
+        last = fit.rows[-1]["epoch"]
+        self._fit(model, hp, fit, "fine_tune", last, last + self.settings.epochs)
+        tuned = fit.rows[done:]
         if tuned and not _diverged(tuned) and _best_row(tuned)["val_loss"] >= frozen_best:
             model.set_weights(frozen_weights)
-        return tuned
 
     def _fit(
-        self, model: keras.Model, hp, trial_id: int, phase: str, initial_epoch: int, epochs: int
-    ) -> list[dict]:
-        recorder = EpochRecorder(self.store, trial_id, phase)
+        self, model: keras.Model, hp, fit: _Fit, phase: str, initial_epoch: int, epochs: int
+    ) -> None:
         callbacks = [
             keras.callbacks.TerminateOnNaN(),
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=self.settings.patience, restore_best_weights=True
             ),
-            recorder,
+            EpochRecorder(self.store, fit.trial_id, phase, fit.rows, fit.on_epoch),
+            *fit.extra_callbacks,
         ]
         if self.settings.tensorboard:
-            log_dir = self.store.run_dir / "tb" / f"trial_{trial_id}"
+            log_dir = self.store.run_dir / "tb" / f"trial_{fit.trial_id}"
             callbacks += [
                 keras.callbacks.TensorBoard(log_dir=str(log_dir)),
-                _hparams_callback(hp, log_dir, trial_id),
+                _hparams_callback(hp, log_dir, fit.trial_id),
             ]
         model.fit(
             self.data.train.x,
@@ -195,7 +226,6 @@ class TrialRunner:
             callbacks=callbacks,
             verbose=1 if self.settings.verbose else 0,
         )
-        return recorder.rows
 
     def _judge(
         self, trial_id: int, model, rows: list[dict], error: str, seconds: float

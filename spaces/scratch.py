@@ -20,11 +20,13 @@ def features(hp, x):
     n_blocks = hp.Int("conv_blocks", 1, MAX_BLOCKS, default=3)
     kernel_size = hp.Choice("kernel_size", [3, 5], default=3)
     batch_norm = hp.Boolean("batch_norm", default=False)
-    for i in range(1, n_blocks + 1):
-        # Filters of block i exist only when there are at least i blocks.
+    # Every block's filters are declared, active only when the block exists, so that Keras
+    # Tuner sees the whole space up front (as grid and Bayesian search need).
+    for i in range(1, MAX_BLOCKS + 1):
         with hp.conditional_scope("conv_blocks", list(range(i, MAX_BLOCKS + 1))):
             filters = hp.Int(f"filters_{i}", 16, 128, step=16, default=min(16 * 2 ** (i - 1), 128))
-        x = blocks.conv_block(x, filters, kernel_size, batch_norm, index=i)
+        if i <= n_blocks:
+            x = blocks.conv_block(x, filters, kernel_size, batch_norm, index=i)
     x = layers.Dropout(
         hp.Float("conv_dropout", 0.0, 0.5, step=0.05, default=0.0), name="conv_dropout"
     )(x)

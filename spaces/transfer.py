@@ -46,11 +46,11 @@ def build(hp, ctx: SpaceContext) -> keras.Model:
     x = layers.Dropout(hp.Float("dropout", 0.0, 0.5, step=0.05, default=0.2), name="dropout")(x)
     model = keras.Model(inputs, blocks.classifier(x, ctx.num_classes), name="mobilenet_v2_transfer")
     lr = hp.Float("learning_rate", 1e-5, 1e-2, sampling="log", default=1e-4)
-    mode = hp.Choice("mode", ["frozen", "fine_tune"], default="frozen")
+    hp.Choice("mode", ["frozen", "fine_tune"], default="frozen")
+    # Declared in every trial, active only when fine-tuning (read back by `fine_tune`).
     with hp.conditional_scope("mode", ["fine_tune"]):
-        if mode == "fine_tune":
-            hp.Int("fine_tune_at", 0, 150, step=25, default=100)
-            hp.Float("fine_tune_learning_rate", 1e-6, 1e-4, sampling="log", default=1e-5)
+        hp.Int("fine_tune_at", 0, 150, step=25, default=100)
+        hp.Float("fine_tune_learning_rate", 1e-6, 1e-4, sampling="log", default=1e-5)
     return blocks.compile_model(model, keras.optimizers.Adam(lr), ctx.num_classes)
 
 

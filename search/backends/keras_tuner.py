@@ -6,16 +6,17 @@ The oracle state lives in runs/<name>/kt/, so rerunning the same run resumes it
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
 import keras_tuner as kt
 
+from search.backends import ALGORITHMS
 from search.errors import SearchStopped
 from search.trial import TrialRunner
 from spaces.context import SpaceContext
 
-ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
 OBJECTIVE = kt.Objective("val_accuracy", direction="max")
 
 
@@ -28,6 +29,17 @@ class SpaceHyperModel(kt.HyperModel):
 
     def build(self, hp):
         return self.space.build(hp, self.ctx)
+
+
+def declared_space(space: ModuleType, ctx: SpaceContext) -> kt.HyperParameters:
+    """Every hyperparameter a space declares, conditional ones included, found the way Keras
+    Tuner finds them (building the model until every conditional scope has been active)."""
+    oracle = kt.oracles.RandomSearchOracle(objective=OBJECTIVE, max_trials=1)
+    with tempfile.TemporaryDirectory() as scratch:
+        kt.engine.base_tuner.BaseTuner(
+            oracle, SpaceHyperModel(space, ctx), directory=scratch, overwrite=True
+        )
+    return oracle.get_space()
 
 
 def make_oracle(

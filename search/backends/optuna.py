@@ -1,0 +1,296 @@
+"""Optuna back end: an Optuna study proposes, our trial runner trains and records.
+
+The study lives in a real database (`--storage`, SQLite in the run directory by default, or
+PostgreSQL for several workers and machines), named after the run, so a run can be stopped and
+resumed at will and shared by worker processes. Every epoch's metrics go into the study (as
+intermediate values and user attributes), so the study alone can rebuild the run store.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import keras_tuner as kt
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+from optuna_integration import KerasPruningCallback
+
+from search.backends import PRUNERS, SAMPLERS
+from search.errors import SearchStopped, UsageError
+from search.store import HP_PREFIX, RunStore
+from search.trial import TrialRunner
+
+OBJECTIVE = "val_accuracy"
+HP = kt.engine.hyperparameters
+
+
+class TrialFailed(Exception):
+    """A trial our runner recorded as failed; Optuna marks it FAIL and the search goes on."""
+
+
+def suggest(trial: optuna.Trial, hp) -> object:
+    """Sample one Keras Tuner hyperparameter with the matching Optuna distribution.
+
+    Optuna cannot combine a step with log sampling: a log-sampled Int or Float is sampled on
+    its full log range, without the step.
+    """
+    if isinstance(hp, HP.Fixed):
+        return hp.value
+    if isinstance(hp, HP.Boolean):
+        return trial.suggest_categorical(hp.name, [False, True])
+    if isinstance(hp, HP.Choice):
+        return trial.suggest_categorical(hp.name, list(hp.values))
+    log = hp.sampling in ("log", "reverse_log")
+    if isinstance(hp, HP.Int):
+        step = 1 if log else (hp.step or 1)
+        return trial.suggest_int(hp.name, hp.min_value, hp.max_value, step=step, log=log)
+    if isinstance(hp, HP.Float):
+        step = None if log else hp.step
+        return trial.suggest_float(hp.name, hp.min_value, hp.max_value, step=step, log=log)
+    raise TypeError(f"no Optuna distribution for {type(hp).__name__} {hp.name!r}")
+
+
+class OptunaHyperParameters(kt.HyperParameters):
+    """Keras Tuner's `HyperParameters`, whose values an Optuna trial chooses.
+
+    Spaces call Int/Float/Choice/Boolean/Fixed and conditional_scope as usual; a hyperparameter
+    is sampled when it is first registered and active, so conditional ones inside an inactive
+    scope are never sampled, as Optuna's define-by-run expects.
+    """
+
+    def __init__(self, trial: optuna.Trial):
+        super().__init__()
+        self.trial = trial
+
+    def _register(self, hyperparameter, overwrite=False):
+        if self.is_active(hyperparameter) and hyperparameter.name not in self.values:
+            self.values[hyperparameter.name] = suggest(self.trial, hyperparameter)
+        return super()._register(hyperparameter, overwrite)
+
+
+def grid_space(declared: kt.HyperParameters) -> dict[str, list]:
+    """Optuna's grid from the declared space, with Keras Tuner's own grid values."""
+    grid = {}
+    for hp in declared.space:
+        if isinstance(hp, HP.Fixed):
+            grid[hp.name] = [hp.value]
+        elif isinstance(hp, HP.Boolean):
+            grid[hp.name] = [False, True]
+        else:
+            grid[hp.name] = sorted(hp.values)
+    return grid
+
+
+def make_sampler(name: str, seed: int, declared: kt.HyperParameters) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        # CMA-ES handles numbers; categorical choices fall back to independent random sampling.
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        try:
+            import torch  # noqa: F401  (Optuna's GPSampler runs on PyTorch)
+        except ImportError:
+            raise UsageError(
+                "--sampler gp needs PyTorch: pip install -e '.[gp]', or pick another --sampler"
+            ) from None
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid_space(declared), seed=seed)
+    raise UsageError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    if name == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise UsageError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
+
+
+def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
+    """The study database. A trial whose worker stops beating is failed and retried once."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_s,
+            grace_period=2 * heartbeat_s,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=1
+            ),
+        )
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(
+            f"--storage {url}: cannot open it ({type(error).__name__}: {reason}); pass a "
+            f"reachable SQLAlchemy URL such as sqlite:///study.db or postgresql://user@host/db"
+        ) from None
+
+
+def open_study(url: str, name: str, sampler, pruner, heartbeat_s: int) -> optuna.Study:
+    return optuna.create_study(
+        storage=open_storage(url, heartbeat_s),
+        study_name=name,
+        sampler=sampler,
+        pruner=pruner,
+        direction="maximize",
+        load_if_exists=True,
+    )
+
+
+def enqueue(study: optuna.Study, hparam_sets: list[dict]) -> None:
+    """Given hyperparameter sets run first (Optuna's enqueue_trial); never twice on resume."""
+    for values in hparam_sets:
+        study.enqueue_trial(values, skip_if_exists=True)
+
+
+def _our_failure(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.state == TrialState.FAIL and "result" in trial.user_attrs
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count toward --max-trials: finished, running or queued. A trial failed for a
+    lost heartbeat does not count: its retry does."""
+    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    return sum(t.state in live or _our_failure(t) for t in study.get_trials(deepcopy=False))
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _reserve_trial(study: optuna.Study, max_trials: int, lock_path: Path) -> bool:
+    """Queue one more trial unless the budget is spent. Counting and queueing happen under a
+    lock shared by this machine's workers, so together they run exactly --max-trials."""
+    with _lock(lock_path):
+        # A trial whose worker died is failed here, and its retry queued, before counting.
+        optuna.storages.fail_stale_trials(study)
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return True
+        if counted_trials(study) >= max_trials:
+            return False
+        study.enqueue_trial({})
+        return True
+
+
+def _others_running(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def objective(runner: TrialRunner, trial: optuna.Trial, pruning: bool) -> float:
+    hp = OptunaHyperParameters(trial)
+    epochs: list[dict] = []
+
+    def record(row: dict) -> None:
+        epochs.append(row)
+        trial.set_user_attr("epochs", epochs)
+
+    callbacks = [KerasPruningCallback(trial, OBJECTIVE)] if pruning else []
+    result, _ = runner.run(
+        trial.number,
+        hp,
+        extra_callbacks=callbacks,
+        prune_on=(optuna.TrialPruned,),
+        on_epoch=record,
+    )
+    trial.set_user_attr("hparams", hp.values)
+    trial.set_user_attr("result", result.row())
+    if result.status == "pruned":
+        raise optuna.TrialPruned(f"pruned at epoch {len(epochs)}")
+    if result.status == "failed":
+        raise TrialFailed(result.error)
+    return result.val_accuracy
+
+
+def _check_failures(study: optuna.Study, limit: int) -> None:
+    """Stop when the last `limit` finished trials all failed, naming their most common error."""
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    last = sorted(finished, key=lambda t: t.datetime_complete)[-limit:]
+    if len(last) == limit and all(_our_failure(t) for t in last):
+        errors = pd.Series([t.user_attrs["result"]["error"] for t in last])
+        raise SearchStopped(
+            f"stopped after {limit} failed trials in a row, most often with: {errors.mode()[0]}"
+        )
+
+
+def search(
+    study: optuna.Study,
+    runner: TrialRunner,
+    max_trials: int,
+    pruning: bool,
+    max_consecutive_failures: int,
+    heartbeat_s: int,
+) -> None:
+    """One worker: run trials of the shared study until the run has --max-trials of them."""
+    lock_path = runner.store.run_dir / ".optuna.lock"
+    while True:
+        if _reserve_trial(study, max_trials, lock_path):
+            study.optimize(
+                lambda trial: objective(runner, trial, pruning),
+                n_trials=1,
+                catch=(TrialFailed,),
+                gc_after_trial=True,
+            )
+            _check_failures(study, max_consecutive_failures)
+        elif _others_running(study):
+            # A running trial may belong to a worker that died: stay until it ends or its
+            # heartbeat goes stale, so its retry is not left unrun.
+            time.sleep(heartbeat_s)
+        else:
+            return
+
+
+def _status(trial: optuna.trial.FrozenTrial) -> str:
+    return {
+        TrialState.COMPLETE: "complete",
+        TrialState.PRUNED: "pruned",
+        TrialState.FAIL: "failed",
+    }.get(trial.state, "running")
+
+
+def _retries(study_trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
+    """Original trial number -> the number of the trial that retried it."""
+    return {
+        t.system_attrs["failed_trial"]: t.number
+        for t in study_trials
+        if "failed_trial" in t.system_attrs
+    }
+
+
+def sync_store(study: optuna.Study, store: RunStore) -> None:
+    """Rebuild trials.csv and epochs.csv from the study, which every worker and machine wrote."""
+    study_trials = study.get_trials(deepcopy=False)
+    retried_as = _retries(study_trials)
+    trial_rows, epoch_rows = [], []
+    for t in study_trials:
+        values = t.user_attrs.get("hparams", t.params)
+        row = {"trial_id": t.number, "status": _status(t)}
+        row |= {f"{HP_PREFIX}{k}": v for k, v in values.items()}
+        row |= t.user_attrs.get("result", {})
+        if t.state == TrialState.FAIL and "result" not in t.user_attrs:
+            again = retried_as.get(t.number)
+            row["error"] = "worker stopped (no heartbeat)" + (
+                f"; retried as trial {again}" if again is not None else ""
+            )
+        trial_rows.append(row)
+        epoch_rows += t.user_attrs.get("epochs", [])
+    store.replace_all(trial_rows, epoch_rows)

@@ -1,0 +1,40 @@
+"""`--workers N`: N processes share one Optuna study, each a plain run of the same command.
+
+A worker is this program started again with `--worker`, so it loads the run's cached images and
+runs trials until the study holds --max-trials of them. With several GPUs each worker sees one
+(`CUDA_VISIBLE_DEVICES`); otherwise they share the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+RUN_SEARCH = Path(__file__).resolve().parents[1] / "run_search.py"
+
+
+def worker_argv(config) -> list[str]:
+    """The command line that reproduces `config` in a worker process."""
+    argv = [sys.executable, str(RUN_SEARCH)]
+    for field in fields(config):
+        value = getattr(config, field.name)
+        flag = "--" + field.name.replace("_", "-")
+        if field.name in ("worker", "resume", "workers") or value is None or value is False:
+            continue
+        argv += [flag] if value is True else [flag, str(value)]
+    return [*argv, "--worker"]
+
+
+def run_workers(config, count: int, gpus: int) -> list[int]:
+    """Start `count` workers, wait for all of them, and return their exit codes. A worker that
+    dies does not stop the others; its trial is failed by the study's heartbeat and retried."""
+    processes = []
+    for index in range(count):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+        processes.append(subprocess.Popen(worker_argv(config), env=env))
+    return [process.wait() for process in processes]

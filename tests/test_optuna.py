@@ -1,0 +1,288 @@
+"""The Optuna back end: same spaces, pruning, durable studies, resume, and parallel workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import optuna
+import pytest
+from conftest import REPO, error_lines, link_images, run_cli
+from optuna.trial import TrialState
+
+from search.backends import optuna as backend
+from search.backends.keras_tuner import declared_space
+from search.data import load_image_data
+from search.store import RunStore
+from search.trial import TrainSettings, TrialRunner
+from spaces import SPACES, get_space
+from spaces.context import SpaceContext
+
+HP = kt.engine.hyperparameters
+
+
+def expected_distribution(hp) -> optuna.distributions.BaseDistribution:
+    """What a Keras Tuner hyperparameter must become in Optuna."""
+    if isinstance(hp, HP.Boolean):
+        return optuna.distributions.CategoricalDistribution([False, True])
+    if isinstance(hp, HP.Choice):
+        return optuna.distributions.CategoricalDistribution(list(hp.values))
+    log = hp.sampling == "log"
+    if isinstance(hp, HP.Int):
+        return optuna.distributions.IntDistribution(
+            hp.min_value, hp.max_value, log=log, step=1 if log else hp.step or 1
+        )
+    return optuna.distributions.FloatDistribution(
+        hp.min_value, hp.max_value, log=log, step=None if log else hp.step
+    )
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_both_back_ends_see_the_same_space(name, weights_file):
+    space = get_space(name)
+    weights = str(weights_file) if name == "transfer" else "imagenet"
+    ctx = SpaceContext(32, 2, weights, 1.0)
+    declared = {hp.name: hp for hp in declared_space(space, ctx).space}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    # Visit every conditional branch: one trial per condition, with its parents set to activate it.
+    for hp in declared.values():
+        if hp.conditions:
+            study.enqueue_trial({c.name: c.values[-1] for c in hp.conditions})
+    seen = {}
+    for _ in range(len(study.get_trials()) + 1):
+        trial = study.ask()
+        space.build(backend.OptunaHyperParameters(trial), ctx)
+        seen |= trial.distributions
+        study.tell(trial, 0.5)
+        keras.backend.clear_session()
+    assert set(seen) == set(declared)
+    for hp_name, hp in declared.items():
+        assert seen[hp_name] == expected_distribution(hp), hp_name
+
+
+def bad_region_space() -> types.ModuleType:
+    """A space with a bad region: `broken` models predict the minority class whatever they see."""
+    space = types.ModuleType("bad_region")
+
+    def build(hp, ctx):
+        inputs = keras.Input(ctx.input_shape)
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+        if hp.Boolean("broken"):
+            head = keras.layers.Dense(
+                1,
+                activation="sigmoid",
+                trainable=False,
+                bias_initializer=keras.initializers.Constant(-10.0),
+                kernel_initializer="zeros",
+            )
+        else:
+            head = keras.layers.Dense(1, activation="sigmoid")
+        model = keras.Model(inputs, head(x))
+        model.compile(
+            keras.optimizers.Adam(hp.Float("learning_rate", 1e-2, 1e-1, sampling="log")),
+            "binary_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model
+
+    space.build = build
+    return space
+
+
+def test_pruning_stops_a_trial_in_the_bad_region(tmp_path):
+    # Dogs outnumber cats, so a model that always says "cat" scores 0.25 while any trained one
+    # soon says "dog" and scores 0.75.
+    folder = link_images(tmp_path / "imbalanced", {"train": 10, "validation": 5}, ("cats",))
+    link_images(folder, {"train": 24, "validation": 15}, ("dogs",))
+    data = load_image_data(folder, 32)
+    store = RunStore(tmp_path / "run")
+    store.create()
+    runner = TrialRunner(
+        bad_region_space(),
+        SpaceContext(32, 2),
+        data,
+        store,
+        TrainSettings(epochs=4, patience=4, batch_size=8),
+    )
+    study = backend.open_study(
+        f"sqlite:///{tmp_path / 'study.db'}",
+        "prune",
+        optuna.samplers.RandomSampler(seed=0),
+        backend.make_pruner("median", 4),
+        heartbeat_s=60,
+    )
+    good = [{"broken": False, "learning_rate": rate} for rate in (0.1, 0.09, 0.08)]
+    backend.enqueue(study, [*good, {"broken": True, "learning_rate": 0.1}])
+    backend.search(
+        study, runner, max_trials=4, pruning=True, max_consecutive_failures=3, heartbeat_s=1
+    )
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
+    pruned = study.get_trials()[3]
+    assert len(pruned.intermediate_values) < 4, "the pruned trial stopped early"
+    backend.sync_store(study, store)
+    trials = store.trials()
+    assert list(trials["status"]) == ["complete"] * 3 + ["pruned"]
+    assert len(store.epochs().query("trial_id == 3")) == len(pruned.intermediate_values)
+
+
+def optuna_args(folder, runs, name, *extra):
+    return (
+        "--backend",
+        "optuna",
+        "--space",
+        "scratch",
+        "--data",
+        str(folder),
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--runs-dir",
+        str(runs),
+        "--name",
+        name,
+        *extra,
+    )
+
+
+def test_stop_then_resume_keeps_finished_trials(tiny_folder, tmp_path):
+    first = run_cli(*optuna_args(tiny_folder, tmp_path, "resume", "--max-trials", "2"))
+    assert first.returncode == 0, error_lines(first)
+    store = RunStore(tmp_path / "resume")
+    before = store.trials()
+    again = run_cli(
+        "--resume", "--name", "resume", "--runs-dir", str(tmp_path), "--max-trials", "4"
+    )
+    assert again.returncode == 0, error_lines(again)
+    after = store.trials()
+    assert list(after["trial_id"]) == [0, 1, 2, 3]
+    assert (after["status"] == "complete").all()
+    kept = [c for c in before.columns if c != "test_accuracy"]
+    assert after.iloc[:2][kept].equals(before[kept])
+    study = optuna.load_study(study_name="resume", storage=f"sqlite:///{tmp_path}/resume/study.db")
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    # Optuna's own tools read our study unchanged.
+    axes = optuna.visualization.matplotlib.plot_optimization_history(study)
+    assert len(axes.collections[0].get_offsets()) == 4
+    epochs = study.trials[0].user_attrs["epochs"]
+    assert [e["epoch"] for e in epochs] == [1]
+    assert study.trials[0].intermediate_values == {0: epochs[0]["val_accuracy"]}
+
+
+def test_three_workers_on_postgresql_run_exactly_nine_trials(tiny_folder, tmp_path, postgres_url):
+    result = run_cli(
+        *optuna_args(
+            tiny_folder,
+            tmp_path,
+            "parallel",
+            "--max-trials",
+            "9",
+            "--workers",
+            "3",
+            "--storage",
+            postgres_url,
+        )
+    )
+    assert result.returncode == 0, error_lines(result)
+    study = optuna.load_study(study_name="parallel", storage=postgres_url)
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(9))
+    assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    trials = RunStore(tmp_path / "parallel").trials()
+    assert sorted(trials["trial_id"]) == list(range(9))
+    assert set(trials["status"]) <= {"complete", "pruned"}
+    assert len({*map(tuple, trials.filter(like="hp_").astype(str).values)}) > 1
+
+
+def test_sqlite_is_refused_for_several_workers(tiny_folder, tmp_path):
+    result = run_cli(*optuna_args(tiny_folder, tmp_path, "x", "--workers", "2"))
+    assert result.returncode == 2
+    assert "--workers 2 needs a server database" in error_lines(result)[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_unreachable_postgresql_is_one_line(tiny_folder, tmp_path):
+    result = run_cli(
+        *optuna_args(
+            tiny_folder, tmp_path, "x", "--storage", "postgresql://nobody@127.0.0.1:9/none"
+        )
+    )
+    assert result.returncode == 2
+    [line] = error_lines(result)
+    assert "--storage postgresql://nobody@127.0.0.1:9/none: cannot open it" in line
+
+
+def test_a_killed_worker_leaves_the_others_running(tmp_path, postgres_url):
+    """SIGKILL one of two workers mid-trial: its trial is failed by the heartbeat and retried."""
+    folder = link_images(tmp_path / "data", {"train": 60, "validation": 20})
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "run_search.py"),
+            *optuna_args(
+                folder,
+                tmp_path,
+                "kill",
+                "--max-trials",
+                "4",
+                "--workers",
+                "2",
+                "--storage",
+                postgres_url,
+                "--heartbeat",
+                "1",
+                "--epochs",
+                "3",
+                "--image-size",
+                "64",
+                "--pruner",
+                "none",
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    storage = optuna.storages.RDBStorage(postgres_url)
+    deadline = time.monotonic() + 300
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="kill", storage=storage)
+        except KeyError:
+            continue
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        if running and running[0].user_attrs.get("epochs"):  # mid-trial, past its first epoch
+            workers = subprocess.run(
+                ["pgrep", "-P", str(parent.pid)], capture_output=True, text=True
+            ).stdout.split()
+            victim = int(workers[0])
+            os.kill(victim, signal.SIGKILL)
+    assert victim is not None, "no trial was seen running"
+    _, stderr = parent.communicate(timeout=600)
+    assert parent.returncode == 0, stderr[-2000:]
+    study = optuna.load_study(study_name="kill", storage=postgres_url)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 4
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed, "the killed worker's trial was not failed"
+    retried = {t.system_attrs.get("failed_trial") for t in study.trials}
+    assert {t.number for t in failed} <= retried
+    trials = RunStore(tmp_path / "kill").trials()
+    assert sorted(trials["trial_id"]) == [t.number for t in study.trials]
+    assert (trials["status"] == "complete").sum() == 4
+    lost = trials[trials["status"] == "failed"]
+    assert lost["error"].str.contains("no heartbeat").all()
+    assert np.isfinite(trials.query("status == 'complete'")["val_accuracy"]).all()
