@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from reports import plots
 from reports.analysis import (
@@ -28,6 +31,8 @@ from search.store import HP_PREFIX, STATUSES, RunStore
 # Learning curves and per-epoch gaps are drawn for this many of the best trials (and every
 # baseline): a figure per trial for 200 trials would make the per-trial redraw slow.
 TOP_TRIALS = 5
+# Sorts the leaderboard; inlined into the page, which allows no other script.
+SCRIPT = "sort_tables.js"
 LEADERBOARD_COLUMNS = [
     "rank",
     "trial_id",
@@ -289,9 +294,17 @@ def report_context(
     }
 
 
+def _script(environment: Environment) -> dict:
+    """The page's one script, trusted as it is, and its hash for the Content-Security-Policy."""
+    script = environment.loader.get_source(environment, SCRIPT)[0]
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    return {"script": Markup(script), "script_hash": f"sha256-{digest}"}
+
+
 def _write_atomic(path: Path, text: str) -> None:
-    """Write then rename, so a browser reloading mid-search never reads half a report."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write then rename, so a browser reloading mid-search never reads half a report; the
+    temporary name is per process, as several search workers may write the report at once."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
@@ -313,7 +326,7 @@ def write_report(
     environment = Environment(
         loader=PackageLoader("reports"), autoescape=select_autoescape(["html"])
     )
-    html = environment.get_template("report.html").render(context)
+    html = environment.get_template("report.html").render(context | _script(environment))
     path = store.run_dir / "report.html"
     _write_atomic(path, html)
     return path
