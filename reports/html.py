@@ -122,9 +122,18 @@ def _sort_key(value: object) -> str:
     return str(value)
 
 
+def _cell_class(column: str, value: object) -> str:
+    if column == "verdict":
+        return f"text verdict-{value}"
+    return "text" if isinstance(value, str) else ""
+
+
 def _table_rows(frame: pd.DataFrame) -> list[list[dict[str, str]]]:
     return [
-        [{"text": format_value(c, v), "sort": _sort_key(v)} for c, v in row.items()]
+        [
+            {"text": format_value(c, v), "sort": _sort_key(v), "class": _cell_class(c, v)}
+            for c, v in row.items()
+        ]
         for row in frame.to_dict("records")
     ]
 
@@ -211,7 +220,7 @@ def _baselines(table: pd.DataFrame) -> list[dict]:
             "status": row["status"],
             "val_accuracy": format_value("val_accuracy", row["val_accuracy"]),
             "gap": format_value("gap", row["gap"]),
-            "verdict": row["verdict"] or "",
+            "verdict": format_value("verdict", row["verdict"]),
         }
         for row in rows.to_dict("records")
     ]
@@ -223,8 +232,8 @@ def _trial_details(table: pd.DataFrame, hp_columns: list[str], curves: set[int])
         {
             "trial_id": row["trial_id"],
             "status": row["status"],
-            "verdict": row["verdict"] or "",
-            "error": row.get("error") or "",
+            "verdict": format_value("verdict", row["verdict"]),
+            "error": format_value("error", row.get("error")),
             "has_curve": row["trial_id"] in curves,
             "measures": [(c, format_value(c, row[c])) for c in shown if c in row],
             "hyperparameters": [

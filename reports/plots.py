@@ -19,13 +19,14 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from reports.analysis import OVERFIT_GAP, accuracy_gap, is_numeric
 from search.store import HP_PREFIX
 
-DPI = 80
-PANEL_WIDTH = 3.6
-PANEL_HEIGHT = 2.6
+DPI = 96
+PANEL_WIDTH = 3.1
+PANEL_HEIGHT = 2.4
 # Whole-number hyperparameters with at most this many distinct values are drawn as choices.
 MAX_CHOICES = 6
 
@@ -86,6 +87,7 @@ def learning_curves(curve: pd.DataFrame, title: str, best_epoch, onset_epoch, k:
                 ax=ax,
             )
             _mark_epochs(ax, curve, best_epoch, onset_epoch, k)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(fontsize="x-small")
         axes[0, 1].get_legend().remove()
         figure.suptitle(title, fontsize="medium")
@@ -104,7 +106,7 @@ def gap_vs_accuracy(table: pd.DataFrame, labelled: list[int]) -> str:
         ax.axvline(0, color="grey", linewidth=0.8)
         ax.axvline(OVERFIT_GAP, color="tab:red", linestyle="--", linewidth=0.8)
         for row in scored[scored["trial_id"].isin(labelled)].itertuples():
-            ax.annotate(str(row.trial_id), (row.gap, row.val_accuracy), fontsize="x-small")
+            ax.annotate(str(row.trial_id), (row.gap, row.val_accuracy), fontsize="small")
         ax.set(xlabel="gap at best epoch (train - val accuracy)", ylabel="val accuracy")
         ax.legend(fontsize="x-small")
         figure.set_figwidth(PANEL_WIDTH * 1.6)
@@ -125,6 +127,7 @@ def gap_per_epoch(epochs: pd.DataFrame, trial_ids: list[int]) -> str:
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.axhline(OVERFIT_GAP, color="tab:red", linestyle="--", linewidth=0.8)
         ax.set(ylabel="train - val accuracy")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize="x-small")
         figure.set_figwidth(PANEL_WIDTH * 1.6)
         return _png(figure)
@@ -160,6 +163,8 @@ def _hyperparameter_panel(ax: Axes, done: pd.DataFrame, column: str) -> None:
     else:
         labels, order = _choice_labels(values)
         sns.stripplot(x=labels, y=done["val_accuracy"], order=order, ax=ax)
+        if sum(len(label) for label in order) > 24:  # long names would overlap
+            ax.tick_params(axis="x", labelrotation=30)
     ax.set(xlabel=column.removeprefix(HP_PREFIX), ylabel="val accuracy")
 
 

@@ -158,6 +158,8 @@ def test_failed_and_pruned_trials(tmp_path):
     assert list(board["trial_id"]) == [0, 4]
     assert "3 complete" not in html and "2 complete, 2 failed, 1 pruned" in html
     assert "trial 1</a>: oom: ResourceExhaustedError" in html
+    assert "trial 1: failed</summary>" in html  # no measures, no verdict
+    assert not re.search(r"\bnan\b", html, re.IGNORECASE)
     assert "trial 3</a>: nan_loss" in html
     # The pruned trial's measures come from its epochs.
     pruned = html[html.index('id="trial-2"') :]
