@@ -284,7 +284,6 @@ def _search_optuna(config, space, ctx, runner, store, enqueued: list[dict], n_gp
                 config.max_trials,
                 pruning=config.pruner != "none",
                 max_consecutive_failures=config.max_consecutive_failures,
-                heartbeat_s=config.heartbeat,
             )
     finally:
         if not config.worker:

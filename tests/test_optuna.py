@@ -120,9 +120,7 @@ def test_pruning_stops_a_trial_in_the_bad_region(tmp_path):
     )
     good = [{"broken": False, "learning_rate": rate} for rate in (0.1, 0.09, 0.08)]
     backend.enqueue(study, [*good, {"broken": True, "learning_rate": 0.1}])
-    backend.search(
-        study, runner, max_trials=4, pruning=True, max_consecutive_failures=3, heartbeat_s=1
-    )
+    backend.search(study, runner, max_trials=4, pruning=True, max_consecutive_failures=3)
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
     pruned = study.get_trials()[3]

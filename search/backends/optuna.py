@@ -27,6 +27,7 @@ from search.store import HP_PREFIX, RunStore
 from search.trial import TrialRunner
 
 OBJECTIVE = "val_accuracy"
+POLL_S = 1.0  # how often an idle worker looks for a stale trial to retry
 HP = kt.engine.hyperparameters
 
 
@@ -238,7 +239,6 @@ def search(
     max_trials: int,
     pruning: bool,
     max_consecutive_failures: int,
-    heartbeat_s: int,
 ) -> None:
     """One worker: run trials of the shared study until the run has --max-trials of them."""
     lock_path = runner.store.run_dir / ".optuna.lock"
@@ -254,7 +254,7 @@ def search(
         elif _others_running(study):
             # A running trial may belong to a worker that died: stay until it ends or its
             # heartbeat goes stale, so its retry is not left unrun.
-            time.sleep(heartbeat_s)
+            time.sleep(POLL_S)
         else:
             return
 
