@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -284,3 +285,38 @@ def test_a_killed_worker_leaves_the_others_running(tmp_path, postgres_url):
     lost = trials[trials["status"] == "failed"]
     assert lost["error"].str.contains("no heartbeat").all()
     assert np.isfinite(trials.query("status == 'complete'")["val_accuracy"]).all()
+
+
+def test_enqueued_sets_run_first_and_only_once(tiny_folder, tmp_path):
+    from search.run import SearchConfig, run_search
+
+    sets = [{"conv_blocks": 1, "filters_1": 32, "learning_rate": 0.001, "pooling": "global_avg"}]
+    (tmp_path / "baselines.json").write_text(json.dumps(sets))
+    config = SearchConfig(
+        space="scratch",
+        data=str(tiny_folder),
+        backend="optuna",
+        max_trials=2,
+        epochs=1,
+        image_size=32,
+        batch_size=16,
+        name="enq",
+        runs_dir=str(tmp_path),
+        enqueue=str(tmp_path / "baselines.json"),
+    )
+    run_search(config)
+    store = run_search(SearchConfig(**{**config.__dict__, "max_trials": 3}))
+    trials = store.trials()
+    first = trials.iloc[0]
+    assert (first["hp_conv_blocks"], first["hp_filters_1"], first["hp_pooling"]) == (
+        1,
+        32,
+        "global_avg",
+    )
+    matches = trials[
+        (trials["hp_conv_blocks"] == 1)
+        & (trials["hp_filters_1"] == 32)
+        & (trials["hp_learning_rate"] == 0.001)
+    ]
+    assert len(matches) == 1, "an enqueued set ran twice after resume"
+    assert list(trials["trial_id"]) == [0, 1, 2]
