@@ -280,14 +280,18 @@ def _load_cache(path: Path):
     return splits, meta["skipped"]
 
 
+# Fewest usable images of each class per split: two to learn from, one to validate on.
+MIN_IMAGES = {"train": 2, "validation": 1}
+
+
 def _require_images(class_names: Iterable[str], splits: dict[str, Split]) -> None:
-    for name in ("train", "validation"):
+    for name, least in MIN_IMAGES.items():
         for i, c in enumerate(class_names):
             n = int((splits[name].y == i).sum())
-            if n < 1:
+            if n < least:
                 raise UsageError(
-                    f"class {c!r} has no usable image in the {name} split; add "
-                    f"images to it or remove the class folder"
+                    f"class {c!r} has {n} usable image(s) in the {name} split, fewer than "
+                    f"{least}; add images to it or remove the class folder"
                 )
 
 

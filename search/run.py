@@ -178,6 +178,20 @@ def run_search(config: SearchConfig) -> RunStore:
 
         weights, alpha = backbone_weights(config.weights, config.image_size)
     create_store(store)
+    if config.worker:  # the process that started the workers holds the run's lock
+        return _search_locked(config, store, root, weights, alpha, enqueued)
+    with store.exclusive_run():
+        return _search_locked(config, store, root, weights, alpha, enqueued)
+
+
+def _search_locked(
+    config: SearchConfig,
+    store: RunStore,
+    root: Path,
+    weights: str,
+    alpha: float,
+    enqueued: list[dict],
+) -> RunStore:
     data = load_image_data(
         root, config.image_size, config.split_seed, cache_dir=store.run_dir / "cache"
     )
@@ -238,6 +252,11 @@ def run_search(config: SearchConfig) -> RunStore:
             )
     except SearchStopped as error:
         stopped = error
+    except KeyboardInterrupt:
+        if not config.worker:
+            store.write_run_info(info | {"status": "interrupted"})
+            write_report(store.run_dir)
+        raise
     if config.worker:  # the process that started the workers scores and reports
         if stopped:
             raise stopped

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from search.errors import UsageError
+
 TRIAL_COLUMNS = [
     "trial_id",
     "status",
@@ -47,7 +49,7 @@ EPOCH_COLUMNS = [
     "phase",
 ]
 INTEGER_COLUMNS = ("trial_id", "best_epoch", "n_params")
-STATUSES = ("complete", "failed", "pruned", "running")
+STATUSES = ("complete", "failed", "pruned", "running", "interrupted")
 HP_PREFIX = "hp_"
 
 
@@ -118,6 +120,30 @@ class RunStore:
             _atomic_write(
                 self.epochs_csv, lambda p: self._epoch_frame(epochs).to_csv(p, index=False)
             )
+
+    @contextmanager
+    def exclusive_run(self) -> Iterator[None]:
+        """One search process per run directory. The lock dies with its process, so a crashed
+        run never leaves a stale lock behind; the file names its holder for the message."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / ".run.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise UsageError(
+                    f"{self.run_dir} is in use by process {holder}; wait for it to finish "
+                    f"or pick another --name"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def exists(self) -> bool:
         return self.run_json.exists()

@@ -48,6 +48,7 @@ class TrialResult:
     train_accuracy: float | None = None
     gap: float | None = None
     n_params: int | None = None
+    batch_size: int | None = None
 
     def row(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "trial_id"}
@@ -61,6 +62,8 @@ class _Fit:
     rows: list[dict]
     extra_callbacks: list[keras.callbacks.Callback]
     on_epoch: Callable[[dict], None] | None
+    batch_size: int
+    model: keras.Model | None = None
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -153,30 +156,39 @@ class TrialRunner:
         A back end passes its pruning callbacks in `extra_callbacks` and the exceptions they
         raise in `prune_on`; `on_epoch` sees every recorded epoch row.
         """
-        keras.backend.clear_session()
-        gc.collect()
-        keras.utils.set_random_seed(self.settings.seed + trial_id)
-        self.store.begin_trial(trial_id, hp.values)
         start = time.perf_counter()
-        model, error, pruned = None, "", False
-        fit = _Fit(trial_id, [], list(extra_callbacks), on_epoch)
-        try:
-            model = self.space.build(hp, self.ctx)
-            if initial_weights is not None:
-                with warnings.catch_warnings():  # the new optimizer has no state to restore yet
-                    warnings.simplefilter("ignore", UserWarning)
-                    model.load_weights(initial_weights)
-            self._fit(model, hp, fit, "train", initial_epoch, epochs or self.settings.epochs)
-            fine_tune = getattr(self.space, "fine_tune", None)
-            if fit.rows and not _diverged(fit.rows) and fine_tune and fine_tune(hp, model):
-                self._fine_tune(model, hp, fit)
-        except prune_on:
-            pruned = True
-        except tf.errors.ResourceExhaustedError as oom:
-            error = f"oom: {_first_line(oom)}"
-        except Exception as failure:  # any error in build or fit fails this trial only
-            error = _first_line(failure)
+        error, pruned = "", False
+        # Out of memory: halve the batch and try once more, as AutoKeras does.
+        for batch_size in (self.settings.batch_size, self.settings.batch_size // 2):
+            fit = _Fit(trial_id, [], list(extra_callbacks), on_epoch, batch_size)
+            self._start(trial_id, hp)
+            try:
+                self._train(hp, fit, epochs, initial_epoch, initial_weights)
+                error = ""
+            except prune_on:
+                pruned = True
+            except KeyboardInterrupt:
+                seconds = round(time.perf_counter() - start, 3)
+                self.store.finish_trial(
+                    trial_id,
+                    {"status": "interrupted", "error": "interrupted", "duration_s": seconds},
+                )
+                raise
+            except tf.errors.ResourceExhaustedError as oom:
+                error = f"oom: {_first_line(oom)}"
+                if batch_size > 1 and batch_size == self.settings.batch_size:
+                    print(
+                        f"trial {trial_id}: out of memory at batch {batch_size}; "
+                        f"retrying once at batch {batch_size // 2}",
+                        flush=True,
+                    )
+                    continue
+            except Exception as failure:  # any error in build or fit fails this trial only
+                error = _first_line(failure)
+            break
+        model = fit.model
         result = self._judge(trial_id, model, fit.rows, error, time.perf_counter() - start)
+        result.batch_size = fit.batch_size
         if pruned and result.status == "complete":
             result.status = "pruned"
         self.store.finish_trial(trial_id, result.row())
@@ -186,6 +198,26 @@ class TrialRunner:
         if self.after_trial is not None:
             self.after_trial()
         return result, (model if result.status == "complete" else None)
+
+    def _start(self, trial_id: int, hp) -> None:
+        """A clean slate for a trial: no graph or memory left from earlier ones, its own seed."""
+        keras.backend.clear_session()
+        gc.collect()
+        keras.utils.set_random_seed(self.settings.seed + trial_id)
+        self.store.begin_trial(trial_id, hp.values)
+
+    def _train(
+        self, hp, fit: _Fit, epochs: int | None, initial_epoch: int, initial_weights: Path | None
+    ) -> None:
+        fit.model = model = self.space.build(hp, self.ctx)
+        if initial_weights is not None:
+            with warnings.catch_warnings():  # the new optimizer has no state to restore yet
+                warnings.simplefilter("ignore", UserWarning)
+                model.load_weights(initial_weights)
+        self._fit(model, hp, fit, "train", initial_epoch, epochs or self.settings.epochs)
+        fine_tune = getattr(self.space, "fine_tune", None)
+        if fit.rows and not _diverged(fit.rows) and fine_tune and fine_tune(hp, model):
+            self._fine_tune(model, hp, fit)
 
     def _fine_tune(self, model: keras.Model, hp, fit: _Fit) -> None:
         """Fine-tune phase, continuing the epoch count; keep the frozen phase's weights if the
@@ -218,7 +250,7 @@ class TrialRunner:
         model.fit(
             self.data.train.x,
             self.data.train.y,
-            batch_size=self.settings.batch_size,
+            batch_size=fit.batch_size,
             epochs=epochs,
             initial_epoch=initial_epoch,
             shuffle=True,

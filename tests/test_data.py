@@ -349,7 +349,17 @@ def test_class_without_a_usable_image(tmp_path):
         old.unlink()
     (root / "train" / "dogs" / "broken.jpg").write_bytes(photo(0).read_bytes()[:500])
     message = one_line_error(load_image_data, root, SIZE)
-    assert "'dogs'" in message and "train" in message and "no usable image" in message
+    assert "'dogs' has 0 usable image(s) in the train split" in message
+
+
+def test_bad_input_class_with_one_usable_training_image(tmp_path):
+    """After skipping, each class needs 2 training images: the message names the class."""
+    root = link_images(tmp_path / "data", {"train": 3, "validation": 3})
+    for old in sorted((root / "train" / "cats").iterdir())[1:]:
+        old.unlink()
+    (root / "train" / "cats" / "empty.jpg").write_bytes(b"")
+    message = one_line_error(load_image_data, root, SIZE)
+    assert "'cats' has 1 usable image(s) in the train split, fewer than 2" in message
 
 
 # 6. The decoded-image cache

@@ -206,13 +206,17 @@ def objective(runner: TrialRunner, trial: optuna.Trial, pruning: bool) -> float:
         trial.set_user_attr("epochs", epochs)
 
     callbacks = [KerasPruningCallback(trial, OBJECTIVE)] if pruning else []
-    result, _ = runner.run(
-        trial.number,
-        hp,
-        extra_callbacks=callbacks,
-        prune_on=(optuna.TrialPruned,),
-        on_epoch=record,
-    )
+    try:
+        result, _ = runner.run(
+            trial.number,
+            hp,
+            extra_callbacks=callbacks,
+            prune_on=(optuna.TrialPruned,),
+            on_epoch=record,
+        )
+    except KeyboardInterrupt:
+        trial.set_user_attr("interrupted", True)  # not counted: a resumed run replaces it
+        raise
     trial.set_user_attr("hparams", hp.values)
     trial.set_user_attr("result", result.row())
     if result.status == "pruned":
@@ -286,7 +290,9 @@ def sync_store(study: optuna.Study, store: RunStore) -> None:
         row = {"trial_id": t.number, "status": _status(t)}
         row |= {f"{HP_PREFIX}{k}": v for k, v in values.items()}
         row |= t.user_attrs.get("result", {})
-        if t.state == TrialState.FAIL and "result" not in t.user_attrs:
+        if t.user_attrs.get("interrupted"):
+            row |= {"status": "interrupted", "error": "interrupted"}
+        elif t.state == TrialState.FAIL and "result" not in t.user_attrs:
             again = retried_as.get(t.number)
             row["error"] = "worker stopped (no heartbeat)" + (
                 f"; retried as trial {again}" if again is not None else ""
