@@ -175,6 +175,10 @@ def _class_counts(info: dict) -> pd.DataFrame:
     return counts
 
 
+def _epoch(value: object) -> int | None:
+    return None if pd.isna(value) else int(value)
+
+
 def _curve_figures(
     table: pd.DataFrame, epochs: pd.DataFrame, shown: list[int], names: dict[int, str], k: int
 ) -> list[dict]:
@@ -191,7 +195,7 @@ def _curve_figures(
                 "trial_id": trial_id,
                 "title": title,
                 "png": plots.learning_curves(
-                    curve, title, row["best_epoch"], row["onset_epoch"], k
+                    curve, title, _epoch(row["best_epoch"]), _epoch(row["onset_epoch"]), k
                 ),
             }
         )

@@ -62,17 +62,21 @@ def _train_vs_validation(curve: pd.DataFrame, metric: str) -> pd.DataFrame:
     return long.assign(split=long["split"].map(names)).rename(columns={"value": metric})
 
 
-def _mark_epochs(ax: Axes, curve: pd.DataFrame, best_epoch, onset_epoch, k: int) -> None:
+def _mark_epochs(
+    ax: Axes, curve: pd.DataFrame, best_epoch: int | None, onset_epoch: int | None, k: int
+) -> None:
     fine_tune = curve.loc[curve["phase"] == "fine_tune", "epoch"]
     if not fine_tune.empty:
         ax.axvspan(fine_tune.min() - 0.5, fine_tune.max() + 0.5, alpha=0.08, label="fine-tune")
-    if pd.notna(best_epoch):
+    if best_epoch is not None:
         ax.axvline(best_epoch, color="black", linestyle=":", label="best epoch")
-    if pd.notna(onset_epoch):
+    if onset_epoch is not None:
         ax.axvline(onset_epoch, color="tab:red", linestyle="--", label=f"onset (k={k})")
 
 
-def learning_curves(curve: pd.DataFrame, title: str, best_epoch, onset_epoch, k: int) -> str:
+def learning_curves(
+    curve: pd.DataFrame, title: str, best_epoch: int | None, onset_epoch: int | None, k: int
+) -> str:
     """Train vs validation accuracy and loss of one trial, best epoch and onset marked."""
     with _style():
         figure, axes = _figure(1, 2)
