@@ -9,8 +9,6 @@ training accuracy is measured.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import optuna
 import pandas as pd
@@ -69,6 +67,16 @@ def lowest_val_loss_epoch(curve: pd.DataFrame) -> int | None:
     return int(scored.loc[scored["val_loss"].idxmin(), "epoch"])
 
 
+def wasted_epochs(last_epoch: int, onset_epoch: int | None, best_epoch: int | None) -> int:
+    """Epochs trained after the onset that did not lead to the kept model.
+
+    A rise of val_loss that is followed by a new lowest one is not counted against the trial.
+    """
+    if onset_epoch is None:
+        return 0
+    return last_epoch - max(onset_epoch, best_epoch or onset_epoch)
+
+
 def verdict(gap: float, train_accuracy: float, still_improving: bool) -> str | None:
     """overfit, underfit or fit, for the model kept at the best epoch.
 
@@ -101,7 +109,7 @@ def trial_measures(
         "gap_last": last["accuracy"] - last["val_accuracy"],
         "max_gap": accuracy_gap(curve).max(),
         "onset_epoch": onset,
-        "wasted_epochs": 0 if onset is None else int(last["epoch"]) - onset,
+        "wasted_epochs": wasted_epochs(int(last["epoch"]), onset, best_epoch),
     }
     if best_epoch is None:
         return measures | dict.fromkeys(["val_accuracy", "val_loss", "train_accuracy", "gap"])
@@ -263,18 +271,30 @@ def importance_study(trials: pd.DataFrame) -> optuna.Study:
     return study
 
 
-def hyperparameter_importance(trials: pd.DataFrame) -> pd.Series:
-    """Optuna's importance (PED-ANOVA, conditional parameters included) of each hyperparameter
-    for val accuracy, largest first, named without the hp_ prefix.
+def conditional_hyperparameters(trials: pd.DataFrame) -> list[str]:
+    """Hyperparameters some complete trials did not use (inactive), named without hp_."""
+    done = trials[trials["status"] == "complete"]
+    return [
+        c.removeprefix(HP_PREFIX)
+        for c in hyperparameter_columns(done)
+        if done[c].isna().any() and done[c].notna().any()
+    ]
 
-    Empty when there is nothing to compare: fewer than two complete trials, or no
-    hyperparameter that varies.
+
+def hyperparameter_importance(trials: pd.DataFrame) -> pd.Series:
+    """Optuna's fANOVA importance of each hyperparameter for val accuracy, largest first, named
+    without the hp_ prefix.
+
+    fANOVA fits a random forest, which copes with the handful of trials a search often has
+    (Optuna's default, PED-ANOVA, compares the top 10% of trials: one trial out of ten). It
+    leaves out the conditional hyperparameters, which not every trial has. Empty when there is
+    nothing to compare: no two complete trials differ in val accuracy, or no hyperparameter
+    every trial used varies.
     """
     study = importance_study(trials)
-    if len(study.trials) < 2 or not any(t.params for t in study.trials):
+    values_differ = len({t.value for t in study.trials}) > 1
+    if not values_differ or not optuna.search_space.intersection_search_space(study.trials):
         return pd.Series(dtype=float)
-    # Its warnings about small samples would interrupt the search's one line per trial.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        importances = optuna.importance.get_param_importances(study)
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # the same figure every time
+    importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
     return pd.Series(importances, dtype=float).sort_values(ascending=False)

@@ -22,6 +22,7 @@ from reports.analysis import (
     analyse_trials,
     baseline_column,
     best_so_far,
+    conditional_hyperparameters,
     hyperparameter_columns,
     hyperparameter_importance,
     rank,
@@ -58,7 +59,7 @@ COLUMN_HELP = {
     "max_gap": "largest train - validation accuracy over all epochs",
     "loss_gap": "validation loss - training loss at the best epoch",
     "onset_epoch": "epoch after which validation loss rose while training loss fell",
-    "wasted_epochs": "epochs trained after the onset",
+    "wasted_epochs": "epochs trained after both the onset and the best epoch",
     "test_accuracy": "test accuracy, measured only for the exported best model",
     "duration_s": "seconds spent training the trial",
     "n_params": "model parameters",
@@ -254,6 +255,7 @@ def _hyperparameter_section(trials: pd.DataFrame, hp_columns: list[str]) -> dict
     return {
         "effects_png": plots.hyperparameter_effects(trials, hp_columns),
         "importance_png": None if importance.empty else plots.importance_bars(importance),
+        "conditional": conditional_hyperparameters(trials),
     }
 
 

@@ -12,6 +12,7 @@ from reports.analysis import (
     analyse_trials,
     baseline_column,
     best_so_far,
+    conditional_hyperparameters,
     hyperparameter_columns,
     hyperparameter_importance,
     importance_study,
@@ -20,6 +21,7 @@ from reports.analysis import (
     rank,
     trial_measures,
     verdict,
+    wasted_epochs,
 )
 
 
@@ -105,6 +107,21 @@ def test_wasted_epochs_count_from_the_onset():
     assert (m["best_epoch"], m["onset_epoch"], m["wasted_epochs"]) == (4, 4, 2)
     assert m["gap"] == pytest.approx(0.05)
     assert m["max_gap"] == pytest.approx(0.15)
+
+
+def test_epochs_before_a_new_lowest_val_loss_are_not_wasted():
+    # val_loss rises at epochs 3 and 4 (the onset is 2), then reaches its lowest at epoch 5.
+    late_best = curve(
+        loss=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5],
+        accuracy=[0.6, 0.7, 0.8, 0.85, 0.9, 0.95],
+        val_loss=[0.8, 0.7, 0.75, 0.8, 0.6, 0.65],
+        val_accuracy=[0.6, 0.7, 0.7, 0.7, 0.8, 0.8],
+    )
+    m = trial_measures(late_best)
+    assert (m["onset_epoch"], m["best_epoch"], m["wasted_epochs"]) == (2, 5, 1)
+    assert wasted_epochs(last_epoch=5, onset_epoch=2, best_epoch=5) == 0
+    assert wasted_epochs(last_epoch=9, onset_epoch=4, best_epoch=3) == 5
+    assert wasted_epochs(last_epoch=9, onset_epoch=None, best_epoch=3) == 0
 
 
 def test_negative_gaps_are_kept_as_they_are():
@@ -278,11 +295,12 @@ def test_importance_study_holds_the_complete_trials_with_their_active_hyperparam
     )
 
 
-def test_importance_names_the_varying_hyperparameters():
+def test_importance_names_the_varying_hyperparameters_every_trial_used():
     importance = hyperparameter_importance(HP_TRIALS)
-    assert set(importance.index) == {"learning_rate", "pooling", "blocks", "dense_dropout"}
+    assert set(importance.index) == {"learning_rate", "pooling", "blocks"}
     assert importance.sum() == pytest.approx(1.0)
     assert list(importance) == sorted(importance, reverse=True)
+    assert conditional_hyperparameters(HP_TRIALS) == ["dense_dropout"]
 
 
 def test_importance_finds_the_one_hyperparameter_that_matters():
@@ -301,6 +319,9 @@ def test_importance_finds_the_one_hyperparameter_that_matters():
     assert importance["pooling"] > 0.9
 
 
-def test_importance_is_empty_with_fewer_than_two_complete_trials():
+def test_importance_is_empty_with_nothing_to_compare():
     assert hyperparameter_importance(HP_TRIALS.iloc[:1]).empty
     assert hyperparameter_importance(HP_TRIALS.iloc[:0]).empty
+    only_conditional = HP_TRIALS[["trial_id", "status", "hp_dense_dropout", "val_accuracy"]]
+    assert hyperparameter_importance(only_conditional).empty
+    assert hyperparameter_importance(HP_TRIALS.assign(val_accuracy=0.5)).empty

@@ -135,7 +135,7 @@ def test_report_of_one_complete_trial(tmp_path):
     assert (row["best_epoch"], row["onset_epoch"], row["wasted_epochs"]) == (2, 2, 2)
     assert row["gap"] == pytest.approx(0.05)
     assert row["max_gap"] == pytest.approx(0.29)
-    assert "Needs at least two complete trials" in html
+    assert "Needs complete trials that differ" in html
     assert 'id="curve-0"' in html
     # Learning curves, scatter, gap per epoch, hyperparameter panels, history.
     assert len(images(html)) == 5
@@ -191,6 +191,23 @@ def test_baselines_are_summarised_and_drawn_when_the_run_has_them(tmp_path):
     board = pd.read_csv(tmp_path / "leaderboard.csv")
     assert board.set_index("trial_id").loc[7, "baseline"] == "tf_image_classification"
     assert "hp_baseline" not in board
+
+
+def test_importance_is_drawn_and_names_what_it_leaves_out(tmp_path):
+    curves = [STEADY, OVERFITTING, [(0.5, 0.9, 0.45, 0.9)], [(0.6, 0.7, 0.5, 0.72)]]
+    trials = [
+        trial(
+            i,
+            epochs=c,
+            lr=10.0**-i,
+            pooling=["avg", "max"][i % 2],
+            dense_dropout=[0.1, None][i % 2],
+        )
+        for i, c in enumerate(curves)
+    ]
+    html = write_report(make_run(tmp_path, trials)).read_text()
+    assert 'alt="hyperparameter importance"' in html
+    assert "Left out, as some trials did not use them: dense_dropout." in html
 
 
 def test_no_baselines_section_without_baselines(tmp_path):
