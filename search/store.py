@@ -188,10 +188,12 @@ class RunStore:
         with self._rows() as (_, epochs):
             epochs.append({c: _clean(row.get(c)) for c in EPOCH_COLUMNS})
 
-    def finish_trial(self, trial_id: int, results: dict) -> None:
-        """Record a trial's outcome (status, metrics, error) on its row."""
+    def finish_trial(self, trial_id: int, results: dict, hparams: dict | None = None) -> None:
+        """Record a trial's outcome (status, metrics, error) on its row, with the
+        hyperparameters it ended with (an Optuna trial samples them while building)."""
         with self._rows() as (trials, _):
-            trials[trial_id].update({k: _clean(v) for k, v in results.items()})
+            hp = {f"{HP_PREFIX}{k}": v for k, v in (hparams or {}).items()}
+            trials[trial_id].update({k: _clean(v) for k, v in (hp | results).items()})
 
     def replace_all(self, trial_rows: list[dict], epoch_rows: list[dict]) -> None:
         """Rewrite both tables, as when rebuilding the store from an Optuna study."""
@@ -211,6 +213,12 @@ class RunStore:
         hp = sorted(c for c in columns if c.startswith(HP_PREFIX))
         extra = sorted(c for c in columns if c not in TRIAL_COLUMNS and c not in hp)
         return TRIAL_COLUMNS[:2] + hp + TRIAL_COLUMNS[2:] + extra
+
+    def completed(self, trial_id: int) -> pd.Series | None:
+        """The stored row of a trial that completed, or None."""
+        trials = self.trials()
+        row = trials[(trials["trial_id"] == trial_id) & (trials["status"] == "complete")]
+        return None if row.empty else row.iloc[0]
 
     def best_trial(self) -> pd.Series | None:
         ranked = rank_trials(self.trials())

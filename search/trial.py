@@ -150,11 +150,14 @@ class TrialRunner:
         extra_callbacks: Sequence[keras.callbacks.Callback] = (),
         prune_on: tuple[type[BaseException], ...] = (),
         on_epoch: Callable[[dict], None] | None = None,
+        on_result: Callable[[TrialResult, dict], None] | None = None,
     ) -> tuple[TrialResult, keras.Model | None]:
         """Train and record one trial. Failures are results, never exceptions.
 
         A back end passes its pruning callbacks in `extra_callbacks` and the exceptions they
-        raise in `prune_on`; `on_epoch` sees every recorded epoch row.
+        raise in `prune_on`; `on_epoch` sees every recorded epoch row; `on_result` sees the
+        outcome and hyperparameters before the store does, so a back end that keeps its own
+        record (an Optuna study) never lags behind the store.
         """
         start = time.perf_counter()
         error, pruned = "", False
@@ -191,7 +194,9 @@ class TrialRunner:
         result.batch_size = fit.batch_size
         if pruned and result.status == "complete":
             result.status = "pruned"
-        self.store.finish_trial(trial_id, result.row())
+        if on_result is not None:
+            on_result(result, hp.values)
+        self.store.finish_trial(trial_id, result.row(), hp.values)
         if result.status == "complete":
             self.store.save_if_best(model, hp.values, trial_id)
         self._announce(result)

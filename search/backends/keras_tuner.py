@@ -82,6 +82,10 @@ class StoreTuner(kt.engine.base_tuner.BaseTuner):
 
     def run_trial(self, trial, *args, **kwargs):
         hp = trial.hyperparameters
+        done = self.runner.store.completed(int(trial.trial_id))
+        if done is not None:
+            # Finished before a crash that came before Keras Tuner saved it: never train twice.
+            return {"val_accuracy": done["val_accuracy"], "val_loss": done["val_loss"]}
         parent = hp.values.get("tuner/trial_id")
         result, model = self.runner.run(
             int(trial.trial_id),

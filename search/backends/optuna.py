@@ -24,7 +24,7 @@ from optuna_integration import KerasPruningCallback
 from search.backends import PRUNERS, SAMPLERS
 from search.errors import SearchStopped, UsageError
 from search.store import HP_PREFIX, RunStore
-from search.trial import TrialRunner
+from search.trial import TrialResult, TrialRunner
 
 OBJECTIVE = "val_accuracy"
 POLL_S = 1.0  # how often an idle worker looks for a stale trial to retry
@@ -129,9 +129,7 @@ def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
             url,
             heartbeat_interval=heartbeat_s,
             grace_period=2 * heartbeat_s,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=1
-            ),
+            heartbeat_stale_trial_callback=retry_unjudged,
         )
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -158,15 +156,29 @@ def enqueue(study: optuna.Study, hparam_sets: list[dict]) -> None:
         study.enqueue_trial(values, skip_if_exists=True)
 
 
+def _judged(trial: optuna.trial.FrozenTrial) -> bool:
+    """Our runner finished this trial (complete, pruned or failed), even if its worker died
+    before telling the study."""
+    return bool(trial.user_attrs.get("result"))
+
+
 def _our_failure(trial: optuna.trial.FrozenTrial) -> bool:
-    return trial.state == TrialState.FAIL and "result" in trial.user_attrs
+    result = trial.user_attrs.get("result") or {}
+    return trial.state == TrialState.FAIL and result.get("status") == "failed"
+
+
+def retry_unjudged(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """For a trial whose heartbeat went stale: retry it once, unless our runner had already
+    judged it (its worker died between recording the result and telling the study)."""
+    if not _judged(trial):
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
 
 
 def counted_trials(study: optuna.Study) -> int:
     """Trials that count toward --max-trials: finished, running or queued. A trial failed for a
     lost heartbeat does not count: its retry does."""
     live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-    return sum(t.state in live or _our_failure(t) for t in study.get_trials(deepcopy=False))
+    return sum(t.state in live or _judged(t) for t in study.get_trials(deepcopy=False))
 
 
 @contextmanager
@@ -197,13 +209,24 @@ def _others_running(study: optuna.Study) -> bool:
     return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
+OWN_ATTRS = ("epochs", "hparams", "result", "interrupted")
+
+
 def objective(runner: TrialRunner, trial: optuna.Trial, pruning: bool) -> float:
+    # A retried trial starts with a copy of the failed one's attributes: start afresh.
+    for key in OWN_ATTRS:
+        if key in trial.user_attrs:
+            trial.set_user_attr(key, None)
     hp = OptunaHyperParameters(trial)
     epochs: list[dict] = []
 
     def record(row: dict) -> None:
         epochs.append(row)
         trial.set_user_attr("epochs", epochs)
+
+    def keep(result: TrialResult, values: dict) -> None:
+        trial.set_user_attr("hparams", values)
+        trial.set_user_attr("result", result.row())
 
     callbacks = [KerasPruningCallback(trial, OBJECTIVE)] if pruning else []
     try:
@@ -213,12 +236,11 @@ def objective(runner: TrialRunner, trial: optuna.Trial, pruning: bool) -> float:
             extra_callbacks=callbacks,
             prune_on=(optuna.TrialPruned,),
             on_epoch=record,
+            on_result=keep,
         )
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)  # not counted: a resumed run replaces it
         raise
-    trial.set_user_attr("hparams", hp.values)
-    trial.set_user_attr("result", result.row())
     if result.status == "pruned":
         raise optuna.TrialPruned(f"pruned at epoch {len(epochs)}")
     if result.status == "failed":
@@ -286,17 +308,18 @@ def sync_store(study: optuna.Study, store: RunStore) -> None:
     retried_as = _retries(study_trials)
     trial_rows, epoch_rows = [], []
     for t in study_trials:
-        values = t.user_attrs.get("hparams", t.params)
-        row = {"trial_id": t.number, "status": _status(t)}
+        values = t.user_attrs.get("hparams") or t.params
+        row = {"trial_id": t.number}
         row |= {f"{HP_PREFIX}{k}": v for k, v in values.items()}
-        row |= t.user_attrs.get("result", {})
+        # A judged trial keeps our verdict even if its worker died before telling the study.
+        row |= t.user_attrs.get("result") or {"status": _status(t)}
         if t.user_attrs.get("interrupted"):
             row |= {"status": "interrupted", "error": "interrupted"}
-        elif t.state == TrialState.FAIL and "result" not in t.user_attrs:
+        elif t.state == TrialState.FAIL and not _judged(t):
             again = retried_as.get(t.number)
             row["error"] = "worker stopped (no heartbeat)" + (
                 f"; retried as trial {again}" if again is not None else ""
             )
         trial_rows.append(row)
-        epoch_rows += t.user_attrs.get("epochs", [])
+        epoch_rows += [r for r in t.user_attrs.get("epochs") or [] if r["trial_id"] == t.number]
     store.replace_all(trial_rows, epoch_rows)
