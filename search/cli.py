@@ -42,6 +42,16 @@ def _bounded_int(low: int, high: int | None, wording: str):
     return parse
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
 _positive = _bounded_int(1, None, "a positive integer")
 _non_negative = _bounded_int(0, None, "0 or more")
 _image_size = _bounded_int(
@@ -201,12 +211,30 @@ def run_report(argv: list[str]) -> int:
         prog="run_search.py report", description="Rebuild a run's report.html and leaderboard.csv."
     )
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument(
+        "--rank-by",
+        choices=("val_accuracy", "penalised"),
+        default="val_accuracy",
+        help="penalised: val_accuracy - PENALTY * max(gap, 0) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--penalty",
+        type=_non_negative_float,
+        default=1.0,
+        help="the penalty's weight (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--onset-k",
+        type=_positive,
+        default=2,
+        help="rising val_loss epochs that mark overfitting (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     if not (args.run_dir / "run.json").exists():
         raise UsageError(f"{args.run_dir} is not a run directory (no run.json); pass runs/<name>")
     from reports.html import write_report
 
-    print(write_report(args.run_dir))
+    print(write_report(args.run_dir, args.rank_by, args.penalty, args.onset_k))
     return 0
 
 

@@ -231,7 +231,7 @@ def _search_locked(
         settings,
         # Hyperband sizes its own brackets from --epochs; it has no trial budget to show.
         None if config.algorithm == "hyperband" else config.max_trials,
-        after_trial=lambda: write_report(store.run_dir),
+        after_trial=lambda: _refresh_report(store.run_dir),
     )
     stopped = None
     try:
@@ -271,6 +271,14 @@ def _search_locked(
     if stopped:
         raise stopped
     return store
+
+
+def _refresh_report(run_dir: Path) -> None:
+    """Rewrite the report between trials; a report that fails is reported, never fatal."""
+    try:
+        write_report(run_dir)
+    except Exception as error:
+        print(f"report not updated: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
 
 
 def _search_optuna(config, space, ctx, runner, store, enqueued: list[dict], n_gpus: int) -> None:
