@@ -273,13 +273,18 @@ def run(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 130
+    if config.worker:  # the process that started the workers sums up
+        return 0
+    import pandas as pd
+
     best = store.best_trial()
     if best is None:
         print(f"no trial completed; see {store.trials_csv}")
         return 1
+    test = best["test_accuracy"]
     print(
         f"best trial {best['trial_id']}: val_acc={best['val_accuracy']:.4f} "
-        f"test_acc={best['test_accuracy']:.4f} model={store.best_model_path} "
+        f"test_acc={'-' if pd.isna(test) else f'{test:.4f}'} model={store.best_model_path} "
         f"report={store.run_dir / 'report.html'}"
     )
     return 0

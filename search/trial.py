@@ -291,11 +291,12 @@ class TrialRunner:
     def _announce(self, result: TrialResult) -> None:
         total = f"/{self.max_trials}" if self.max_trials else ""
         head = f"trial {self.store.finished_count()}{total} {result.status}"
-        if result.status == "complete":
+        if result.status in ("complete", "pruned"):
             best = self.store.best_trial()
+            best_text = "-" if best is None else f"{best['val_accuracy']:.3f}"
             print(
                 f"{head} val_acc={result.val_accuracy:.3f} gap={result.gap:+.3f} "
-                f"best={best['val_accuracy']:.3f} ({result.duration_s:.1f}s)",
+                f"best={best_text} ({result.duration_s:.1f}s)",
                 flush=True,
             )
         else:
