@@ -27,7 +27,7 @@ def export_best(run_dir: Path, fmt: str, output: Path | None = None) -> Path:
     if fmt == "keras":
         shutil.copyfile(store.best_model_path, output)
         return output
-    model = keras.saving.load_model(store.best_model_path)
+    model = keras.saving.load_model(store.best_model_path, safe_mode=True)
     if fmt == "savedmodel":
         model.export(str(output), format="tf_saved_model", verbose=False)
         return output

@@ -160,7 +160,7 @@ def score_best_on_test(store: RunStore, data: ImageData) -> float | None:
 
     if not store.best_model_path.exists() or len(data.test) == 0:
         return None
-    model = keras.saving.load_model(store.best_model_path)
+    model = keras.saving.load_model(store.best_model_path, safe_mode=True)
     _, accuracy = model.evaluate(data.test.x, data.test.y, verbose=0)
     store.set_test_accuracy(store.read_best_hparams()["trial_id"], accuracy)
     return accuracy

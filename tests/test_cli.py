@@ -12,6 +12,9 @@ from spaces import SPACES
 ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
 
 
+pytestmark = pytest.mark.bad_input
+
+
 def one_error_line(result, *needles: str) -> str:
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     lines = error_lines(result)

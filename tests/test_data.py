@@ -67,6 +67,7 @@ def one_line_error(call, *args, **kwargs) -> str:
 # 1. Corrupt files are skipped and listed, not fatal
 
 
+@pytest.mark.bad_input
 def test_corrupt_files_are_skipped_and_listed(tmp_path):
     root = link_images(tmp_path / "data", {"train": 4, "validation": 5})
     data_bytes = photo(10).read_bytes()
@@ -145,6 +146,7 @@ def odd_files(folder: Path) -> list[Path]:
     return paths
 
 
+@pytest.mark.bad_input
 def test_odd_valid_files_decode_to_rgb(tmp_path):
     paths = odd_files(tmp_path / "odd")
     reference = decode_image(tmp_path / "odd" / "plain.png", SIZE).astype(int)
@@ -162,6 +164,7 @@ def test_odd_valid_files_decode_to_rgb(tmp_path):
             assert np.abs(image.astype(int) - reference).mean() < 12, path.name
 
 
+@pytest.mark.bad_input
 def test_odd_valid_files_are_not_skipped(tmp_path):
     root = tmp_path / "data"
     odd = odd_files(root / "train" / "cats")
@@ -174,6 +177,7 @@ def test_odd_valid_files_are_not_skipped(tmp_path):
     assert data.train.x.shape == (len(odd) + 3, SIZE, SIZE, 3)
 
 
+@pytest.mark.bad_input
 def test_exif_orientation_is_applied(tmp_path):
     with Image.open(photo(5)) as original:
         wide = original.convert("RGB").crop((0, 0, 60, 30))
@@ -278,6 +282,7 @@ def test_default_data_set_is_found_in_the_keras_cache():
     assert len(list((root / "train" / "cats").iterdir())) == 1000
 
 
+@pytest.mark.bad_input
 def test_default_data_set_offline_without_a_copy(tmp_path, monkeypatch):
     # Keras reads KERAS_HOME when first imported: import it now, as every other test sees it.
     import keras  # noqa: F401
@@ -299,12 +304,14 @@ def test_default_data_set_offline_without_a_copy(tmp_path, monkeypatch):
 # 5. Folder errors
 
 
+@pytest.mark.bad_input
 def test_missing_folder(tmp_path):
     message = one_line_error(resolve_data_dir, str(tmp_path / "nowhere"))
     assert str(tmp_path / "nowhere") in message
     assert "no such folder" in message
 
 
+@pytest.mark.bad_input
 def test_file_instead_of_folder(tmp_path):
     path = tmp_path / "photo.jpg"
     shutil.copy(photo(0), path)
@@ -313,6 +320,7 @@ def test_file_instead_of_folder(tmp_path):
     assert "is a file" in message
 
 
+@pytest.mark.bad_input
 def test_only_one_class_folder(tmp_path):
     flat = link_flat(tmp_path / "flat", 3, classes=("cats",))
     message = one_line_error(load_image_data, flat, SIZE)
@@ -322,6 +330,7 @@ def test_only_one_class_folder(tmp_path):
     assert "1 class folder" in message and "at least 2" in message
 
 
+@pytest.mark.bad_input
 def test_splits_with_different_classes(tmp_path):
     root = link_images(tmp_path / "data", {"train": 2})
     link(root / "validation" / "cats", range(2), "validation", "cats")
@@ -331,18 +340,21 @@ def test_splits_with_different_classes(tmp_path):
     assert str(root / "validation") in message
 
 
+@pytest.mark.bad_input
 def test_train_without_validation(tmp_path):
     root = link_images(tmp_path / "data", {"train": 2})
     message = one_line_error(load_image_data, root, SIZE)
     assert "validation" in message and "train" in message
 
 
+@pytest.mark.bad_input
 def test_data_set_nested_one_level_too_deep(tmp_path):
     inner = link_images(tmp_path / "outer" / "real_dataset", {"train": 2, "validation": 2})
     message = one_line_error(load_image_data, tmp_path / "outer", SIZE)
     assert f"--data {inner}" in message
 
 
+@pytest.mark.bad_input
 def test_class_without_a_usable_image(tmp_path):
     root = link_images(tmp_path / "data", {"train": 3, "validation": 3})
     for old in (root / "train" / "dogs").iterdir():

@@ -20,6 +20,8 @@ from search.trial import TrainSettings, TrialRunner
 from spaces import get_space
 from spaces.context import SpaceContext
 
+pytestmark = pytest.mark.failure
+
 
 def oversized_space() -> types.ModuleType:
     """A model whose dense kernel (3072 x 2**26 floats, ~800 GB) cannot be allocated."""

@@ -111,6 +111,7 @@ def test_best_model_is_the_best_trial_at_its_best_epoch(tiny_run, tiny_data):
     )
 
 
+@pytest.mark.failure
 def test_rerunning_a_run_resumes_it(tiny_folder, tmp_path):
     config = SearchConfig(
         space="scratch",
@@ -149,6 +150,7 @@ def runner_for(space: str, ctx: SpaceContext, data, tmp_path) -> TrialRunner:
     return TrialRunner(get_space(space), ctx, data, store, TrainSettings(epochs=2, batch_size=16))
 
 
+@pytest.mark.failure
 def test_diverging_trial_fails_with_nan_loss(tiny_data, tmp_path):
     runner = runner_for("scratch", SpaceContext(32, 2), tiny_data, tmp_path)
     hp = kt.HyperParameters()
@@ -159,6 +161,7 @@ def test_diverging_trial_fails_with_nan_loss(tiny_data, tmp_path):
     assert row["status"] == "failed" and row["error"] == "nan_loss"
 
 
+@pytest.mark.failure
 def test_trial_that_raises_is_recorded_and_the_search_goes_on(tiny_data, tmp_path):
     bad = SpaceContext(32, 2, str(tmp_path / "missing.weights.h5"), 1.0)
     runner = runner_for("transfer", bad, tiny_data, tmp_path)
@@ -186,6 +189,7 @@ def test_fine_tune_trial_records_both_phases(tiny_data, tmp_path, weights_file):
     )
 
 
+@pytest.mark.failure
 def test_search_stops_after_consecutive_failures_and_names_the_error(tiny_data, tmp_path):
     from search.backends import keras_tuner as backend
     from search.errors import SearchStopped
