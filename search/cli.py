@@ -177,6 +177,7 @@ def search_parser() -> OneLineParser:
         help="hyperparameter sets (a JSON list of objects) to run as the first trials",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     return parser
 
 
@@ -191,7 +192,8 @@ def _stored_settings(argv: list[str]) -> dict:
     stored = json.loads(run_json.read_text(encoding="utf-8"))
     from search.run import SearchConfig
 
-    keys = {f.name for f in fields(SearchConfig)} - {"data", "resume", "verbose", "worker"}
+    per_process = {"data", "resume", "verbose", "worker", "worker_index"}
+    keys = {f.name for f in fields(SearchConfig)} - per_process
     settings = {k: stored[k] for k in keys if k in stored}
     settings["data"] = stored.get("data")
     return settings

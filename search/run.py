@@ -49,6 +49,7 @@ class SearchConfig:
     heartbeat: int = 60
     enqueue: str | None = None
     worker: bool = False  # set in the processes that --workers starts
+    worker_index: int = 0  # offsets the sampler's seed, so workers do not propose alike
 
     def __post_init__(self):
         if self.name is None:  # named once, so every message and path agrees
@@ -295,7 +296,7 @@ def _search_optuna(config, space, ctx, runner, store, enqueued: list[dict], n_gp
     study = backend.open_study(
         storage_url(config, store),
         config.run_name(),
-        backend.make_sampler(config.sampler, config.seed, declared),
+        backend.make_sampler(config.sampler, config.seed + config.worker_index, declared),
         backend.make_pruner(config.pruner, config.epochs),
         config.heartbeat,
     )

@@ -16,16 +16,17 @@ from pathlib import Path
 RUN_SEARCH = Path(__file__).resolve().parents[1] / "run_search.py"
 
 
-def worker_argv(config) -> list[str]:
-    """The command line that reproduces `config` in a worker process."""
+def worker_argv(config, index: int) -> list[str]:
+    """The command line that reproduces `config` in worker number `index`."""
     argv = [sys.executable, str(RUN_SEARCH)]
     for field in fields(config):
         value = getattr(config, field.name)
         flag = "--" + field.name.replace("_", "-")
-        if field.name in ("worker", "resume", "workers") or value is None or value is False:
+        per_process = ("worker", "worker_index", "resume", "workers")
+        if field.name in per_process or value is None or value is False:
             continue
         argv += [flag] if value is True else [flag, str(value)]
-    return [*argv, "--worker"]
+    return [*argv, "--worker", "--worker-index", str(index)]
 
 
 def run_workers(config, count: int, gpus: int) -> list[int]:
@@ -36,5 +37,5 @@ def run_workers(config, count: int, gpus: int) -> list[int]:
         env = dict(os.environ)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
-        processes.append(subprocess.Popen(worker_argv(config), env=env))
+        processes.append(subprocess.Popen(worker_argv(config, index), env=env))
     return [process.wait() for process in processes]
