@@ -61,14 +61,28 @@ def scaling(x, mode: str):
     raise ValueError(f"unknown scaling {mode!r}; choose one of {SCALINGS}")
 
 
-def conv_block(x, filters: int, kernel_size: int, batch_norm: bool, index: int):
-    """Conv2D + ReLU (+ BatchNorm) + MaxPooling2D(2), as in every document's scratch CNN."""
+def conv_block(
+    x,
+    filters: int,
+    kernel_size: int,
+    batch_norm: bool,
+    index: int,
+    padding: str = "same",
+    dropout_before_pool: layers.Dropout | None = None,
+):
+    """Conv2D + ReLU (+ BatchNorm) + MaxPooling2D(2), as in every document's scratch CNN.
+
+    Seeds 001 and 003 put their dropout between the last Conv2D and its pooling, which
+    `dropout_before_pool` reproduces.
+    """
     x = layers.Conv2D(
-        filters, kernel_size, padding="same", use_bias=not batch_norm, name=f"conv_{index}"
+        filters, kernel_size, padding=padding, use_bias=not batch_norm, name=f"conv_{index}"
     )(x)
     if batch_norm:
         x = layers.BatchNormalization(name=f"bn_{index}")(x)
     x = layers.Activation("relu", name=f"relu_{index}")(x)
+    if dropout_before_pool is not None:
+        x = dropout_before_pool(x)
     return layers.MaxPooling2D(2, name=f"pool_{index}")(x)
 
 

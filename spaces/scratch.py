@@ -1,7 +1,9 @@
 """`scratch`: the documents' small CNN, searched.
 
-Seeds 000-003 stack Conv2D + MaxPooling2D blocks (16/32/64 or 32/64/64 filters, kernel 3),
-flatten, one ReLU dense layer (512, 128 or 64 units) and dropout, on inputs rescaled by 1/255.
+Seeds 000-003 stack Conv2D + MaxPooling2D blocks (16/32/64, 32/64/64 or 32/32/32 filters,
+kernel 3, "same" or "valid" padding), drop out after a block or before the last pooling,
+flatten, and add one ReLU dense layer (512, 128 or 64 units) and dropout, on inputs rescaled by
+1/255.
 """
 
 from __future__ import annotations
@@ -13,6 +15,23 @@ from spaces import blocks
 from spaces.context import SpaceContext
 
 MAX_BLOCKS = 4
+PADDINGS = ["same", "valid"]
+VALID_PADDING_BLOCKS = 3
+CONV_DROPOUT_POSITIONS = ["after_pool", "before_pool"]
+
+
+def _block_hyperparameters(hp, i: int) -> tuple[int | None, float | None]:
+    """Block i's filters and the dropout after it. Both are declared in every trial, active
+    only when the block exists (the dropout only when another block follows), so that Keras
+    Tuner sees the whole space up front (as grid and Bayesian search need)."""
+    with hp.conditional_scope("conv_blocks", list(range(i, MAX_BLOCKS + 1))):
+        filters = hp.Int(f"filters_{i}", 16, 128, step=16, default=min(16 * 2 ** (i - 1), 128))
+    if i == MAX_BLOCKS:
+        return filters, None
+    # Seed 000's improved model drops 0.3 after its first block; conv_dropout follows the last.
+    with hp.conditional_scope("conv_blocks", list(range(i + 1, MAX_BLOCKS + 1))):
+        dropout = hp.Float(f"block_dropout_{i}", 0.0, 0.5, step=0.05, default=0.0)
+    return filters, dropout
 
 
 def features(hp, x):
@@ -20,16 +39,29 @@ def features(hp, x):
     n_blocks = hp.Int("conv_blocks", 1, MAX_BLOCKS, default=3)
     kernel_size = hp.Choice("kernel_size", [3, 5], default=3)
     batch_norm = hp.Boolean("batch_norm", default=False)
-    # Every block's filters are declared, active only when the block exists, so that Keras
-    # Tuner sees the whole space up front (as grid and Bayesian search need).
-    for i in range(1, MAX_BLOCKS + 1):
-        with hp.conditional_scope("conv_blocks", list(range(i, MAX_BLOCKS + 1))):
-            filters = hp.Int(f"filters_{i}", 16, 128, step=16, default=min(16 * 2 ** (i - 1), 128))
-        if i <= n_blocks:
-            x = blocks.conv_block(x, filters, kernel_size, batch_norm, index=i)
-    x = layers.Dropout(
+    # Seeds 001-003 keep Keras's default "valid" padding (seed 000 pads with "same"), with 3x3
+    # kernels and at most 3 blocks. It is offered for 3x3 kernels and the first 3 blocks only,
+    # so every point still builds at 32 px, the smallest image size: a 5x5 or a fourth "valid"
+    # convolution would have no pixels left there.
+    with hp.conditional_scope("kernel_size", [3]):
+        padding = hp.Choice("padding", PADDINGS, default="same") or "same"
+    conv_dropout = layers.Dropout(
         hp.Float("conv_dropout", 0.0, 0.5, step=0.05, default=0.0), name="conv_dropout"
-    )(x)
+    )
+    # Seeds 001 and 003 drop between the last Conv2D and its pooling, not after the pooling.
+    position = hp.Choice("conv_dropout_position", CONV_DROPOUT_POSITIONS, default="after_pool")
+    for i in range(1, MAX_BLOCKS + 1):
+        filters, block_dropout = _block_hyperparameters(hp, i)
+        if i > n_blocks:
+            continue
+        last = i == n_blocks
+        before_pool = conv_dropout if last and position == "before_pool" else None
+        block_padding = padding if i <= VALID_PADDING_BLOCKS else "same"
+        x = blocks.conv_block(x, filters, kernel_size, batch_norm, i, block_padding, before_pool)
+        if block_dropout:
+            x = layers.Dropout(block_dropout, name=f"block_dropout_{i}")(x)
+    if position == "after_pool":
+        x = conv_dropout(x)
     # Flatten is what the documents do; global average pooling keeps a one-block model at
     # 160 px from growing a dense layer of hundreds of millions of weights.
     if hp.Choice("pooling", ["flatten", "global_avg"], default="flatten") == "flatten":

@@ -2,7 +2,8 @@
 
 Follows the TF transfer-learning tutorial (seed 003) and model 4 of seeds 001/002:
 augmentation, `preprocess_input`, the base called with training=False so its BatchNorm layers
-stay in inference mode, global pooling, dropout and one output unit. Fine-tuning unfreezes the
+stay in inference mode, global pooling, an optional dense layer with dropout after it (or before
+it, as seeds 001 and 003 do) and one output unit. Fine-tuning unfreezes the
 base from `fine_tune_at` on (the tutorial uses layer 100) with RMSprop at a low learning rate,
 after the head has been trained on the frozen base.
 """
@@ -16,6 +17,7 @@ from spaces import blocks
 from spaces.context import SpaceContext
 
 BACKBONE = "backbone"
+DROPOUT_POSITIONS = ["after_dense", "before_dense"]
 
 
 def backbone(ctx: SpaceContext) -> keras.Model:
@@ -41,9 +43,16 @@ def build(hp, ctx: SpaceContext) -> keras.Model:
     else:
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
     units = hp.Choice("dense_units", [0, 32, 64, 128], default=0)
+    # Declared in every trial, active only with a dense layer: seeds 001 and 003 drop before it.
+    with hp.conditional_scope("dense_units", [32, 64, 128]):
+        position = hp.Choice("dropout_position", DROPOUT_POSITIONS, default="after_dense")
+    dropout = layers.Dropout(hp.Float("dropout", 0.0, 0.5, step=0.05, default=0.2), name="dropout")
+    if position == "before_dense":
+        x = dropout(x)
     if units:
         x = layers.Dense(units, activation="relu", name="dense")(x)
-    x = layers.Dropout(hp.Float("dropout", 0.0, 0.5, step=0.05, default=0.2), name="dropout")(x)
+    if position != "before_dense":
+        x = dropout(x)
     model = keras.Model(inputs, blocks.classifier(x, ctx.num_classes), name="mobilenet_v2_transfer")
     lr = hp.Float("learning_rate", 1e-5, 1e-2, sampling="log", default=1e-4)
     hp.Choice("mode", ["frozen", "fine_tune"], default="frozen")

@@ -1,0 +1,218 @@
+"""MODEL_CARD.md for an exported model, written from the run store alone.
+
+It reads run.json, trials.csv and best_hparams.json (through `RunStore`) and says what the model
+was trained on, how the data was split, which hyperparameters won, how well they did on the
+validation and held-out test splits, how far training and validation accuracy drifted apart,
+and which of the documents' baselines in the same run it beat. Baseline trials are those with
+a `hp_baseline` (the `baselines` space) or `baseline` column set.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from search.data import TEST_FRACTION, VALIDATION_FRACTION
+from search.errors import UsageError
+from search.store import HP_PREFIX, RunStore
+
+CARD_NAME = "MODEL_CARD.md"
+BASELINE_COLUMNS = (f"{HP_PREFIX}baseline", "baseline")
+SHOWN_SKIPPED = 20  # skipped files listed by name; the rest are counted
+
+
+def write_model_card(run_dir: Path, output_dir: Path) -> Path:
+    """Write MODEL_CARD.md for the run's best model into `output_dir` and return its path."""
+    store = RunStore(run_dir)
+    if not store.best_hparams_path.exists():
+        raise UsageError(f"{run_dir} has no best_hparams.json: no trial of it has completed")
+    path = Path(output_dir) / CARD_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(model_card(store), encoding="utf-8")
+    return path
+
+
+def model_card(store: RunStore) -> str:
+    info = store.read_run_info()
+    trials = store.trials()
+    best_hparams = store.read_best_hparams()
+    best = trials[trials["trial_id"] == best_hparams["trial_id"]].iloc[0]
+    sections = [
+        _summary(info, best),
+        _data(info),
+        _split(info),
+        _hyperparameters(best_hparams["hyperparameters"]),
+        _results(best),
+        _baselines(trials, best),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def _number(value, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _summary(info: dict, best: pd.Series) -> str:
+    status = info.get("status", "unknown")
+    return "\n".join(
+        [
+            f"# Model card: {info['name']}",
+            "",
+            f"Best trial {int(best['trial_id'])} of a `{info['space']}` search "
+            f"({info['backend']}, {info.get('algorithm', '')}; run status: {status}), "
+            f"{_count_params(best)} parameters, kept at epoch {_epoch(best)}.",
+            "",
+            f"Input: raw RGB pixels in [0, 255], float32 of shape (n, {info['image_size']}, "
+            f"{info['image_size']}, 3); augmentation and scaling are layers inside the model.",
+            f"Output: {_output(info['class_names'])}.",
+        ]
+    )
+
+
+def _count_params(best: pd.Series) -> str:
+    return "n/a" if pd.isna(best.get("n_params")) else f"{int(best['n_params']):,}"
+
+
+def _epoch(best: pd.Series) -> str:
+    return "n/a" if pd.isna(best.get("best_epoch")) else str(int(best["best_epoch"]))
+
+
+def _output(class_names: list[str]) -> str:
+    if len(class_names) == 2:
+        return f"one sigmoid unit, the probability of `{class_names[1]}` (vs `{class_names[0]}`)"
+    return f"softmax over {len(class_names)} classes in this order: " + ", ".join(
+        f"`{c}`" for c in class_names
+    )
+
+
+def _data(info: dict) -> str:
+    counts = info["counts"]
+    splits = list(counts)
+    rows = [(f"`{c}`", *(counts[s].get(c, 0) for s in splits)) for c in info["class_names"]]
+    rows.append(("**total**", *(sum(counts[s].values()) for s in splits)))
+    skipped = info.get("skipped", [])
+    lines = [
+        "## Data",
+        "",
+        f"Folder: `{info['data']}` (layout {info['layout']}), {len(info['class_names'])} "
+        f"classes, decoded and resized to {info['image_size']} px.",
+        "",
+        _table(("class", *splits), rows),
+        "",
+        f"Skipped (unreadable) files: {len(skipped)}.",
+    ]
+    lines += [f"- `{s['path']}` ({s['split']}): {s['reason']}" for s in skipped[:SHOWN_SKIPPED]]
+    if len(skipped) > SHOWN_SKIPPED:
+        lines.append(f"- and {len(skipped) - SHOWN_SKIPPED} more, listed in run.json")
+    return "\n".join(lines)
+
+
+def _split(info: dict) -> str:
+    seed = info["split_seed"]
+    rules = {
+        "train/validation/test": "train, validation and test are the folder's own splits.",
+        "train/validation": (
+            f"train is the train folder; a seeded {TEST_FRACTION:.0%} of each class's "
+            f"validation files (split seed {seed}) is held out as the test split, as the "
+            f"documents do with `validation.take(n // 5)` but by file, so every run of this "
+            f"data gets the same split."
+        ),
+        "flat": (
+            f"per class, a seeded {VALIDATION_FRACTION:.0%} of the files (split seed {seed}) "
+            f"is validation and {TEST_FRACTION:.0%} of those is test."
+        ),
+    }
+    return "\n".join(
+        [
+            "## Split",
+            "",
+            rules.get(info["layout"], f"layout {info['layout']}."),
+            "The test split is never used to choose: only the best trial's model is scored on "
+            "it, once, at the end. Trials are ranked by validation accuracy, then smaller gap, "
+            "then lower validation loss.",
+        ]
+    )
+
+
+def _hyperparameters(hparams: dict) -> str:
+    # Hyperband's tuner/... values are Keras Tuner's bookkeeping, not the model's.
+    rows = [(f"`{k}`", f"`{v}`") for k, v in hparams.items() if not k.startswith("tuner/")]
+    return "\n".join(["## Hyperparameters", "", _table(("name", "value"), rows)])
+
+
+def _results(best: pd.Series) -> str:
+    rows = [
+        ("validation accuracy", _number(best["val_accuracy"])),
+        ("validation loss", _number(best["val_loss"])),
+        ("training accuracy", _number(best["train_accuracy"])),
+        ("gap (training - validation accuracy)", _number(best["gap"], signed=True)),
+        ("test accuracy", _number(best["test_accuracy"])),
+    ]
+    return "\n".join(
+        [
+            "## Results",
+            "",
+            "Read at the kept epoch (the lowest validation loss). Training accuracy is "
+            "measured with dropout and augmentation active, so a negative gap is real.",
+            "",
+            _table(("measure", "value"), rows),
+        ]
+    )
+
+
+def _baseline_names(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's baseline name, empty where the trial is not a baseline."""
+    names = pd.Series([None] * len(trials), index=trials.index, dtype=object)
+    for column in BASELINE_COLUMNS:
+        if column in trials:
+            names = names.where(names.notna(), trials[column])
+    return names
+
+
+def _baselines(trials: pd.DataFrame, best: pd.Series) -> str:
+    names = _baseline_names(trials)
+    baselines = trials[names.notna()].assign(baseline=names[names.notna()])
+    if baselines.empty:
+        return "## Baselines\n\nThis run has no baseline trials (the documents' models)."
+    rows = [
+        (
+            f"`{row.baseline}`",
+            int(row.trial_id),
+            row.status,
+            _number(row.val_accuracy),
+            _number(row.gap, signed=True),
+            _verdict(row, best),
+        )
+        for row in baselines.itertuples()
+    ]
+    beaten = sum(r[-1] == "beaten" for r in rows)
+    return "\n".join(
+        [
+            "## Baselines",
+            "",
+            f"The best trial beat {beaten} of the run's {len(rows)} baseline trials on "
+            f"validation accuracy.",
+            "",
+            _table(("baseline", "trial", "status", "val accuracy", "gap", "vs best"), rows),
+        ]
+    )
+
+
+def _verdict(row, best: pd.Series) -> str:
+    if int(row.trial_id) == int(best["trial_id"]):
+        return "is the best trial"
+    if row.status != "complete":
+        return "not complete"
+    if row.val_accuracy < best["val_accuracy"]:
+        return "beaten"
+    return "tied on val accuracy, ranked lower on gap or loss"
