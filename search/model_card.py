@@ -4,12 +4,14 @@ It reads run.json, trials.csv and best_hparams.json (through `RunStore`) and say
 was trained on, how the data was split, which hyperparameters won, how well they did on the
 validation and held-out test splits, how far training and validation accuracy drifted apart,
 and which of the documents' baselines in the same run it beat. Baseline trials are those with
-a `hp_baseline` (the `baselines` space) or `baseline` column set.
+a `hp_baseline` (the `baselines` space) or `baseline` column set, or whose hyperparameters are
+exactly a preset of the run's space (`--enqueue`d from `spaces.baselines.for_space`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +19,7 @@ import pandas as pd
 from search.data import TEST_FRACTION, VALIDATION_FRACTION
 from search.errors import UsageError
 from search.store import HP_PREFIX, RunStore
+from spaces.baselines import preset_of
 
 CARD_NAME = "MODEL_CARD.md"
 BASELINE_COLUMNS = (f"{HP_PREFIX}baseline", "baseline")
@@ -45,7 +48,7 @@ def model_card(store: RunStore) -> str:
         _split(info),
         _hyperparameters(best_hparams["hyperparameters"]),
         _results(best),
-        _baselines(trials, best),
+        _baselines(trials, best, info["space"]),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -69,7 +72,7 @@ def _summary(info: dict, best: pd.Series) -> str:
             f"# Model card: {info['name']}",
             "",
             f"Best trial {int(best['trial_id'])} of a `{info['space']}` search "
-            f"({info['backend']}, {info.get('algorithm', '')}; run status: {status}), "
+            f"({_proposer(info)}; run status: {status}), "
             f"{_count_params(best)} parameters, kept at epoch {_epoch(best)}.",
             "",
             f"Input: raw RGB pixels in [0, 255], float32 of shape (n, {info['image_size']}, "
@@ -77,6 +80,12 @@ def _summary(info: dict, best: pd.Series) -> str:
             f"Output: {_output(info['class_names'])}.",
         ]
     )
+
+
+def _proposer(info: dict) -> str:
+    if info["backend"] == "optuna":
+        return f"Optuna, {info.get('sampler')} sampler, {info.get('pruner')} pruner"
+    return f"Keras Tuner, {info.get('algorithm')} search"
 
 
 def _count_params(best: pd.Series) -> str:
@@ -104,8 +113,8 @@ def _data(info: dict) -> str:
     lines = [
         "## Data",
         "",
-        f"Folder: `{info['data']}` (layout {info['layout']}), {len(info['class_names'])} "
-        f"classes, decoded and resized to {info['image_size']} px.",
+        f"Folder: `{os.path.normpath(info['data'])}` (layout {info['layout']}), "
+        f"{len(info['class_names'])} classes, decoded and resized to {info['image_size']} px.",
         "",
         _table(("class", *splits), rows),
         "",
@@ -170,31 +179,39 @@ def _results(best: pd.Series) -> str:
     )
 
 
-def _baseline_names(trials: pd.DataFrame) -> pd.Series:
-    """Each trial's baseline name, empty where the trial is not a baseline."""
-    names = pd.Series([None] * len(trials), index=trials.index, dtype=object)
+def trial_hyperparameters(row: dict) -> dict:
+    """A trials.csv row's active hyperparameters (Keras Tuner's tuner/... bookkeeping left out)."""
+    return {
+        k.removeprefix(HP_PREFIX): v
+        for k, v in row.items()
+        if k.startswith(HP_PREFIX) and not k.startswith(f"{HP_PREFIX}tuner/") and not pd.isna(v)
+    }
+
+
+def baseline_name(row: dict, space: str) -> str | None:
+    """The preset a trial ran: named by the baselines space or by the run, or else found by
+    its values (a preset enqueued into its own space)."""
     for column in BASELINE_COLUMNS:
-        if column in trials:
-            names = names.where(names.notna(), trials[column])
-    return names
+        if not pd.isna(row.get(column)):
+            return row[column]
+    return preset_of(space, trial_hyperparameters(row))
 
 
-def _baselines(trials: pd.DataFrame, best: pd.Series) -> str:
-    names = _baseline_names(trials)
-    baselines = trials[names.notna()].assign(baseline=names[names.notna()])
-    if baselines.empty:
-        return "## Baselines\n\nThis run has no baseline trials (the documents' models)."
+def _baselines(trials: pd.DataFrame, best: pd.Series, space: str) -> str:
     rows = [
         (
-            f"`{row.baseline}`",
-            int(row.trial_id),
-            row.status,
-            _number(row.val_accuracy),
-            _number(row.gap, signed=True),
+            f"`{name}`",
+            int(row["trial_id"]),
+            row["status"],
+            _number(row["val_accuracy"]),
+            _number(row["gap"], signed=True),
             _verdict(row, best),
         )
-        for row in baselines.itertuples()
+        for row in trials.to_dict("records")
+        if (name := baseline_name(row, space)) is not None
     ]
+    if not rows:
+        return "## Baselines\n\nThis run has no baseline trials (the documents' models)."
     beaten = sum(r[-1] == "beaten" for r in rows)
     return "\n".join(
         [
@@ -208,11 +225,11 @@ def _baselines(trials: pd.DataFrame, best: pd.Series) -> str:
     )
 
 
-def _verdict(row, best: pd.Series) -> str:
-    if int(row.trial_id) == int(best["trial_id"]):
+def _verdict(row: dict, best: pd.Series) -> str:
+    if int(row["trial_id"]) == int(best["trial_id"]):
         return "is the best trial"
-    if row.status != "complete":
+    if row["status"] != "complete":
         return "not complete"
-    if row.val_accuracy < best["val_accuracy"]:
+    if row["val_accuracy"] < best["val_accuracy"]:
         return "beaten"
     return "tied on val accuracy, ranked lower on gap or loss"

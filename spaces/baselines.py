@@ -17,6 +17,7 @@ cheaply.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -385,6 +386,30 @@ def for_space(space_name: str) -> list[dict]:
     if space_name == "baselines":
         return [{"baseline": name} for name in PRESETS]
     return [dict(p.values) for p in PRESETS.values() if p.space == space_name]
+
+
+def preset_of(space_name: str, values: dict) -> str | None:
+    """The preset of `space_name` that a trial's active hyperparameter values are, or None.
+    Values read back from trials.csv may bring whole numbers as floats and flags as text."""
+    for name, preset in PRESETS.items():
+        if preset.space == space_name and _same_point(values, preset.values):
+            return name
+    return None
+
+
+def _same_point(values: dict, wanted: dict) -> bool:
+    return set(values) == set(wanted) and all(_same(values[k], v) for k, v in wanted.items())
+
+
+def _same(stored, wanted) -> bool:
+    if isinstance(wanted, bool):
+        return str(stored).lower() == str(wanted).lower()
+    if isinstance(wanted, int | float):
+        try:
+            return math.isclose(float(stored), wanted, rel_tol=1e-9)
+        except (TypeError, ValueError):
+            return False
+    return stored == wanted
 
 
 def preset_hyperparameters(name: str):

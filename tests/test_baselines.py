@@ -7,6 +7,7 @@ is a point of its space (Keras Tuner ranges, and Optuna runs an enqueued preset 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -21,7 +22,7 @@ from search.backends.optuna import OptunaHyperParameters
 from search.data import decode_image
 from search.model_card import write_model_card
 from search.predict import describe, predict_files, predict_target
-from search.run import SearchConfig, describe_run, score_best_on_test
+from search.run import SearchConfig, describe_run, run_search, score_best_on_test
 from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
 from spaces import baselines, get_space, transfer
@@ -407,6 +408,36 @@ def test_model_card_names_the_baselines_the_best_trial_beat(baselines_run, tmp_p
     assert re.search(rf"^\| `{other['hp_baseline']}` \| .* \| {verdict}", card, re.M)
     beaten = int(verdict == "beaten")
     assert f"The best trial beat {beaten} of the run's 2 baseline trials" in card
+
+
+@pytest.fixture(scope="module")
+def enqueued_run(tiny_folder, tmp_path_factory) -> RunStore:
+    """A real Optuna run of the scratch space that starts from its presets, as the bench's do."""
+    runs = tmp_path_factory.mktemp("runs")
+    presets = runs / "presets.json"
+    presets.write_text(json.dumps(baselines.for_space("scratch")), encoding="utf-8")
+    config = SearchConfig(
+        space="scratch",
+        data=str(tiny_folder),
+        backend="optuna",
+        pruner="none",
+        max_trials=3,
+        epochs=1,
+        image_size=32,
+        batch_size=16,
+        name="enqueued",
+        runs_dir=str(runs),
+        enqueue=str(presets),
+    )
+    return run_search(config)
+
+
+def test_model_card_finds_enqueued_presets_by_their_values(enqueued_run, tmp_path):
+    card = write_model_card(enqueued_run.run_dir, tmp_path).read_text(encoding="utf-8")
+    assert re.search(r"^\| `seed000_cnn` \| 0 \| complete \|", card, re.M)
+    assert re.search(r"^\| `seed003_model1` \| 1 \| complete \|", card, re.M)
+    assert "of the run's 2 baseline trials" in card
+    assert not re.search(r"^\| `\w+` \| 2 \|", card, re.M), "the searched trial is no baseline"
 
 
 def test_predictions_match_the_model_and_read_as_seed_004(tiny_run, tiny_folder):

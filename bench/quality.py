@@ -1,0 +1,406 @@
+"""Result-quality benchmark (issue 7) on cats_and_dogs_filtered: baselines, then searches.
+
+Every run is a `python run_search.py` run on the Optuna back end with a fixed name under
+bench/runs/, so running it again continues it (finished trials are kept):
+
+1. every document's model (`spaces/baselines.py`), one run each so each gets its own test
+   score: its space with the preset enqueued as the only trial, for the document's epochs;
+2. a `transfer` search of 20 trials after the transfer baselines, 10 epochs per phase;
+3. `augment` and `preprocess` searches of 15 trials after their baselines, up to 40 epochs.
+
+All use early stopping with patience 5, no pruning (a pruned baseline would not be ranked),
+160 px images (--search-size 128 for the augment/preprocess searches if 160 px is too slow;
+run names carry the size, so both can be kept and reported) and the shared MobileNetV2 weights.
+The test split is the documents' seeded 1/5 of validation, only ever used to score a run's
+best model. After every run, bench/results/quality.json and the table in bench/README.md are
+rewritten from the run stores.
+
+    python bench/quality.py             # start; refuses to touch runs that already exist
+    python bench/quality.py --resume    # continue after an interruption
+    python bench/quality.py --quick     # 32 px, 1 epoch, 1 searched trial, into bench/quick/
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from anywhere
+
+from search.model_card import trial_hyperparameters  # noqa: E402
+from search.store import RunStore  # noqa: E402
+from spaces.baselines import PRESETS, for_space, preset_of  # noqa: E402
+
+DATA = "../shared/data/cats_and_dogs_filtered"
+WEIGHTS = "../shared/data/keras-models/mobilenet_v2_1.0_160_stanford-dogs_no_top.weights.h5"
+IMAGE_SIZE, QUICK_IMAGE_SIZE = 160, 32
+PATIENCE = 5
+# space -> (searched trials after its baselines, epochs per trial or per phase)
+SEARCHES = {"transfer": (20, 10), "augment": (15, 40), "preprocess": (15, 40)}
+# The issue's targets, on the held-out test split.
+TARGET_TEST = {"transfer": 0.99, "augment": 0.85, "preprocess": 0.85}
+TARGET_GAP = {"transfer": 0.01}
+BASELINE_TOLERANCE = 0.05  # reproduced within 5 points of the document's accuracy
+BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+
+
+@dataclass(frozen=True)
+class Run:
+    key: str
+    kind: str  # "baseline" or "search"
+    space: str
+    enqueued: list[dict]
+    max_trials: int
+    epochs: int
+    image_size: int
+    preset: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"quality-{self.key}"
+
+
+@dataclass(frozen=True)
+class Paths:
+    runs: Path
+    results: Path
+    readme: Path
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> Paths:
+        if quick:  # nothing of a quick check lands where results are committed
+            root = REPO / "bench" / "quick"
+            return cls(root / "runs", root / "quality.json", root / "README.md")
+        bench = REPO / "bench"
+        return cls(bench / "runs", bench / "results" / "quality.json", bench / "README.md")
+
+
+def plan(quick: bool, search_size: int) -> list[Run]:
+    """The baseline runs, then the searches, in the order the issue lists them."""
+    size = QUICK_IMAGE_SIZE if quick else IMAGE_SIZE
+    runs = [baseline_run(name, quick, size) for name in PRESETS]
+    for space in SEARCHES:
+        runs.append(search_run(space, quick, size if quick or space == "transfer" else search_size))
+    return runs
+
+
+def baseline_run(name: str, quick: bool, size: int) -> Run:
+    """One preset as the only (enqueued) trial of its own space, for its document's epochs."""
+    preset = PRESETS[name]
+    epochs = 1 if quick else preset.epochs
+    return Run(f"baseline-{name}", "baseline", preset.space, [preset.values], 1, epochs, size, name)
+
+
+def search_run(space: str, quick: bool, size: int) -> Run:
+    """The space's baselines as its first trials, then the searched ones."""
+    searched, epochs = SEARCHES[space]
+    points = for_space(space)
+    trials = len(points) + (1 if quick else searched)
+    epochs = 1 if quick else epochs
+    return Run(f"search-{space}-{size}px", "search", space, points, trials, epochs, size)
+
+
+def command(run: Run, paths: Paths) -> list[str]:
+    """The run_search.py command line; the same every time, so a rerun continues the run."""
+    enqueue = paths.runs / f"{run.name}.enqueue.json"
+    enqueue.write_text(json.dumps(run.enqueued, indent=2), encoding="utf-8")
+    args = [
+        *(sys.executable, "run_search.py", "--space", run.space, "--data", DATA),
+        *("--backend", "optuna", "--pruner", "none", "--enqueue", str(enqueue)),
+        *("--max-trials", str(run.max_trials), "--epochs", str(run.epochs)),
+        *("--patience", str(PATIENCE), "--image-size", str(run.image_size)),
+        *("--name", run.name, "--runs-dir", str(paths.runs)),
+    ]
+    if run.space == "transfer":
+        args += ["--weights", WEIGHTS]
+    return args
+
+
+def finished(store: RunStore) -> bool:
+    if not store.exists() or store.read_run_info().get("status") != "finished":
+        return False
+    return not store.trials()["status"].isin(["running", "interrupted"]).any()
+
+
+def execute(run: Run, paths: Paths) -> float:
+    """Run (or continue) one run; returns the seconds it took. A failed run is reported and
+    the benchmark goes on."""
+    print(f"== {run.name}: {run.space}, {run.max_trials} trial(s), {run.epochs} epochs", flush=True)
+    start = time.perf_counter()
+    done = subprocess.run(command(run, paths), cwd=REPO, check=False)
+    if done.returncode != 0:
+        print(f"== {run.name} exited with status {done.returncode}", file=sys.stderr, flush=True)
+    return time.perf_counter() - start
+
+
+def baseline_trials(trials, space: str) -> dict[str, dict]:
+    """The run's trials that are a preset of `space` (enqueued), by preset name."""
+    found = {}
+    for row in trials.to_dict("records"):
+        name = preset_of(space, trial_hyperparameters(row))
+        if name is not None:
+            found[name] = row
+    return found
+
+
+def _measures(row: dict | None) -> dict:
+    keys = ("trial_id", "status", "best_epoch", "val_accuracy", "test_accuracy", "gap")
+    return {k: row.get(k) for k in keys} if row else {}
+
+
+def summarize(run: Run, paths: Paths, wall_s: float) -> dict:
+    """What the run store says about one run, for quality.json."""
+    store = RunStore(paths.runs / run.name)
+    entry = {
+        "key": run.key,
+        "kind": run.kind,
+        "space": run.space,
+        "run_dir": str(store.run_dir.relative_to(REPO)),
+        "image_size": run.image_size,
+        "epochs": run.epochs,
+        "max_trials": run.max_trials,
+        "wall_s": round(wall_s, 1),
+    }
+    if run.preset:
+        preset = PRESETS[run.preset]
+        entry |= {
+            "preset": run.preset,
+            "document": preset.document,
+            "reported_accuracy": preset.reported_accuracy,
+            "reported_test_accuracy": preset.reported_test_accuracy,
+            "reported_as": preset.reported_as,
+            "document_epochs": preset.epochs,
+            "differences": list(preset.differences),
+        }
+    if not store.exists():
+        return entry | {"status": "not started"}
+    trials = store.trials()
+    best = store.best_trial()
+    entry |= {
+        "status": store.read_run_info().get("status"),
+        "trials": {str(k): int(v) for k, v in trials["status"].value_counts().items()},
+        "trial_s": round(float(trials["duration_s"].fillna(0).sum()), 1),
+        "best": _measures(None if best is None else best.to_dict()),
+    }
+    if run.kind == "search":
+        found = baseline_trials(trials, run.space)
+        entry["baselines_in_run"] = {name: _measures(row) for name, row in found.items()}
+        entry["targets"] = targets(run.space, entry["best"])
+    return entry
+
+
+def targets(space: str, best: dict) -> dict:
+    """Each target of the issue: its value, what was reached, and whether it is met."""
+    checks = {"test_accuracy": (TARGET_TEST[space], best.get("test_accuracy"), 1)}
+    if space in TARGET_GAP:
+        checks["gap"] = (TARGET_GAP[space], best.get("gap"), -1)
+    return {
+        name: {
+            "target": target,
+            "reached": reached,
+            "met": reached is not None and sign * (reached - target) >= 0,
+        }
+        for name, (target, reached, sign) in checks.items()
+    }
+
+
+def machine() -> dict:
+    cpu = ""
+    if Path("/proc/cpuinfo").exists():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = names[0] if names else ""
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def _pct(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{100 * value:.2f}%"
+
+
+def _points(value) -> str:
+    return "-" if value is None else f"{100 * value:+.1f} pts"
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
+
+
+def _trial_count(entry: dict) -> str:
+    trials = entry.get("trials", {})
+    return f"{trials.get('complete', 0)}/{sum(trials.values())}"
+
+
+def baseline_row(entry: dict) -> str:
+    best = entry.get("best", {})
+    val = best.get("val_accuracy")
+    off = None if val is None else val - entry["reported_accuracy"]
+    within = "-" if off is None else ("yes" if abs(off) <= BASELINE_TOLERANCE else "no")
+    cells = [
+        f"`{entry['preset']}`",
+        entry["space"],
+        f"{_pct(entry['reported_accuracy'])} ({_pct(entry['reported_test_accuracy'])})",
+        f"{entry['document_epochs']} / {best.get('best_epoch') or '-'}",
+        _pct(val),
+        _pct(best.get("test_accuracy")),
+        _points(best.get("gap")),
+        _points(off),
+        within,
+        entry.get("status", "-"),
+        _hours(entry["wall_s"]),
+    ]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def verdict(name: str, check: dict) -> str:
+    """How a target fares, with the distance when it is missed."""
+    target = f"{name} {_pct(check['target'])}"
+    if check["reached"] is None:
+        return f"{target}: no result yet"
+    if check["met"]:
+        return f"{target}: met"
+    return f"{target}: missed by {100 * abs(check['reached'] - check['target']):.1f} pts"
+
+
+def search_row(entry: dict) -> str:
+    best = entry.get("best", {})
+    in_run = entry.get("baselines_in_run", {})
+    best_baseline = max((b.get("val_accuracy") or 0 for b in in_run.values()), default=None)
+    verdicts = [verdict(name, check) for name, check in entry.get("targets", {}).items()]
+    cells = [
+        f"`{entry['space']}`",
+        entry["image_size"],
+        f"{_trial_count(entry)} ({len(in_run)} baselines)",
+        _pct(best_baseline),
+        _pct(best.get("val_accuracy")),
+        _pct(best.get("test_accuracy")),
+        _points(best.get("gap")),
+        "; ".join(verdicts),
+        entry.get("status", "-"),
+        _hours(entry["wall_s"]),
+    ]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def table(results: dict) -> str:
+    m = results["machine"]
+    entries = results["runs"]
+    lines = [
+        f"Machine: {m['cpu'] or 'unknown CPU'}, {m['cores']} cores, {m['platform']}; "
+        f"updated {results['updated_at']}. Accuracies are on cats_and_dogs_filtered "
+        f"(validation 800, test 200: a seeded 1/5 of the validation folder).",
+        "",
+        "Baselines (one run each, at the document's epochs, early stopping patience 5):",
+        "",
+        "| preset | space | reported val (test) | epochs doc / best | our val | our test | gap "
+        "| val - reported | within 5 pts | status | wall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *(baseline_row(e) for e in entries if e["kind"] == "baseline"),
+        "",
+        "Searches (the space's baselines first, then searched trials; Optuna TPE):",
+        "",
+        "| search | px | complete/trials | best baseline val | best val | best test | gap "
+        "| targets | status | wall |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *(search_row(e) for e in entries if e["kind"] == "search"),
+    ]
+    return "\n".join(lines)
+
+
+def write_table(readme: Path, text: str) -> None:
+    """Replace the part of README between the markers (or start a README with it)."""
+    block = f"{BEGIN}\n{text}\n{END}"
+    if readme.exists() and BEGIN in (current := readme.read_text(encoding="utf-8")):
+        head, rest = current.split(BEGIN, 1)
+        block = head + block + rest.split(END, 1)[1]
+    readme.parent.mkdir(parents=True, exist_ok=True)
+    readme.write_text(block if block.endswith("\n") else block + "\n", encoding="utf-8")
+
+
+def previous_wall(paths: Paths) -> dict[str, float]:
+    if not paths.results.exists():
+        return {}
+    stored = json.loads(paths.results.read_text(encoding="utf-8"))
+    return {e["key"]: e.get("wall_s", 0.0) for e in stored.get("runs", [])}
+
+
+def write_results(runs: list[Run], paths: Paths, wall: dict[str, float]) -> dict:
+    results = {
+        "machine": machine(),
+        "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": DATA,
+        "weights": WEIGHTS,
+        "runs": [summarize(run, paths, wall.get(run.key, 0.0)) for run in runs],
+    }
+    paths.results.parent.mkdir(parents=True, exist_ok=True)
+    paths.results.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    write_table(paths.readme, table(results))
+    return results
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--resume", action="store_true", help="continue the runs that exist")
+    parser.add_argument(
+        "--quick", action="store_true", help="32 px, 1 epoch, 1 searched trial, in bench/quick/"
+    )
+    parser.add_argument(
+        "--search-size",
+        type=int,
+        default=IMAGE_SIZE,
+        help="image size of the augment/preprocess searches (default: %(default)s)",
+    )
+    parser.add_argument("--only", nargs="+", metavar="KEY", help="run keys to run (globs)")
+    parser.add_argument(
+        "--table-only", action="store_true", help="rewrite quality.json and the table, run nothing"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    paths = Paths.for_mode(args.quick)
+    runs = plan(args.quick, args.search_size)
+    chosen = [r for r in runs if not args.only or any(fnmatch.fnmatch(r.key, k) for k in args.only)]
+    started = [r.name for r in chosen if (paths.runs / r.name).exists()]
+    if started and not (args.resume or args.table_only):
+        print(
+            f"{len(started)} run(s) already exist in {paths.runs} ({started[0]}, ...): pass "
+            f"--resume to continue them, or remove them to start over",
+            file=sys.stderr,
+        )
+        return 2
+    paths.runs.mkdir(parents=True, exist_ok=True)
+    wall = previous_wall(paths)
+    for run in [] if args.table_only else chosen:
+        if finished(RunStore(paths.runs / run.name)):
+            continue
+        wall[run.key] = wall.get(run.key, 0.0) + execute(run, paths)
+        write_results(runs, paths, wall)
+    write_results(runs, paths, wall)
+    print(f"wrote {paths.results} and the table in {paths.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
