@@ -68,7 +68,8 @@ def search_parser() -> OneLineParser:
         epilog=f"spaces:\n{spaces}\n\nother commands:\n"
         f"  run_search.py report RUNDIR          rebuild a run's report from its store\n"
         f"  run_search.py export RUNDIR --format {{{','.join(EXPORT_FORMATS)}}} "
-        f"[--output PATH]",
+        f"[--output PATH]\n"
+        f"  run_search.py predict RUNDIR_OR_MODEL IMAGE...  classify images",
     )
     add = parser.add_argument
     add(
@@ -144,6 +145,11 @@ def search_parser() -> OneLineParser:
     )
     add("--tensorboard", action="store_true", help="write TensorBoard logs with HParams to RUN/tb")
     add("--verbose", action="store_true", help="show Keras progress bars")
+    add(
+        "--with-baselines",
+        action="store_true",
+        help="run the documents' models that belong to --space first (spaces/baselines.py)",
+    )
     optuna = parser.add_argument_group("Optuna back end (--backend optuna)")
     optuna.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="(default: %(default)s)")
     optuna.add_argument(
@@ -254,11 +260,28 @@ def run_export(argv: list[str]) -> int:
     return 0
 
 
+def run_predict(argv: list[str]) -> int:
+    parser = OneLineParser(
+        prog="run_search.py predict",
+        description="Classify image files with a run's best model or an exported .keras file.",
+    )
+    parser.add_argument("target", type=Path, help="a run directory or a .keras model")
+    parser.add_argument("images", type=Path, nargs="+")
+    args = parser.parse_args(argv)
+    from search.predict import describe, predict_target
+
+    for prediction in predict_target(args.target, args.images):
+        print(f"{prediction['path']}: {describe(prediction)}")
+    return 0
+
+
 def run(argv: list[str]) -> int:
     if argv and argv[0] == "report":
         return run_report(argv[1:])
     if argv and argv[0] == "export":
         return run_export(argv[1:])
+    if argv and argv[0] == "predict":
+        return run_predict(argv[1:])
     config = parse_search(argv)
     from search.run import run_search
 

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from search.errors import UsageError
+from search.model_card import write_model_card
 from search.store import RunStore
 
 FORMATS = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite"}
@@ -24,6 +25,7 @@ def export_best(run_dir: Path, fmt: str, output: Path | None = None) -> Path:
         raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     output = Path(output) if output else store.run_dir / "export" / FORMATS[fmt]
     output.parent.mkdir(parents=True, exist_ok=True)
+    write_model_card(store.run_dir, output.parent)  # the model ships with what it is
     if fmt == "keras":
         shutil.copyfile(store.best_model_path, output)
         return output

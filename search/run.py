@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -42,6 +42,7 @@ class SearchConfig:
     tensorboard: bool = False
     verbose: bool = False
     max_consecutive_failures: int = 3
+    with_baselines: bool = False
     sampler: str = "tpe"
     pruner: str = "median"
     storage: str | None = None
@@ -135,13 +136,22 @@ def read_enqueue(path: str | None) -> list[dict]:
     return sets
 
 
+def first_trials(config: SearchConfig) -> list[dict]:
+    """Hyperparameter sets to run first: the documents' baselines of the space (with
+    --with-baselines, or always for the baselines space), then those of --enqueue."""
+    from spaces.baselines import for_space
+
+    wanted = config.with_baselines or config.space == "baselines"
+    return (for_space(config.space) if wanted else []) + read_enqueue(config.enqueue)
+
+
 def check_backend_options(config: SearchConfig) -> None:
     """Refuse option combinations that cannot work, before anything is created."""
     if config.backend != "optuna":
-        if config.workers > 1 or config.storage or config.enqueue:
+        if config.workers > 1 or config.storage:
             raise UsageError(
-                "--workers, --storage and --enqueue need --backend optuna; Keras Tuner runs in "
-                "parallel through its chief/worker mode (see the README)"
+                "--workers and --storage need --backend optuna; Keras Tuner runs in parallel "
+                "through its chief/worker mode (see the README)"
             )
         return
     if config.workers > 1 and (config.storage is None or config.storage.startswith("sqlite")):
@@ -168,13 +178,17 @@ def score_best_on_test(store: RunStore, data: ImageData) -> float | None:
 
 
 def run_search(config: SearchConfig) -> RunStore:
+    if config.space == "baselines":  # every preset exactly once
+        from spaces.baselines import PRESETS
+
+        config = replace(config, max_trials=len(PRESETS))
     store = find_store(config)
     check_backend_options(config)
-    enqueued = read_enqueue(config.enqueue)
+    enqueued = first_trials(config)
     root = resolve_data_dir(config.data)
     # Weights are checked before the run directory exists, so a bad --weights leaves nothing.
     weights, alpha = "imagenet", 1.0
-    if config.space == "transfer":
+    if config.space in ("transfer", "baselines"):  # both build MobileNetV2 backbones
         from search.weights import backbone_weights
 
         weights, alpha = backbone_weights(config.weights, config.image_size)
@@ -250,6 +264,7 @@ def _search_locked(
                 config.seed,
                 config.max_consecutive_failures,
                 config.verbose,
+                queued=enqueued,
             )
     except SearchStopped as error:
         stopped = error

@@ -18,6 +18,7 @@ SPACES: dict[str, str] = {
     "preprocess": "augment plus input scaling (1/255, MobileNetV2 [-1, 1], none)",
     "transfer": "pretrained MobileNetV2, frozen or fine-tuned, with a searched head",
     "xception": "keras.io's small Xception: entry, block and exit widths, depth, dropout",
+    "baselines": "the documents' own models as fixed presets of the spaces above, each run once",
 }
 
 

@@ -22,6 +22,7 @@ def reference(tiny_run, tiny_data):
 def test_keras_export_round_trip(reference, tmp_path):
     store, images, expected = reference
     path = export_best(store.run_dir, "keras", tmp_path / "model.keras")
+    assert (tmp_path / "MODEL_CARD.md").read_text().count("val") > 0, "exported with its card"
     reloaded = keras.saving.load_model(path)
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, rtol=1e-6)
 

@@ -61,6 +61,24 @@ def make_oracle(
     raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
 
 
+def queue_first(oracle: kt.Oracle, queued: list[dict]) -> None:
+    """Keras Tuner's counterpart of Optuna's enqueue_trial: the run's first trials take the
+    given values (defaults fill the rest), then the oracle proposes as usual. Counting the
+    oracle's trials makes this resume-safe: a resumed run does not queue them again."""
+    propose = oracle.populate_space
+
+    def populate_space(trial_id):
+        index = len(oracle.trials)  # the trial being created is not registered yet
+        if index >= len(queued):
+            return propose(trial_id)
+        hp = oracle.get_space()
+        hp.values.update(queued[index])
+        hp.ensure_active_values()
+        return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": hp.values}
+
+    oracle.populate_space = populate_space
+
+
 class StoreTuner(kt.engine.base_tuner.BaseTuner):
     """Runs each trial the oracle creates through the shared trial runner.
 
@@ -110,10 +128,12 @@ def search(
     seed: int,
     max_consecutive_failures: int,
     verbose: bool,
+    queued: list[dict] = (),
 ) -> None:
     oracle = make_oracle(
         algorithm, max_trials, runner.settings.epochs, seed, max_consecutive_failures
     )
+    queue_first(oracle, list(queued))
     tuner = StoreTuner(oracle, SpaceHyperModel(space, ctx), runner, runner.store.run_dir)
     try:
         tuner.search(verbose=1 if verbose else 0)
