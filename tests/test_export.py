@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -48,3 +50,14 @@ def test_tflite_export_round_trip_from_the_cli(reference, tmp_path):
     interpreter.invoke()
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_command_reads_like_seed_004(reference, tiny_data):
+    store, _, _ = reference
+    image = tiny_data.test.files[0]
+    result = run_cli("predict", str(store.run_dir), image)
+    assert result.returncode == 0, error_lines(result)
+    assert re.fullmatch(
+        rf"{re.escape(image)}: This image is \d+\.\d\d% cats and \d+\.\d\d% dogs\.",
+        result.stdout.strip(),
+    )

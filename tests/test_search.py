@@ -228,3 +228,29 @@ def test_tensorboard_logs_carry_hparams(tiny_folder, tmp_path):
     }
     assert "hparams" in plugins
     assert (store.run_dir / "tb" / "trial_0" / "validation").is_dir()
+
+
+def test_with_baselines_runs_the_spaces_presets_first_under_keras_tuner(tiny_folder, tmp_path):
+    from spaces.baselines import for_space, preset_of
+
+    presets = for_space("scratch")
+    config = SearchConfig(
+        space="scratch",
+        data=str(tiny_folder),
+        max_trials=len(presets) + 1,
+        epochs=1,
+        image_size=32,
+        batch_size=16,
+        name="kt-baselines",
+        runs_dir=str(tmp_path),
+        with_baselines=True,
+    )
+    trials = run_search(config).trials()
+    hp_columns = [c for c in trials.columns if c.startswith("hp_")]
+    names = [
+        preset_of("scratch", {c[3:]: v for c, v in row.items() if pd.notna(v)})
+        for _, row in trials[hp_columns].iterrows()
+    ]
+    assert names[: len(presets)] == [preset_of("scratch", p) for p in presets]
+    assert None not in names[: len(presets)]
+    assert names[-1] is None, "after the presets, the oracle proposes its own points"
