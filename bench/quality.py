@@ -5,7 +5,8 @@ bench/runs/, so running it again continues it (finished trials are kept):
 
 1. every document's model (`spaces/baselines.py`), one run each so each gets its own test
    score: its space with the preset enqueued as the only trial, for the document's epochs;
-2. a `transfer` search of 20 trials after the transfer baselines, 10 epochs per phase;
+2. a `transfer` search of 20 trials after the transfer baselines (`--with-baselines`), 10
+   epochs per phase;
 3. `augment` and `preprocess` searches of 15 trials after their baselines, up to 40 epochs.
 
 All use early stopping with patience 5, no pruning (a pruned baseline would not be ranked),
@@ -60,7 +61,6 @@ class Run:
     key: str
     kind: str  # "baseline" or "search"
     space: str
-    enqueued: list[dict]
     max_trials: int
     epochs: int
     image_size: int
@@ -99,29 +99,32 @@ def baseline_run(name: str, quick: bool, size: int) -> Run:
     """One preset as the only (enqueued) trial of its own space, for its document's epochs."""
     preset = PRESETS[name]
     epochs = 1 if quick else preset.epochs
-    return Run(f"baseline-{name}", "baseline", preset.space, [preset.values], 1, epochs, size, name)
+    return Run(f"baseline-{name}", "baseline", preset.space, 1, epochs, size, name)
 
 
 def search_run(space: str, quick: bool, size: int) -> Run:
-    """The space's baselines as its first trials, then the searched ones."""
+    """The space's baselines as its first trials (--with-baselines), then the searched ones."""
     searched, epochs = SEARCHES[space]
-    points = for_space(space)
-    trials = len(points) + (1 if quick else searched)
+    trials = len(for_space(space)) + (1 if quick else searched)
     epochs = 1 if quick else epochs
-    return Run(f"search-{space}-{size}px", "search", space, points, trials, epochs, size)
+    return Run(f"search-{space}-{size}px", "search", space, trials, epochs, size)
 
 
 def command(run: Run, paths: Paths) -> list[str]:
     """The run_search.py command line; the same every time, so a rerun continues the run."""
-    enqueue = paths.runs / f"{run.name}.enqueue.json"
-    enqueue.write_text(json.dumps(run.enqueued, indent=2), encoding="utf-8")
     args = [
         *(sys.executable, "run_search.py", "--space", run.space, "--data", DATA),
-        *("--backend", "optuna", "--pruner", "none", "--enqueue", str(enqueue)),
+        *("--backend", "optuna", "--pruner", "none"),
         *("--max-trials", str(run.max_trials), "--epochs", str(run.epochs)),
         *("--patience", str(PATIENCE), "--image-size", str(run.image_size)),
         *("--name", run.name, "--runs-dir", str(paths.runs)),
     ]
+    if run.preset:
+        preset = paths.runs / f"{run.name}.enqueue.json"
+        preset.write_text(json.dumps([PRESETS[run.preset].values], indent=2), encoding="utf-8")
+        args += ["--enqueue", str(preset)]
+    else:
+        args.append("--with-baselines")
     if run.space == "transfer":
         args += ["--weights", WEIGHTS]
     return args
@@ -145,7 +148,7 @@ def execute(run: Run, paths: Paths) -> float:
 
 
 def baseline_trials(trials, space: str) -> dict[str, dict]:
-    """The run's trials that are a preset of `space` (enqueued), by preset name."""
+    """The run's trials that are a preset of `space`, by preset name."""
     found = {}
     for row in trials.to_dict("records"):
         name = preset_of(space, trial_hyperparameters(row))
