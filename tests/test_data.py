@@ -410,3 +410,24 @@ def test_decoded_images_are_cached(tmp_path):
     assert len(list(cache.glob("*.npz"))) == 3
     assert len(fourth.train) == len(first.train) + 1
     assert not list(cache.glob("*.tmp*"))
+
+
+@pytest.mark.bad_input
+def test_bad_input_extreme_sizes_webp_and_odd_names_are_used(tmp_path):
+    """WebP, a 1x1 and a 6000x6000 image, and names with spaces, unicode and markup: all used."""
+    root = link_images(tmp_path / "data", {"train": 2, "validation": 2})
+    odd_class = root / "train" / "chats <b> &amp; été"
+    (root / "validation" / odd_class.name).mkdir(parents=True)
+    with Image.open(photo(0)) as source:
+        rgb = source.convert("RGB")
+        odd_class.mkdir()
+        rgb.save(odd_class / "a photo ü.webp")
+        rgb.resize((1, 1)).save(odd_class / "tiny 1x1.png")
+        rgb.resize((6000, 6000)).save(odd_class / "huge.jpg", quality=60)
+        rgb.save(root / "validation" / odd_class.name / "<script>.jpg")
+    data = load_image_data(root, SIZE)
+    assert data.skipped == []
+    assert data.class_names == ["cats", "chats <b> &amp; été", "dogs"]
+    assert data.counts()["train"]["chats <b> &amp; été"] == 3
+    label = data.class_names.index("chats <b> &amp; été")
+    assert data.train.x[data.train.y == label].shape == (3, SIZE, SIZE, 3)
