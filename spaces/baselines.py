@@ -3,8 +3,8 @@
 Each preset is one point of the space it belongs to, written as that space's hyperparameter
 values, so it trains through the normal trial path, and a search of that space can start from
 it (`for_space`). As a space of its own, `baselines` picks one preset per trial (`baseline`)
-and builds it through its space with the preset's values fixed, recording them in the trial so
-the run store shows the preset's name and values.
+and builds it through its space with the preset's values, recording them in the trial so the
+run store shows the preset's name and values.
 
 Where a document's model cannot be written in its space, the preset's `differences` say what
 differs and why; everything else is the document's, layer for layer. Image size, batch size and
@@ -427,10 +427,9 @@ def build_preset(name: str, ctx: SpaceContext) -> keras.Model:
 
 def build(hp, ctx: SpaceContext) -> keras.Model:
     name = hp.Choice("baseline", list(PRESETS))
-    # Presets give one name different values, so each preset's values live in its own scope.
-    with hp.conditional_scope("baseline", [name]):
-        for key, value in PRESETS[name].values.items():
-            hp.Fixed(key, value)
+    # The preset's values are recorded, not declared: none of them is searched, so neither back
+    # end should take them for hyperparameters of this space.
+    hp.values.update(PRESETS[name].values)
     return build_preset(name, ctx)
 
 
