@@ -12,7 +12,7 @@ from spaces.context import SpaceContext
 
 
 def context(space_name: str, weights_file, num_classes: int = 2) -> SpaceContext:
-    if space_name == "transfer":
+    if space_name in ("transfer", "baselines"):  # both load MobileNetV2 backbones
         return SpaceContext(32, num_classes, str(weights_file), 1.0)
     return SpaceContext(32, num_classes)
 
