@@ -223,6 +223,7 @@ def _search_locked(
         _check_same_run(store.read_run_info(), info, store.run_dir)
         info["started_at"] = store.read_run_info()["started_at"]
     if not config.worker:
+        store.reconcile()
         store.write_run_info(info | {"status": "running"})
     print(
         f"run {store.run_dir}: {len(data.train)} train / {len(data.validation)} validation / "

@@ -228,22 +228,49 @@ class RunStore:
         return int(self.trials()["status"].isin(["complete", "failed", "pruned"]).sum())
 
     # best model
-    def save_if_best(self, model, hparams: dict, trial_id: int) -> bool:
-        """Save the model when its trial now ranks first; decided and written under the lock so
-        concurrent workers never overwrite a better model. The old file stays loadable until the
-        new one is complete."""
+    def _staged(self, trial_id: int) -> Path:
+        return self.run_dir / f".trial_{trial_id}.keras"
+
+    def stage_model(self, model, trial_id: int) -> None:
+        """Keep a finished trial's model until `promote` decides whether it is the best."""
+        tmp = self.run_dir / f".trial_{trial_id}.tmp.keras"
+        model.save(tmp)
+        os.replace(tmp, self._staged(trial_id))
+
+    def promote(self, trial_id: int, hparams: dict) -> bool:
+        """Make a staged model best_model.keras if its trial now ranks first, else drop it.
+        Decided under the lock, so concurrent workers never overwrite a better model; the old
+        file stays loadable until the rename."""
+        staged = self._staged(trial_id)
         with self._locked():
+            if not staged.exists():
+                return False
             best = self.best_trial()
             if best is None or int(best["trial_id"]) != trial_id:
+                staged.unlink()
                 return False
-            tmp = self.run_dir / ".best_model.tmp.keras"
-            model.save(tmp)
-            os.replace(tmp, self.best_model_path)
+            os.replace(staged, self.best_model_path)
             text = json.dumps(
                 {"trial_id": trial_id, "hyperparameters": hparams}, indent=2, default=_clean
             )
             _atomic_write(self.best_hparams_path, lambda p: p.write_text(text, encoding="utf-8"))
             return True
+
+    def reconcile(self) -> None:
+        """After a crash: promote staged models of trials that completed, drop the others."""
+        trials = self.trials().set_index("trial_id")
+        for staged in self.run_dir.glob(".trial_*.keras"):
+            trial_id = int(staged.name.split("_")[1].split(".")[0])
+            if trial_id in trials.index and trials.loc[trial_id, "status"] == "complete":
+                row = trials.loc[trial_id]
+                hparams = {
+                    k[len(HP_PREFIX) :]: _clean(v)
+                    for k, v in row.items()
+                    if k.startswith(HP_PREFIX) and not pd.isna(v)
+                }
+                self.promote(trial_id, hparams)
+            else:
+                staged.unlink()
 
     def read_best_hparams(self) -> dict:
         return json.loads(self.best_hparams_path.read_text(encoding="utf-8"))

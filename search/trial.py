@@ -194,11 +194,14 @@ class TrialRunner:
         result.batch_size = fit.batch_size
         if pruned and result.status == "complete":
             result.status = "pruned"
+        if result.status == "complete":
+            # Staged before the row says complete, so a complete trial always has its model.
+            self.store.stage_model(model, trial_id)
         if on_result is not None:
             on_result(result, hp.values)
         self.store.finish_trial(trial_id, result.row(), hp.values)
         if result.status == "complete":
-            self.store.save_if_best(model, hp.values, trial_id)
+            self.store.promote(trial_id, hp.values)
         self._announce(result)
         if self.after_trial is not None:
             self.after_trial()

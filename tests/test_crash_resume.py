@@ -60,9 +60,7 @@ def while_writing_the_store(run: Path, rng: random.Random) -> Callable[[], bool]
 
 def while_exporting(run: Path, rng: random.Random) -> Callable[[], bool]:
     before = mtime(run / "best_model.keras")
-    return lambda: (
-        (run / ".best_model.tmp.keras").exists() or mtime(run / "best_model.keras") != before
-    )
+    return lambda: any(run.glob(".trial_*.keras")) or mtime(run / "best_model.keras") != before
 
 
 KILL_POINTS = [
@@ -159,4 +157,7 @@ def test_crash_sigkill_at_seeded_moments_then_resume(backend, tmp_path, tiny_fol
     # Optuna gives a killed trial's retry a new number; the killed one stays, marked failed.
     assert others["error"].str.contains("no heartbeat").all(), others
     keras.saving.load_model(run / "best_model.keras", safe_mode=True)
-    assert RunStore(run).read_run_info()["status"] == "finished"
+    store = RunStore(run)
+    assert store.read_best_hparams()["trial_id"] == store.best_trial()["trial_id"]
+    assert not list(run.glob(".trial_*.keras")), "staged models are promoted or dropped"
+    assert store.read_run_info()["status"] == "finished"
