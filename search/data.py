@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from search.errors import UsageError
+from search.errors import UsageError, first_line
 
 DEFAULT_DATASET = "cats_and_dogs_filtered"
 DATASET_ORIGIN = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
@@ -107,9 +107,9 @@ def _download_default(datasets: Path, origin: str) -> Path:
             f"{DEFAULT_DATASET}.zip", origin=origin, extract=True, cache_dir=str(datasets.parent)
         )
     except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UsageError(
-            f"{DEFAULT_DATASET} is not in {datasets} and could not be downloaded ({reason}); "
+            f"{DEFAULT_DATASET} is not in {datasets} and could not be downloaded "
+            f"({first_line(error)}); "
             f"put the extracted folder at {datasets / DEFAULT_DATASET} or pass --data DIR"
         ) from None
     return Path(extracted) / DEFAULT_DATASET
@@ -221,7 +221,7 @@ def _try_decode(path: Path, size: int) -> np.ndarray | str:
         SyntaxError,
         Image.DecompressionBombError,
     ) as error:
-        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return first_line(error)
 
 
 def _decode_all(paths: list[Path], size: int, workers: int) -> list[np.ndarray | str]:

@@ -1,6 +1,12 @@
 """Errors the user can fix. The CLI prints their message as one line and exits with status 2."""
 
 
+def first_line(error: BaseException) -> str:
+    """An error in one line for a message: its type and the first line of its text."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
 class UsageError(Exception):
     """Bad input: a value, a folder or a file the user gave. The message says what to do."""
 

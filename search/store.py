@@ -78,6 +78,17 @@ def _clean(value):
     return value
 
 
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock shared by the processes of this machine, held for the block."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class RunStore:
     """Reads always come from disk and every change is made under an exclusive lock on the run
     directory, so several worker processes can share one run (as Optuna workers do)."""
@@ -100,12 +111,8 @@ class RunStore:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / ".store.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with file_lock(self.run_dir / ".store.lock"):
+            yield
 
     @contextmanager
     def _rows(self) -> Iterator[tuple[dict[int, dict], list[dict]]]:

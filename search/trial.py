@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from search.data import ImageData
+from search.errors import first_line
 from search.store import RunStore
 from spaces.context import SpaceContext
 
@@ -101,11 +102,6 @@ class EpochRecorder(keras.callbacks.Callback):
             self.on_epoch(row)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
 def _best_row(rows: list[dict]) -> dict:
     return min(rows, key=lambda r: (r.get("val_loss", math.inf), r["epoch"]))
 
@@ -178,7 +174,7 @@ class TrialRunner:
                 )
                 raise
             except tf.errors.ResourceExhaustedError as oom:
-                error = f"oom: {_first_line(oom)}"
+                error = f"oom: {first_line(oom)}"
                 if batch_size > 1 and batch_size == self.settings.batch_size:
                     print(
                         f"trial {trial_id}: out of memory at batch {batch_size}; "
@@ -187,7 +183,7 @@ class TrialRunner:
                     )
                     continue
             except Exception as failure:  # any error in build or fit fails this trial only
-                error = _first_line(failure)
+                error = first_line(failure)
             break
         model = fit.model
         result = self._judge(trial_id, model, fit.rows, error, time.perf_counter() - start)

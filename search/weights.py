@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from search.data import keras_home
-from search.errors import UsageError
+from search.errors import UsageError, first_line
 from spaces import transfer
 from spaces.context import SpaceContext
 
@@ -19,10 +19,9 @@ def backbone_weights(weights: str, image_size: int) -> tuple[str, float]:
         try:
             transfer.backbone(SpaceContext(image_size, 2, "imagenet", 1.0))
         except Exception as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise UsageError(
                 f"MobileNetV2 ImageNet weights are not in {keras_home() / 'models'} and could not "
-                f"be downloaded ({type(error).__name__}: {reason}); pass --weights PATH to a "
+                f"be downloaded ({first_line(error)}); pass --weights PATH to a "
                 f"MobileNetV2 no_top weights file"
             ) from None
         return weights, 1.0

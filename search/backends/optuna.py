@@ -8,11 +8,8 @@ intermediate values and user attributes), so the study alone can rebuild the run
 
 from __future__ import annotations
 
-import fcntl
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import keras_tuner as kt
@@ -22,8 +19,8 @@ from optuna.trial import TrialState
 from optuna_integration import KerasPruningCallback
 
 from search.backends import PRUNERS, SAMPLERS
-from search.errors import SearchStopped, UsageError
-from search.store import HP_PREFIX, RunStore
+from search.errors import SearchStopped, UsageError, first_line
+from search.store import HP_PREFIX, RunStore, file_lock
 from search.trial import TrialResult, TrialRunner
 
 OBJECTIVE = "val_accuracy"
@@ -132,9 +129,8 @@ def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
             heartbeat_stale_trial_callback=retry_unjudged,
         )
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UsageError(
-            f"--storage {url}: cannot open it ({type(error).__name__}: {reason}); pass a "
+            f"--storage {url}: cannot open it ({first_line(error)}); pass a "
             f"reachable SQLAlchemy URL such as sqlite:///study.db or postgresql://user@host/db"
         ) from None
 
@@ -181,20 +177,10 @@ def counted_trials(study: optuna.Study) -> int:
     return sum(t.state in live or _judged(t) for t in study.get_trials(deepcopy=False))
 
 
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _reserve_trial(study: optuna.Study, max_trials: int, lock_path: Path) -> bool:
     """Queue one more trial unless the budget is spent. Counting and queueing happen under a
     lock shared by this machine's workers, so together they run exactly --max-trials."""
-    with _lock(lock_path):
+    with file_lock(lock_path):
         # A trial whose worker died is failed here, and its retry queued, before counting.
         optuna.storages.fail_stale_trials(study)
         if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
