@@ -150,6 +150,38 @@ def search_parser() -> OneLineParser:
         action="store_true",
         help="run the documents' models that belong to --space first (spaces/baselines.py)",
     )
+    add(
+        "--fix",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pin a hyperparameter of the space, e.g. --fix mode=frozen; repeatable",
+    )
+    speed = parser.add_argument_group("speed")
+    speed.add_argument(
+        "--cache-dir",
+        help="where decoded images and frozen-backbone features are cached; share it between "
+        "runs on the same data (default: RUN/cache)",
+    )
+    speed.add_argument(
+        "--no-feature-cache",
+        action="store_true",
+        help="train frozen-backbone trials on images instead of cached backbone features",
+    )
+    speed.add_argument(
+        "--mixed-precision",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="float16 compute with float32 weights and output; auto: on for GPUs of compute "
+        "capability 7.0 or higher (default: %(default)s)",
+    )
+    speed.add_argument(
+        "--jit",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="XLA compilation; auto: where every layer of the model supports it "
+        "(default: %(default)s)",
+    )
     optuna = parser.add_argument_group("Optuna back end (--backend optuna)")
     optuna.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="(default: %(default)s)")
     optuna.add_argument(

@@ -53,6 +53,7 @@ class ImageData:
     validation: Split
     test: Split
     skipped: list[dict] = field(default_factory=list)
+    fingerprint: str = ""  # of the files, labels, sizes, times and image size decoded
 
     def split(self, name: str) -> Split:
         return {"train": self.train, "validation": self.validation, "test": self.test}[name]
@@ -308,7 +309,8 @@ def load_image_data(
     modification times and the image size, so a resumed run does not decode again.
     """
     layout, class_names, files = list_splits(root, split_seed)
-    cache = cache_dir / f"images-{_cache_key(files, image_size)}.npz" if cache_dir else None
+    fingerprint = _cache_key(files, image_size)
+    cache = cache_dir / f"images-{fingerprint}.npz" if cache_dir else None
     if cache is not None and cache.exists():
         splits, skipped = _load_cache(cache)
     else:
@@ -325,4 +327,5 @@ def load_image_data(
         splits["validation"],
         splits["test"],
         skipped,
+        fingerprint,
     )

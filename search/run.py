@@ -18,7 +18,16 @@ from spaces import get_space
 from spaces.context import SpaceContext
 
 # Settings a resumed run must share with the run it continues.
-RESUME_KEYS = ("space", "backend", "algorithm", "data", "image_size", "split_seed", "weights")
+RESUME_KEYS = (
+    "space",
+    "backend",
+    "algorithm",
+    "data",
+    "image_size",
+    "split_seed",
+    "weights",
+    "fix",
+)
 VERSIONED = ("tensorflow", "keras", "keras-tuner", "optuna", "numpy", "pandas", "pillow")
 
 
@@ -49,10 +58,16 @@ class SearchConfig:
     workers: int = 1
     heartbeat: int = 60
     enqueue: str | None = None
+    fix: tuple[str, ...] = ()  # NAME=VALUE pins (search.fixed)
+    cache_dir: str | None = None
+    no_feature_cache: bool = False
+    mixed_precision: str = "auto"
+    jit: str = "auto"
     worker: bool = False  # set in the processes that --workers starts
     worker_index: int = 0  # offsets the sampler's seed, so workers do not propose alike
 
     def __post_init__(self):
+        object.__setattr__(self, "fix", tuple(self.fix))  # from argparse or run.json: a list
         if self.name is None:  # named once, so every message and path agrees
             object.__setattr__(self, "name", f"{self.space}-{datetime.now():%Y%m%d-%H%M%S}")
 
@@ -101,9 +116,11 @@ def _check_same_run(stored: dict, wanted: dict, run_dir: Path) -> None:
 
 
 def describe_run(
-    config: SearchConfig, data: ImageData, ctx: SpaceContext, devices: list[str]
+    config: SearchConfig, data: ImageData, ctx: SpaceContext, devices: list[str], precision: str
 ) -> dict:
     return asdict(config) | {
+        "fix": list(config.fix),  # as run.json gives it back, so a resume compares equal
+        "precision": precision,
         "name": config.run_name(),
         "command": sys.argv,
         "data": str(data.root.absolute()),
@@ -207,18 +224,20 @@ def _search_locked(
     alpha: float,
     enqueued: list[dict],
 ) -> RunStore:
-    data = load_image_data(
-        root, config.image_size, config.split_seed, cache_dir=store.run_dir / "cache"
-    )
+    cache_dir = Path(config.cache_dir) if config.cache_dir else store.run_dir / "cache"
+    data = load_image_data(root, config.image_size, config.split_seed, cache_dir=cache_dir)
     # TensorFlow is imported only once the inputs are known to be usable.
-    from search.devices import configure_devices
+    from search.devices import configure_devices, configure_precision
+    from search.features import FeatureCache
     from search.trial import TrainSettings, TrialRunner
 
     space = get_space(config.space)
     num_classes = len(data.class_names)
     ctx = SpaceContext(config.image_size, num_classes, weights, alpha)
     devices = configure_devices()
-    info = describe_run(config, data, ctx, devices)
+    precision = configure_precision(config.mixed_precision)
+    fixed = pinned_values(config, space, ctx)
+    info = describe_run(config, data, ctx, devices, precision)
     if store.exists():
         _check_same_run(store.read_run_info(), info, store.run_dir)
         info["started_at"] = store.read_run_info()["started_at"]
@@ -237,6 +256,7 @@ def _search_locked(
         config.seed,
         config.verbose,
         config.tensorboard,
+        config.jit,
     )
     # The report is rewritten after every trial, so a long search can be watched by reloading.
     runner = TrialRunner(
@@ -248,13 +268,15 @@ def _search_locked(
         # Hyperband sizes its own brackets from --epochs; it has no trial budget to show.
         None if config.algorithm == "hyperband" else config.max_trials,
         after_trial=lambda: _refresh_report(store.run_dir),
+        features=None if config.no_feature_cache else FeatureCache(data, cache_dir),
     )
     stopped = None
     try:
         if config.backend == "optuna":
-            _search_optuna(config, space, ctx, runner, store, enqueued, len(devices))
+            _search_optuna(config, runner, store, enqueued, len(devices), fixed)
         else:
             from search.backends import keras_tuner
+            from search.fixed import pinned_space
 
             keras_tuner.search(
                 space,
@@ -266,6 +288,9 @@ def _search_locked(
                 config.max_consecutive_failures,
                 config.verbose,
                 queued=enqueued,
+                hyperparameters=pinned_space(keras_tuner.declared_space(space, ctx), fixed)
+                if fixed
+                else None,
             )
     except SearchStopped as error:
         stopped = error
@@ -298,17 +323,30 @@ def _refresh_report(run_dir: Path) -> None:
         print(f"report not updated: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
 
 
-def _search_optuna(config, space, ctx, runner, store, enqueued: list[dict], n_gpus: int) -> None:
+def pinned_values(config: SearchConfig, space, ctx: SpaceContext) -> dict:
+    """--fix values, checked against the space before any trial runs."""
+    if not config.fix:
+        return {}
+    from search.backends.keras_tuner import declared_space
+    from search.fixed import parse_fixed
+
+    return parse_fixed(config.fix, declared_space(space, ctx))
+
+
+def _search_optuna(config, runner, store, enqueued: list[dict], n_gpus: int, fixed: dict) -> None:
     import optuna
 
     from search.backends import optuna as backend
     from search.backends.keras_tuner import declared_space
+    from search.fixed import pinned_space
     from search.workers import run_workers
 
+    space, ctx = runner.space, runner.ctx
     if not config.verbose:  # our one line per trial replaces Optuna's own
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    declared = declared_space(space, ctx) if config.sampler == "grid" else None
+    grid = config.sampler == "grid"
+    declared = pinned_space(declared_space(space, ctx), fixed) if grid else None
     study = backend.open_study(
         storage_url(config, store),
         config.run_name(),
@@ -328,6 +366,7 @@ def _search_optuna(config, space, ctx, runner, store, enqueued: list[dict], n_gp
                 config.max_trials,
                 pruning=config.pruner != "none",
                 max_consecutive_failures=config.max_consecutive_failures,
+                fixed=fixed,
             )
     finally:
         if not config.worker:

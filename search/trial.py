@@ -19,10 +19,12 @@ from pathlib import Path
 from types import ModuleType
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from search.data import ImageData
 from search.errors import first_line
+from search.features import FeatureCache, FrozenSplit, split_frozen_base
 from search.store import RunStore
 from spaces.context import SpaceContext
 
@@ -35,6 +37,7 @@ class TrainSettings:
     seed: int = 42
     verbose: bool = False
     tensorboard: bool = False
+    jit: str = "auto"  # XLA: "auto" (Keras's choice), "on" or "off"
 
 
 @dataclass
@@ -50,6 +53,8 @@ class TrialResult:
     gap: float | None = None
     n_params: int | None = None
     batch_size: int | None = None
+    features: str | None = None  # frozen-base features: "computed", "memory" or "disk"
+    head_from_trial: int | None = None  # a fine-tune trial's reused phase-one head
 
     def row(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "trial_id"}
@@ -65,6 +70,8 @@ class _Fit:
     on_epoch: Callable[[dict], None] | None
     batch_size: int
     model: keras.Model | None = None
+    features: str | None = None
+    head_from_trial: int | None = None
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -131,10 +138,12 @@ class TrialRunner:
         settings: TrainSettings,
         max_trials: int | None = None,
         after_trial: Callable[[], None] | None = None,
+        features: FeatureCache | None = None,
     ):
         self.space, self.ctx, self.data, self.store = space, ctx, data, store
         self.settings, self.max_trials = settings, max_trials
         self.after_trial = after_trial
+        self.features = features
 
     def run(
         self,
@@ -188,6 +197,7 @@ class TrialRunner:
         model = fit.model
         result = self._judge(trial_id, model, fit.rows, error, time.perf_counter() - start)
         result.batch_size = fit.batch_size
+        result.features, result.head_from_trial = fit.features, fit.head_from_trial
         if pruned and result.status == "complete":
             result.status = "pruned"
         if result.status == "complete":
@@ -218,10 +228,52 @@ class TrialRunner:
             with warnings.catch_warnings():  # the new optimizer has no state to restore yet
                 warnings.simplefilter("ignore", UserWarning)
                 model.load_weights(initial_weights)
-        self._fit(model, hp, fit, "train", initial_epoch, epochs or self.settings.epochs)
+        last = initial_epoch + (epochs or self.settings.epochs)
+        frozen = split_frozen_base(model) if self.features is not None else None
+        if frozen is None:
+            self._fit(model, hp, fit, "train", initial_epoch, last)
+        else:
+            self._train_head(frozen, hp, fit, initial_epoch, last)
         fine_tune = getattr(self.space, "fine_tune", None)
         if fit.rows and not _diverged(fit.rows) and fine_tune and fine_tune(hp, model):
             self._fine_tune(model, hp, fit)
+
+    def _train_head(
+        self, frozen: FrozenSplit, hp, fit: _Fit, initial_epoch: int, last: int
+    ) -> None:
+        """The first phase on cached base features: only the head runs, and it is the model's
+        own head, so the full model ends up with the weights it learns. A fine-tune trial whose
+        phase-one hyperparameters match an earlier trial's takes that trial's head instead."""
+        features, fit.features = self.features.features(frozen)
+        head_key = self.features.head_key(frozen, self._phase_one_values(hp), self.settings)
+        if self._fine_tunes(hp) and initial_epoch == 0:
+            reused = self.features.load_head(head_key, frozen)
+            if reused is not None:
+                fit.head_from_trial, rows = reused
+                for row in rows:
+                    self._replay_epoch(fit, row)
+                return
+        model = frozen.model
+        frozen.head.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
+        inputs = (features["train"], self.data.train.y, features["validation"])
+        self._fit(frozen.head, hp, fit, "train", initial_epoch, last, inputs)
+        if fit.rows and not _diverged(fit.rows):
+            self.features.save_head(head_key, frozen, fit.trial_id, fit.rows)
+
+    def _phase_one_values(self, hp) -> dict:
+        second_stage = getattr(self.space, "SECOND_STAGE", ())
+        return {k: v for k, v in hp.values.items() if k not in second_stage}
+
+    def _fine_tunes(self, hp) -> bool:
+        fine_tunes = getattr(self.space, "fine_tunes", None)
+        return bool(fine_tunes and fine_tunes(hp))
+
+    def _replay_epoch(self, fit: _Fit, row: dict) -> None:
+        row = row | {"trial_id": fit.trial_id}
+        fit.rows.append(row)
+        self.store.append_epoch(row)
+        if fit.on_epoch is not None:
+            fit.on_epoch(row)
 
     def _fine_tune(self, model: keras.Model, hp, fit: _Fit) -> None:
         """Fine-tune phase, continuing the epoch count; keep the frozen phase's weights if the
@@ -235,8 +287,20 @@ class TrialRunner:
             model.set_weights(frozen_weights)
 
     def _fit(
-        self, model: keras.Model, hp, fit: _Fit, phase: str, initial_epoch: int, epochs: int
+        self,
+        model: keras.Model,
+        hp,
+        fit: _Fit,
+        phase: str,
+        initial_epoch: int,
+        epochs: int,
+        inputs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> None:
+        """Fit `model` on the run's images, or on `inputs` (train x, train y, validation x)."""
+        data = self.data
+        train_x, train_y, val_x = inputs or (data.train.x, data.train.y, data.validation.x)
+        if self.settings.jit != "auto":
+            model.jit_compile = self.settings.jit == "on"
         callbacks = [
             keras.callbacks.TerminateOnNaN(),
             keras.callbacks.EarlyStopping(
@@ -252,13 +316,13 @@ class TrialRunner:
                 _hparams_callback(hp, log_dir, fit.trial_id),
             ]
         model.fit(
-            self.data.train.x,
-            self.data.train.y,
+            train_x,
+            train_y,
             batch_size=fit.batch_size,
             epochs=epochs,
             initial_epoch=initial_epoch,
             shuffle=True,
-            validation_data=(self.data.validation.x, self.data.validation.y),
+            validation_data=(val_x, self.data.validation.y),
             callbacks=callbacks,
             verbose=1 if self.settings.verbose else 0,
         )

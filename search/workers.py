@@ -25,7 +25,10 @@ def worker_argv(config, index: int) -> list[str]:
         per_process = ("worker", "worker_index", "resume", "workers")
         if field.name in per_process or value is None or value is False:
             continue
-        argv += [flag] if value is True else [flag, str(value)]
+        if isinstance(value, list | tuple):  # a repeated option, such as --fix
+            argv += [part for item in value for part in (flag, str(item))]
+        else:
+            argv += [flag] if value is True else [flag, str(value)]
     return [*argv, "--worker", "--worker-index", str(index)]
 
 

@@ -18,6 +18,8 @@ from spaces.context import SpaceContext
 
 BACKBONE = "backbone"
 DROPOUT_POSITIONS = ["after_dense", "before_dense"]
+# Read only by the second stage: trials that differ only in these share their first stage.
+SECOND_STAGE = ("mode", "fine_tune_at", "fine_tune_learning_rate")
 
 
 def backbone(ctx: SpaceContext) -> keras.Model:
@@ -63,9 +65,13 @@ def build(hp, ctx: SpaceContext) -> keras.Model:
     return blocks.compile_model(model, keras.optimizers.Adam(lr), ctx.num_classes)
 
 
+def fine_tunes(hp) -> bool:
+    return hp.get("mode") == "fine_tune"
+
+
 def fine_tune(hp, model: keras.Model) -> bool:
     """Second stage: unfreeze the base from `fine_tune_at` on. False when the trial stays frozen."""
-    if hp.get("mode") != "fine_tune":
+    if not fine_tunes(hp):
         return False
     base = model.get_layer(BACKBONE)
     base.trainable = True

@@ -43,12 +43,19 @@ def declared_space(space: ModuleType, ctx: SpaceContext) -> kt.HyperParameters:
 
 
 def make_oracle(
-    algorithm: str, max_trials: int, epochs: int, seed: int, max_consecutive_failures: int
+    algorithm: str,
+    max_trials: int,
+    epochs: int,
+    seed: int,
+    max_consecutive_failures: int,
+    hyperparameters: kt.HyperParameters | None = None,
 ) -> kt.Oracle:
+    """The oracle; `hyperparameters` is a space with pinned values (search.fixed)."""
     common = {
         "objective": OBJECTIVE,
         "seed": seed,
         "max_consecutive_failed_trials": max_consecutive_failures,
+        "hyperparameters": hyperparameters,
     }
     if algorithm == "random":
         return kt.oracles.RandomSearchOracle(max_trials=max_trials, **common)
@@ -129,9 +136,15 @@ def search(
     max_consecutive_failures: int,
     verbose: bool,
     queued: list[dict] = (),
+    hyperparameters: kt.HyperParameters | None = None,
 ) -> None:
     oracle = make_oracle(
-        algorithm, max_trials, runner.settings.epochs, seed, max_consecutive_failures
+        algorithm,
+        max_trials,
+        runner.settings.epochs,
+        seed,
+        max_consecutive_failures,
+        hyperparameters,
     )
     queue_first(oracle, list(queued))
     tuner = StoreTuner(oracle, SpaceHyperModel(space, ctx), runner, runner.store.run_dir)

@@ -59,16 +59,21 @@ class OptunaHyperParameters(kt.HyperParameters):
 
     Spaces call Int/Float/Choice/Boolean/Fixed and conditional_scope as usual; a hyperparameter
     is sampled when it is first registered and active, so conditional ones inside an inactive
-    scope are never sampled, as Optuna's define-by-run expects.
+    scope are never sampled, as Optuna's define-by-run expects. A `fixed` (--fix) one is
+    recorded as a one-value categorical, so the study lists it with the sampled ones.
     """
 
-    def __init__(self, trial: optuna.Trial):
+    def __init__(self, trial: optuna.Trial, fixed: dict | None = None):
         super().__init__()
-        self.trial = trial
+        self.trial, self.fixed = trial, fixed or {}
 
     def _register(self, hyperparameter, overwrite=False):
-        if self.is_active(hyperparameter) and hyperparameter.name not in self.values:
-            self.values[hyperparameter.name] = suggest(self.trial, hyperparameter)
+        name = hyperparameter.name
+        if self.is_active(hyperparameter) and name not in self.values:
+            if name in self.fixed:
+                self.values[name] = self.trial.suggest_categorical(name, [self.fixed[name]])
+            else:
+                self.values[name] = suggest(self.trial, hyperparameter)
         return super()._register(hyperparameter, overwrite)
 
 
@@ -198,12 +203,14 @@ def _others_running(study: optuna.Study) -> bool:
 OWN_ATTRS = ("epochs", "hparams", "result", "interrupted")
 
 
-def objective(runner: TrialRunner, trial: optuna.Trial, pruning: bool) -> float:
+def objective(
+    runner: TrialRunner, trial: optuna.Trial, pruning: bool, fixed: dict | None = None
+) -> float:
     # A retried trial starts with a copy of the failed one's attributes: start afresh.
     for key in OWN_ATTRS:
         if key in trial.user_attrs:
             trial.set_user_attr(key, None)
-    hp = OptunaHyperParameters(trial)
+    hp = OptunaHyperParameters(trial, fixed)
     epochs: list[dict] = []
 
     def record(row: dict) -> None:
@@ -251,13 +258,14 @@ def search(
     max_trials: int,
     pruning: bool,
     max_consecutive_failures: int,
+    fixed: dict | None = None,
 ) -> None:
     """One worker: run trials of the shared study until the run has --max-trials of them."""
     lock_path = runner.store.run_dir / ".optuna.lock"
     while True:
         if _reserve_trial(study, max_trials, lock_path):
             study.optimize(
-                lambda trial: objective(runner, trial, pruning),
+                lambda trial: objective(runner, trial, pruning, fixed),
                 n_trials=1,
                 catch=(TrialFailed,),
                 gc_after_trial=True,

@@ -1,0 +1,211 @@
+"""Frozen-backbone feature cache: run a frozen base over the images once, then train heads.
+
+A `transfer` trial with a frozen base and no augmentation in front of it feeds the same base the
+same pixels in every epoch of every trial, so the base's output is computed once per
+`feature_key` and every such trial trains only its head on those features (as the TF
+transfer-learning tutorial's "feature extraction" does). The features are kept in memory for the
+next trial and on disk in the cache folder, for resumed runs and other runs sharing the folder.
+
+The model a trial keeps is still the full model: the head trained here is a view of the model's
+own head layers (a `keras.Model` from the base's output tensor to the model's output), so every
+weight it learns is the full model's, and the stored, exported and test-scored model takes raw
+images through augmentation, preprocessing, base and head.
+
+Trials with augmentation are trained on raw images as before: random augmentation changes the
+base's input, and so its features, in every epoch. Caching K fixed augmented views would train a
+different model (K fixed distortions instead of fresh ones) at K forward passes per image for
+each augmentation setting, and the spaces' augmentation settings rarely repeat between trials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from search.data import ImageData
+
+KEY_VERSION = "features-v1"
+BACKBONE = "backbone"
+# Layers that may sit between the image and the base without making its features vary:
+# deterministic and without trainable weights.
+PASS_THROUGH = (keras.layers.InputLayer, keras.layers.Rescaling)
+SPLITS = ("train", "validation")  # the test split is only ever scored with the full model
+
+
+@dataclass
+class FrozenSplit:
+    """A model cut at its frozen base: `front` maps images to features, `head` features to
+    predictions, and both share the model's own layers and weights."""
+
+    model: keras.Model
+    front: keras.Model
+    head: keras.Model
+
+
+def _base_output(base: keras.layers.Layer) -> keras.KerasTensor:
+    # The base's output in the outer model's graph; `base.output` is its inner graph's output.
+    return base._inbound_nodes[0].output_tensors[0]
+
+
+def split_frozen_base(model: keras.Model) -> FrozenSplit | None:
+    """The model cut at its frozen base, or None when the base's features can change between
+    epochs: no base, a trainable base, a base used twice, or a random or trainable layer
+    (augmentation) in front of it."""
+    try:
+        base = model.get_layer(BACKBONE)
+    except ValueError:
+        return None
+    if base.trainable or len(base._inbound_nodes) != 1:
+        return None
+    features = _base_output(base)
+    front = keras.Model(model.inputs, features, name="frozen_front")
+    if any(layer is not base and not isinstance(layer, PASS_THROUGH) for layer in front.layers):
+        return None
+    head = keras.Model(features, model.outputs, name="head")
+    return FrozenSplit(model, front, head)
+
+
+def _weights_digest(layer: keras.layers.Layer) -> str:
+    digest = hashlib.sha256()
+    for weight in layer.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+        digest.update(f"{weight.path}|{value.dtype}|{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _layer_signature(layer: keras.layers.Layer) -> dict:
+    """A layer's class and configuration without its name, which Keras numbers per session."""
+    config = {k: v for k, v in layer.get_config().items() if k != "name"}
+    return {"class": type(layer).__name__, "config": config}
+
+
+def feature_key(split: FrozenSplit, data_fingerprint: str) -> str:
+    """What the features depend on: the images (files, labels, size), every layer in front of
+    the base (preprocessing, dtype policy), the base's shapes (backbone, alpha, image size) and
+    the exact values of its weights (so a different weights file is a different key)."""
+    base = split.model.get_layer(BACKBONE)
+    description = {
+        "version": KEY_VERSION,
+        "data": data_fingerprint,
+        "front": [_layer_signature(layer) for layer in split.front.layers if layer is not base],
+        "base": {
+            "class": type(base).__name__,
+            "input_shape": list(split.front.inputs[0].shape),
+            "output_shape": list(split.front.outputs[0].shape),
+            "dtype_policy": base.dtype_policy.name,
+            "weights": _weights_digest(base),
+        },
+    }
+    text = json.dumps(description, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class FeatureCache:
+    """Base features per key: the last used set in memory, every set on disk in `cache_dir`."""
+
+    def __init__(self, data: ImageData, cache_dir: Path | None, batch_size: int = 64):
+        self.data, self.cache_dir, self.batch_size = data, cache_dir, batch_size
+        self._key: str | None = None
+        self._features: dict[str, np.ndarray] = {}
+        self._heads: dict[str, tuple[int, list[dict], list[np.ndarray]]] = {}
+
+    def path(self, key: str) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / f"features-{key}.npz"
+
+    def features(self, split: FrozenSplit) -> tuple[dict[str, np.ndarray], str]:
+        """Train and validation features for `split`'s front, and where they came from:
+        "memory", "disk" or "computed"."""
+        key = feature_key(split, self.data.fingerprint)
+        if key == self._key:
+            return self._features, "memory"
+        path = self.path(key)
+        features, source = self._load(path), "disk"
+        if features is None:
+            features, source = self._compute(split), "computed"
+            if path is not None:
+                self._save(path, features)
+        self._key, self._features = key, features
+        return features, source
+
+    def _compute(self, split: FrozenSplit) -> dict[str, np.ndarray]:
+        return {
+            name: split.front.predict(
+                self.data.split(name).x, batch_size=self.batch_size, verbose=0
+            )
+            for name in SPLITS
+        }
+
+    def _load(self, path: Path | None) -> dict[str, np.ndarray] | None:
+        """Features from disk; None when absent, unreadable or not matching the images."""
+        if path is None or not path.exists():
+            return None
+        try:
+            with np.load(path) as stored:
+                features = {name: stored[name] for name in SPLITS}
+        except (OSError, ValueError, KeyError):
+            return None  # a damaged file is recomputed and replaced
+        sizes_match = all(len(features[n]) == len(self.data.split(n)) for n in SPLITS)
+        return features if sizes_match else None
+
+    @staticmethod
+    def _save(path: Path, features: dict[str, np.ndarray]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **features)
+        os.replace(tmp, path)  # readers never see a half-written file
+
+    # Phase-one heads: a fine-tune trial starts from the head an earlier trial trained on the
+    # same features with the same first-stage hyperparameters and training settings.
+    def head_key(self, split: FrozenSplit, phase_one: dict, settings) -> str:
+        description = {
+            "features": feature_key(split, self.data.fingerprint),
+            "hyperparameters": phase_one,
+            "settings": [settings.epochs, settings.patience, settings.batch_size],
+        }
+        text = json.dumps(description, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def _head_paths(self, key: str) -> tuple[Path, Path] | None:
+        if self.cache_dir is None:
+            return None
+        folder = self.cache_dir / "heads"
+        return folder / f"{key}.weights.h5", folder / f"{key}.json"
+
+    def save_head(self, key: str, split: FrozenSplit, trial_id: int, rows: list[dict]) -> None:
+        """Keep a trained phase-one head (its weights and epoch rows) for later trials."""
+        self._heads[key] = (trial_id, list(rows), split.head.get_weights())
+        paths = self._head_paths(key)
+        if paths is None:
+            return
+        weights, record = paths
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        tmp = weights.with_name(f"{key}.{os.getpid()}.tmp.weights.h5")
+        split.head.save_weights(tmp)
+        os.replace(tmp, weights)
+        # The record is written last: a head counts as saved only once it exists.
+        tmp_record = record.with_name(f"{key}.{os.getpid()}.tmp.json")
+        tmp_record.write_text(json.dumps({"trial_id": trial_id, "rows": rows}), encoding="utf-8")
+        os.replace(tmp_record, record)
+
+    def load_head(self, key: str, split: FrozenSplit) -> tuple[int, list[dict]] | None:
+        """Load a saved head into `split`'s head layers; its trial id and epoch rows, or None."""
+        if key in self._heads:
+            trial_id, rows, weights = self._heads[key]
+            split.head.set_weights(weights)
+            return trial_id, rows
+        paths = self._head_paths(key)
+        if paths is None or not paths[1].exists():
+            return None
+        try:
+            record = json.loads(paths[1].read_text(encoding="utf-8"))
+            split.head.load_weights(paths[0])
+        except (OSError, ValueError, KeyError):
+            return None  # damaged: this trial trains its own head
+        return record["trial_id"], record["rows"]

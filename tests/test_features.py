@@ -1,0 +1,188 @@
+"""The frozen-backbone feature cache: honest keys, the same predictions, reuse across resumes."""
+
+from __future__ import annotations
+
+import shutil
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pytest
+from conftest import link_images
+
+from search.data import load_image_data
+from search.features import FeatureCache, feature_key, split_frozen_base
+from search.run import SearchConfig, run_search
+from search.store import RunStore
+from search.trial import TrainSettings, TrialRunner
+from spaces import get_space, transfer
+from spaces.context import SpaceContext
+
+NO_AUGMENTATION = {
+    "flip": "none",
+    "rotation": 0.0,
+    "zoom": 0.0,
+    "translation": 0.0,
+    "contrast": 0.0,
+}
+NO_AUGMENTATION_FIX = tuple(f"{k}={v}" for k, v in NO_AUGMENTATION.items())
+
+
+def transfer_hp(**values) -> kt.HyperParameters:
+    """A transfer point without augmentation; the space's defaults fill the rest."""
+    hp = kt.HyperParameters()
+    hp.values.update(NO_AUGMENTATION | values)
+    return hp
+
+
+def transfer_model(ctx: SpaceContext, **values) -> keras.Model:
+    keras.utils.set_random_seed(0)  # the same random base when ctx.weights is None
+    return transfer.build(transfer_hp(**values), ctx)
+
+
+def key_of(model: keras.Model, fingerprint: str = "data") -> str:
+    return feature_key(split_frozen_base(model), fingerprint)
+
+
+def test_augmentation_or_a_trainable_base_is_never_cached(weights_file):
+    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
+    assert split_frozen_base(transfer_model(ctx)) is not None
+    for name, value in [("flip", "horizontal"), ("rotation", 0.1), ("zoom", 0.1)]:
+        assert split_frozen_base(transfer_model(ctx, **{name: value})) is None, name
+    model = transfer_model(ctx)
+    model.get_layer("backbone").trainable = True
+    assert split_frozen_base(model) is None
+    assert split_frozen_base(get_space("scratch").build(kt.HyperParameters(), ctx)) is None
+
+
+def test_the_key_changes_with_every_input_of_the_features(weights_file, tmp_path):
+    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
+    base = key_of(transfer_model(ctx))
+    assert key_of(transfer_model(ctx)) == base  # stable between builds
+    assert key_of(transfer_model(ctx), "other data") != base
+    assert key_of(transfer_model(SpaceContext(48, 2, str(weights_file), 1.0))) != base
+    random_init = SpaceContext(32, 2, None, 1.0)
+    assert key_of(transfer_model(SpaceContext(32, 2, None, 0.35))) != key_of(
+        transfer_model(random_init)
+    )
+    # Preprocessing: the same base behind another rescaling.
+    model = transfer_model(ctx)
+    model.get_layer("mobilenet_v2_preprocess").offset = 0.0
+    assert key_of(model) != base
+    # Weights: a copy of the file has the same key, a file with other values another one.
+    copy = tmp_path / "copy.weights.h5"
+    shutil.copy(weights_file, copy)
+    assert key_of(transfer_model(SpaceContext(32, 2, str(copy), 1.0))) == base
+    other = transfer_model(ctx).get_layer("backbone")
+    other.set_weights([w * 1.01 for w in other.get_weights()])
+    changed = tmp_path / "changed.weights.h5"
+    other.save_weights(changed)
+    assert key_of(transfer_model(SpaceContext(32, 2, str(changed), 1.0))) != base
+
+
+def test_the_data_fingerprint_follows_the_files(tmp_path):
+    folder = link_images(tmp_path / "data", {"train": 3, "validation": 2})
+    first = load_image_data(folder, 32).fingerprint
+    assert load_image_data(folder, 32).fingerprint == first
+    assert load_image_data(folder, 48).fingerprint != first
+    photo = next((folder / "train" / "cats").iterdir())
+    target = photo.resolve()
+    photo.unlink()
+    assert load_image_data(folder, 32).fingerprint != first
+    photo.symlink_to(target)
+    assert load_image_data(folder, 32).fingerprint == first
+
+
+def cached_runner(data, tmp_path, weights_file, cache: FeatureCache | None = None):
+    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
+    store = RunStore(tmp_path / "run")
+    store.create()
+    cache = cache or FeatureCache(data, tmp_path / "cache")
+    settings = TrainSettings(epochs=3, patience=3, batch_size=16)
+    return TrialRunner(transfer, ctx, data, store, settings, features=cache)
+
+
+def test_a_cached_trial_is_the_full_model_on_raw_images(tiny_data, tmp_path, weights_file):
+    runner = cached_runner(tiny_data, tmp_path, weights_file)
+    result, model = runner.run(0, transfer_hp(dense_units=32, dropout=0.2))
+    assert result.status == "complete" and result.features == "computed"
+    split = split_frozen_base(model)
+    features, source = runner.features.features(split)
+    assert source == "memory"
+    cached = split.head.predict(features["validation"], verbose=0)
+    full = model.predict(tiny_data.validation.x, verbose=0)
+    np.testing.assert_allclose(full, cached, rtol=1e-5, atol=1e-6)
+    # The stored model, reloaded, is that same model, and its validation accuracy is the one
+    # the trial recorded at its best epoch.
+    stored = keras.saving.load_model(runner.store.run_dir / "best_model.keras", safe_mode=True)
+    np.testing.assert_allclose(stored.predict(tiny_data.validation.x, verbose=0), full, atol=1e-6)
+    _, accuracy = stored.evaluate(tiny_data.validation.x, tiny_data.validation.y, verbose=0)
+    assert accuracy == pytest.approx(result.val_accuracy, abs=1e-6)
+    # The next trial with the same base takes the features from memory; only its head trains.
+    second, _ = runner.run(1, transfer_hp(pooling="max"))
+    assert second.features == "memory"
+    assert set(runner.store.epochs()["phase"]) == {"train"}
+
+
+def test_a_fine_tune_trial_reuses_the_first_stage_of_a_matching_trial(
+    tiny_data, tmp_path, weights_file
+):
+    runner = cached_runner(tiny_data, tmp_path, weights_file)
+    frozen, _ = runner.run(0, transfer_hp(learning_rate=1e-3))
+    tuned, _ = runner.run(1, transfer_hp(learning_rate=1e-3, mode="fine_tune", fine_tune_at=140))
+    other, _ = runner.run(2, transfer_hp(learning_rate=2e-3, mode="fine_tune", fine_tune_at=140))
+    assert (frozen.head_from_trial, tuned.head_from_trial, other.head_from_trial) == (
+        None,
+        0,
+        None,
+    )
+    epochs = runner.store.epochs()
+    first = epochs[epochs["trial_id"] == 0].drop(columns="trial_id").reset_index(drop=True)
+    reused = epochs[(epochs["trial_id"] == 1) & (epochs["phase"] == "train")]
+    assert reused.drop(columns="trial_id").reset_index(drop=True).equals(first)
+    assert "fine_tune" in set(epochs[epochs["trial_id"] == 1]["phase"])
+    # A later process finds the head on disk.
+    fresh = cached_runner(
+        tiny_data, tmp_path / "later", weights_file, FeatureCache(tiny_data, tmp_path / "cache")
+    )
+    again, _ = fresh.run(0, transfer_hp(learning_rate=1e-3, mode="fine_tune", fine_tune_at=150))
+    assert again.head_from_trial == 0 and again.features == "disk"
+
+
+def search_config(folder, tmp_path, cache_dir, **overrides) -> SearchConfig:
+    settings = {
+        "space": "transfer",
+        "data": str(folder),
+        "max_trials": 1,
+        "epochs": 1,
+        "image_size": 32,
+        "batch_size": 16,
+        "name": "cached",
+        "runs_dir": str(tmp_path / "runs"),
+        "cache_dir": str(cache_dir),
+        "fix": ("mode=frozen", *NO_AUGMENTATION_FIX),
+    }
+    return SearchConfig(**(settings | overrides))
+
+
+def test_the_disk_cache_survives_a_resume_and_is_never_used_for_other_data(
+    tiny_folder, tmp_path, weights_file
+):
+    cache = tmp_path / "cache"
+    config = search_config(tiny_folder, tmp_path, cache, weights=str(weights_file))
+    store = run_search(config)
+    assert list(store.trials()["features"]) == ["computed"]
+    assert len(list(cache.glob("features-*.npz"))) == 1
+    resumed = run_search(
+        search_config(
+            tiny_folder, tmp_path, cache, weights=str(weights_file), max_trials=2, resume=True
+        )
+    )
+    assert list(resumed.trials()["features"]) == ["computed", "disk"]
+    # Other images, the same cache folder: new features, the old ones left alone.
+    other = link_images(tmp_path / "other", {"train": 24, "validation": 21})
+    elsewhere = run_search(
+        search_config(other, tmp_path, cache, weights=str(weights_file), name="other")
+    )
+    assert list(elsewhere.trials()["features"]) == ["computed"]
+    assert len(list(cache.glob("features-*.npz"))) == 2
