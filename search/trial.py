@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ import tensorflow as tf
 from search.data import ImageData
 from search.errors import first_line
 from search.features import FeatureCache, FrozenSplit, split_frozen_base
+from search.inputs import evaluation_dataset, training_dataset
 from search.store import RunStore
 from spaces.context import SpaceContext
 
@@ -55,6 +57,7 @@ class TrialResult:
     batch_size: int | None = None
     features: str | None = None  # frozen-base features: "computed", "memory" or "disk"
     head_from_trial: int | None = None  # a fine-tune trial's reused phase-one head
+    rss_mb: float | None = None  # the process's resident memory when the trial ended
 
     def row(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "trial_id"}
@@ -107,6 +110,15 @@ class EpochRecorder(keras.callbacks.Callback):
         self.store.append_epoch(row)
         if self.on_epoch is not None:
             self.on_epoch(row)
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory in MiB (Linux), to see whether trials leak."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 def _best_row(rows: list[dict]) -> dict:
@@ -198,6 +210,7 @@ class TrialRunner:
         result = self._judge(trial_id, model, fit.rows, error, time.perf_counter() - start)
         result.batch_size = fit.batch_size
         result.features, result.head_from_trial = fit.features, fit.head_from_trial
+        result.rss_mb = resident_mb()
         if pruned and result.status == "complete":
             result.status = "pruned"
         if result.status == "complete":
@@ -315,14 +328,12 @@ class TrialRunner:
                 keras.callbacks.TensorBoard(log_dir=str(log_dir)),
                 _hparams_callback(hp, log_dir, fit.trial_id),
             ]
+        seed = self.settings.seed + fit.trial_id
         model.fit(
-            train_x,
-            train_y,
-            batch_size=fit.batch_size,
+            training_dataset(train_x, train_y, fit.batch_size, seed),
             epochs=epochs,
             initial_epoch=initial_epoch,
-            shuffle=True,
-            validation_data=(val_x, self.data.validation.y),
+            validation_data=evaluation_dataset(val_x, data.validation.y, fit.batch_size),
             callbacks=callbacks,
             verbose=1 if self.settings.verbose else 0,
         )

@@ -1,0 +1,461 @@
+"""Search-speed benchmark (issue 5) on cats_and_dogs_filtered at 160 px, in one process run.
+
+1. Trials per hour on the `transfer` space's frozen, unaugmented configurations
+   (--fix mode=frozen and no augmentation, the trials the feature cache serves), same seed,
+   trial count, epochs and patience for both:
+   a. the naive anchor: a plain Keras Tuner `RandomSearch` whose HyperModel reads the images
+      the documents' way, `image_dataset_from_directory` in every trial, no cache;
+   b. ours: `python run_search.py --space transfer --fix ...` as a user runs it (a fresh run
+      directory and cache folder each time, so decoding and feature extraction are timed).
+   Wall time covers the whole search; for ours also the process start, the test score and
+   the report. Best val accuracy is read the same way for both: at each trial's lowest
+   validation loss (the epoch EarlyStopping restores), on the same 800 validation images.
+2. Input pipeline: a trial's model (the transfer space's default, frozen base with
+   augmentation, so no cache applies) trained from our in-memory uint8 arrays, against the same
+   model fed one batch already in memory as a tensor (the model-bound limit), and against
+   `image_dataset_from_directory`; images/s from the epochs after the first.
+3. Memory: resident memory after each of 30 short trials of the whole transfer space
+   (frozen and fine-tuned, cached and not), read from the run's trials.csv.
+4. On a GPU only: mixed precision against float32 images/s, fine-tuning MobileNetV2.
+
+Writes bench/results/search_speed.json and the table in bench/README.md.
+
+    python bench/search_speed.py            # about 40 minutes on 2 CPU cores
+    python bench/search_speed.py --quick    # 32 px, tiny budgets, into bench/quick/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from anywhere
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import keras_tuner as kt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from search.backends.keras_tuner import OBJECTIVE, declared_space  # noqa: E402
+from search.data import list_splits, load_image_data  # noqa: E402
+from search.fixed import parse_fixed, pinned_space  # noqa: E402
+from search.inputs import training_dataset  # noqa: E402
+from spaces import transfer  # noqa: E402
+from spaces.context import SpaceContext  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "cats_and_dogs_filtered"
+WEIGHTS = (
+    REPO.parent
+    / "shared"
+    / "data"
+    / "keras-models"
+    / "mobilenet_v2_1.0_160_stanford-dogs_no_top.weights.h5"
+)
+FROZEN_NO_AUGMENTATION = (
+    "mode=frozen",
+    "flip=none",
+    "rotation=0",
+    "zoom=0",
+    "translation=0",
+    "contrast=0",
+)
+SEED, SPLIT_SEED, BATCH = 42, 1337, 32
+BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
+TARGETS = {"speedup": 20.0, "accuracy_points": 0.5, "pipeline": 0.95, "rss_mb": 300.0}
+
+
+def linked_split(root: Path, target: Path) -> Path:
+    """Our train/validation split as a folder of symlinks, so the naive anchor reads exactly
+    the images ours trains and validates on, with image_dataset_from_directory."""
+    _, class_names, files = list_splits(root, SPLIT_SEED)
+    for split in ("train", "validation"):
+        for path, label in files[split]:
+            folder = target / split / class_names[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / path.name).symlink_to(path.resolve())
+    return target
+
+
+def documents_dataset(folder: Path, size: int, shuffle: bool) -> tf.data.Dataset:
+    return keras.utils.image_dataset_from_directory(
+        folder,
+        label_mode="binary",
+        image_size=(size, size),
+        batch_size=BATCH,
+        shuffle=shuffle,
+        seed=SEED,
+        verbose=False,
+    )
+
+
+class DocumentsWay(kt.HyperModel):
+    """The transfer space, trained the way the documents read data: every trial builds its
+    datasets with image_dataset_from_directory and decodes every JPEG in every epoch."""
+
+    def __init__(self, ctx: SpaceContext, folder: Path):
+        super().__init__(name="transfer")
+        self.ctx, self.folder = ctx, folder
+
+    def build(self, hp):
+        return transfer.build(hp, self.ctx)
+
+    def fit(self, hp, model, *args, **kwargs):
+        train = documents_dataset(self.folder / "train", self.ctx.image_size, shuffle=True)
+        validation = documents_dataset(self.folder / "validation", self.ctx.image_size, False)
+        return model.fit(train, *args, validation_data=validation, **kwargs)
+
+
+def naive_search(ctx, folder, pinned, trials, epochs, patience, directory) -> dict:
+    tuner = kt.RandomSearch(
+        DocumentsWay(ctx, folder),
+        objective=OBJECTIVE,
+        max_trials=trials,
+        seed=SEED,
+        hyperparameters=pinned,
+        tune_new_entries=True,
+        directory=str(directory),
+        project_name="naive",
+    )
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True
+    )
+    histories = []
+
+    class Keep(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            histories.append([])
+
+        def on_epoch_end(self, epoch, logs=None):
+            histories[-1].append(dict(logs))
+
+    start = time.perf_counter()
+    tuner.search(epochs=epochs, callbacks=[stop, Keep()], verbose=0)
+    wall = time.perf_counter() - start
+    trials_done = tuner.oracle.get_best_trials(trials)
+    points = [t.hyperparameters.values for t in sorted(trials_done, key=lambda t: int(t.trial_id))]
+    best = [min(h, key=lambda r: r["val_loss"])["val_accuracy"] for h in histories]
+    return {
+        "wall_s": round(wall, 1),
+        "trials": len(histories),
+        "trials_per_hour": round(len(histories) / wall * 3600, 1),
+        "best_val_accuracy": round(max(best), 4),
+        "epochs_trained": sum(len(h) for h in histories),
+        "points": points,
+    }
+
+
+def our_search(trials, epochs, patience, size, runs: Path, name: str, extra=()) -> dict:
+    command = [
+        *(sys.executable, str(REPO / "run_search.py"), "--space", "transfer"),
+        *("--data", str(DATA), "--weights", str(WEIGHTS), "--image-size", str(size)),
+        *("--max-trials", str(trials), "--epochs", str(epochs), "--patience", str(patience)),
+        *("--seed", str(SEED), "--batch-size", str(BATCH)),
+        *("--runs-dir", str(runs), "--name", name, "--cache-dir", str(runs / f"{name}-cache")),
+        *extra,
+    ]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    frame = pd.read_csv(runs / name / "trials.csv")
+    epochs_frame = pd.read_csv(runs / name / "epochs.csv")
+    return {
+        "wall_s": round(wall, 1),
+        "trials": len(frame),
+        "trials_per_hour": round(len(frame) / wall * 3600, 1),
+        "best_val_accuracy": round(float(frame["val_accuracy"].max()), 4),
+        "epochs_trained": len(epochs_frame),
+        "features": [f if isinstance(f, str) else "" for f in frame.get("features", [])],
+        "rss_mb": frame["rss_mb"].tolist(),
+        "statuses": frame["status"].tolist(),
+        "points": [
+            {c[3:]: v for c, v in row.items() if c.startswith("hp_") and pd.notna(v)}
+            for row in frame.to_dict("records")
+        ],
+    }
+
+
+def same_points(naive: list[dict], ours: list[dict]) -> bool:
+    """Whether both searches tried the same hyperparameters in the same order."""
+
+    def norm(point: dict) -> dict:
+        return {
+            k: round(float(v), 9) if isinstance(v, int | float) else str(v)
+            for k, v in point.items()
+            if not k.startswith("tuner/")
+        }
+
+    return len(naive) == len(ours) and all(
+        norm(a) == norm(b) for a, b in zip(naive, ours, strict=True)
+    )
+
+
+class EpochTimes(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def _images_per_s(model_fit, n_images: int, epochs: int) -> float:
+    times = EpochTimes()
+    model_fit(times, epochs)
+    return round(n_images / statistics.median(times.seconds[1:]), 1)
+
+
+def pipeline_speed(ctx: SpaceContext, folder: Path, epochs: int) -> dict:
+    """Images/s of one trial's model fed three ways, after the first epoch."""
+    data = load_image_data(DATA, ctx.image_size, SPLIT_SEED)
+    x, y = data.train.x, data.train.y
+    steps = len(y) // BATCH
+
+    def model():
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(SEED)
+        return transfer.build(kt.HyperParameters(), ctx)  # frozen, with augmentation
+
+    def ours(times, n):  # as search/trial.py feeds a trial
+        dataset = training_dataset(x, y, BATCH, SEED)
+        model().fit(dataset, epochs=n, callbacks=[times], verbose=0)
+
+    def keras_arrays(times, n):  # Keras's own NumPy adapter
+        model().fit(x, y, batch_size=BATCH, epochs=n, shuffle=True, callbacks=[times], verbose=0)
+
+    def bound(times, n):
+        batch = (tf.constant(x[:BATCH]), tf.constant(y[:BATCH]))
+        dataset = tf.data.Dataset.from_tensors(batch).repeat(steps)
+        model().fit(dataset, epochs=n, callbacks=[times], verbose=0)
+
+    def documents(times, n):
+        dataset = documents_dataset(folder / "train", ctx.image_size, shuffle=True)
+        model().fit(dataset, epochs=n, callbacks=[times], verbose=0)
+
+    limit = _images_per_s(bound, steps * BATCH, epochs)
+    ours_speed = _images_per_s(ours, len(y), epochs)
+    arrays_speed = _images_per_s(keras_arrays, len(y), epochs)
+    documents_speed = _images_per_s(documents, len(y), epochs)
+    return {
+        "model": "transfer default: augmentation, preprocessing, frozen MobileNetV2, head",
+        "model_bound_images_per_s": limit,
+        "ours_images_per_s": ours_speed,
+        "ours_fraction_of_limit": round(ours_speed / limit, 3),
+        "keras_numpy_images_per_s": arrays_speed,
+        "keras_numpy_fraction_of_limit": round(arrays_speed / limit, 3),
+        "documents_images_per_s": documents_speed,
+        "documents_fraction_of_limit": round(documents_speed / limit, 3),
+        "epochs_timed": epochs - 1,
+    }
+
+
+def precision_speed(size: int, epochs: int) -> dict:
+    """Mixed precision against float32, fine-tuning the whole of MobileNetV2; GPU only."""
+    if not tf.config.list_physical_devices("GPU"):
+        return {"status": "not run: no GPU on this machine"}
+    x = np.random.default_rng(0).integers(0, 256, (2048, size, size, 3), dtype=np.uint8)
+    y = np.random.default_rng(1).integers(0, 2, 2048)
+    speeds = {}
+    for policy in ("float32", "mixed_float16"):
+        keras.backend.clear_session()
+        keras.mixed_precision.set_global_policy(policy)
+        hp = kt.HyperParameters()
+        hp.values.update({"mode": "fine_tune", "fine_tune_at": 0})
+        model = transfer.build(
+            hp, SpaceContext(size, 2, "imagenet" if not WEIGHTS.exists() else str(WEIGHTS))
+        )
+        transfer.fine_tune(hp, model)
+        times = EpochTimes()
+        model.fit(x, y, batch_size=64, epochs=epochs, callbacks=[times], verbose=0)
+        speeds[policy] = round(len(y) / statistics.median(times.seconds[1:]), 1)
+    keras.mixed_precision.set_global_policy("float32")
+    return {
+        "status": "run",
+        "float32_images_per_s": speeds["float32"],
+        "mixed_float16_images_per_s": speeds["mixed_float16"],
+        "ratio": round(speeds["mixed_float16"] / speeds["float32"], 2),
+    }
+
+
+def machine() -> dict:
+    model = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
+    return {
+        "cpu": model,
+        "cpu_cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_tuner": kt.__version__,
+    }
+
+
+def summarize(naive: list[dict], ours: list[dict], pipeline: dict, rss: dict, gpu: dict) -> dict:
+    naive_rate = statistics.median(r["trials_per_hour"] for r in naive)
+    ours_rate = statistics.median(r["trials_per_hour"] for r in ours)
+    naive_best = statistics.median(r["best_val_accuracy"] for r in naive)
+    ours_best = statistics.median(r["best_val_accuracy"] for r in ours)
+    return {
+        "naive_trials_per_hour": naive_rate,
+        "ours_trials_per_hour": ours_rate,
+        "speedup": round(ours_rate / naive_rate, 1),
+        "naive_best_val_accuracy": naive_best,
+        "ours_best_val_accuracy": ours_best,
+        "accuracy_difference_points": round((ours_best - naive_best) * 100, 2),
+        "pipeline_fraction_of_limit": pipeline["ours_fraction_of_limit"],
+        "rss_growth_mb": rss["growth_mb"],
+        "mixed_precision_ratio": gpu.get("ratio"),
+    }
+
+
+def table(results: dict) -> str:
+    s, m, p, r = results["summary"], results["machine"], results["pipeline"], results["memory"]
+    gpu = results["gpu"]
+    budget = results["budget"]
+    naive, ours = results["naive"], results["ours"]
+
+    def walls(runs):
+        return ", ".join(f"{x['wall_s']:.0f}" for x in runs)
+
+    lines = [
+        f"Measured {results['date']} on {m['cpu']} ({m['cpu_cores']} cores, {m['memory_gib']} GiB"
+        f", {'GPU: ' + ', '.join(m['gpus']) if m['gpus'] else 'no GPU'}), TensorFlow "
+        f"{m['tensorflow']}, Keras {m['keras']}. {budget['image_size']} px, {budget['trials']} "
+        f"trials of {budget['epochs']} epochs (patience {budget['patience']}), seed {SEED}; "
+        f"ours repeated {len(ours)}x, the naive anchor {len(naive)}x; medians.",
+        "",
+        "| measure | naive Keras Tuner | ours | target |",
+        "|---|---|---|---|",
+        f"| trials/hour (frozen, no augmentation) | {s['naive_trials_per_hour']} | "
+        f"{s['ours_trials_per_hour']} | ours >= {TARGETS['speedup']:.0f}x naive |",
+        f"| speed-up | | **{s['speedup']}x** | >= {TARGETS['speedup']:.0f}x |",
+        f"| wall time per search, s (each run) | {walls(naive)} | {walls(ours)} | |",
+        f"| best val accuracy | {s['naive_best_val_accuracy']:.4f} | "
+        f"{s['ours_best_val_accuracy']:.4f} ({s['accuracy_difference_points']:+.2f} points) | "
+        f"within {TARGETS['accuracy_points']} points |",
+        f"| same hyperparameters tried, in order | | {results['same_points']} | |",
+        f"| training images/s (model-bound limit {p['model_bound_images_per_s']}) | "
+        f"{p['documents_images_per_s']} ({p['documents_fraction_of_limit']:.0%}) | "
+        f"{p['ours_images_per_s']} ({p['ours_fraction_of_limit']:.0%}) | >= 95% of the limit |",
+        f"| training images/s, Keras's NumPy adapter | | {p['keras_numpy_images_per_s']} "
+        f"({p['keras_numpy_fraction_of_limit']:.0%}) | |",
+        f"| RSS over {r['trials']} trials, MiB | | {r['first_mb']} -> {r['last_mb']} "
+        f"(growth {r['growth_mb']:+}, peak {r['max_mb']}) | growth < {TARGETS['rss_mb']:.0f} |",
+        f"| GPU mixed precision / float32 | | {gpu.get('ratio', gpu['status'])} | >= 1.8x |",
+    ]
+    return "\n".join(lines)
+
+
+def write_readme(path: Path, text: str) -> None:
+    readme = path.read_text(encoding="utf-8") if path.exists() else f"{BEGIN}\n{END}\n"
+    if BEGIN not in readme:
+        readme += f"\n{BEGIN}\n{END}\n"
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of ours")
+    parser.add_argument("--naive-repeats", type=int, default=1, help="runs of the naive anchor")
+    parser.add_argument("--rss-trials", type=int, default=30)
+    parser.add_argument(
+        "--quick", action="store_true", help="32 px, tiny budgets: checks the script"
+    )
+    args = parser.parse_args()
+    size = 32 if args.quick else 160
+    if args.quick:
+        args.trials, args.epochs, args.repeats, args.naive_repeats, args.rss_trials = 2, 2, 1, 1, 3
+    out = REPO / "bench" / ("quick" if args.quick else "results")
+    readme = (out / "README.md") if args.quick else REPO / "bench" / "README.md"
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(SEED)
+    ctx = SpaceContext(size, 2, str(WEIGHTS), 1.0)
+    fixed = parse_fixed(FROZEN_NO_AUGMENTATION, declared_space(transfer, ctx))
+    pinned = pinned_space(declared_space(transfer, ctx), fixed)
+    fix_args = [part for pair in FROZEN_NO_AUGMENTATION for part in ("--fix", pair)]
+    with tempfile.TemporaryDirectory(prefix="search-speed-") as scratch:
+        scratch = Path(scratch)
+        folder = linked_split(DATA, scratch / "split")
+        budget = (args.trials, args.epochs, args.patience)
+        naive, ours = [], []
+        # Alternated, so a slow spell of the machine touches both.
+        for index in range(max(args.repeats, args.naive_repeats)):
+            if index < args.naive_repeats:
+                print(f"naive run {index + 1}", flush=True)
+                naive.append(naive_search(ctx, folder, pinned, *budget, scratch / f"kt{index}"))
+            if index < args.repeats:
+                print(f"our run {index + 1}", flush=True)
+                ours.append(our_search(*budget, size, scratch / "runs", f"ours{index}", fix_args))
+        print("input pipeline", flush=True)
+        pipeline = pipeline_speed(ctx, folder, epochs=2 if args.quick else 3)
+        print("memory", flush=True)
+        whole = our_search(args.rss_trials, 1, 1, 32 if args.quick else 64, scratch / "runs", "rss")
+    rss = whole["rss_mb"]
+    memory = {
+        "trials": len(rss),
+        "image_size": 32 if args.quick else 64,
+        "first_mb": rss[0],
+        "last_mb": rss[-1],
+        "max_mb": max(rss),
+        "growth_mb": round(rss[-1] - rss[0], 1),
+        "per_trial_mb": rss,
+        "statuses": whole["statuses"],
+        "features": whole["features"],
+    }
+    gpu = precision_speed(size, 3)
+    results = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "budget": {
+            "image_size": size,
+            "trials": args.trials,
+            "epochs": args.epochs,
+            "patience": args.patience,
+            "fixed": list(FROZEN_NO_AUGMENTATION),
+        },
+        "naive": naive,
+        "ours": ours,
+        "same_points": same_points(naive[0]["points"], ours[0]["points"]),
+        "pipeline": pipeline,
+        "memory": memory,
+        "gpu": gpu,
+    }
+    results["summary"] = summarize(naive, ours, pipeline, memory, gpu)
+    (out / "search_speed.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_readme(readme, table(results))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
