@@ -186,3 +186,30 @@ def test_the_disk_cache_survives_a_resume_and_is_never_used_for_other_data(
     )
     assert list(elsewhere.trials()["features"]) == ["computed"]
     assert len(list(cache.glob("features-*.npz"))) == 2
+
+
+def test_mixed_precision_computes_in_float16_with_a_float32_output(tiny_folder, tmp_path, tiny_run):
+    _, default = tiny_run
+    assert default.read_run_info()["precision"] == "float32"  # auto, on a machine without GPU
+    config = SearchConfig(
+        space="scratch",
+        data=str(tiny_folder),
+        max_trials=1,
+        epochs=1,
+        image_size=32,
+        batch_size=16,
+        runs_dir=str(tmp_path),
+        name="mixed",
+        mixed_precision="on",
+        jit="off",
+    )
+    try:
+        store = run_search(config)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert store.read_run_info()["precision"] == "mixed_float16"
+    assert list(store.trials()["status"]) == ["complete"]
+    model = keras.saving.load_model(store.best_model_path, safe_mode=True)
+    assert model.get_layer("conv_1").compute_dtype == "float16"
+    assert model.get_layer("prediction").compute_dtype == "float32"
+    assert model.predict(np.zeros((1, 32, 32, 3)), verbose=0).dtype == np.float32
