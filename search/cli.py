@@ -13,10 +13,12 @@ from dataclasses import fields
 from pathlib import Path
 
 from search.backends import ALGORITHMS, BACKENDS, PRUNERS, SAMPLERS
-from search.errors import SearchStopped, UsageError
+from search.errors import Restart, SearchStopped, UsageError
 from spaces import SPACES
 
 EXPORT_FORMATS = ("keras", "savedmodel", "tflite")
+DEFAULT_MEMORY_GROWTH_MB = 256
+RUN_SEARCH = Path(__file__).resolve().parents[1] / "run_search.py"
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 
 
@@ -169,6 +171,15 @@ def search_parser() -> OneLineParser:
         help="train frozen-backbone trials on images instead of cached backbone features",
     )
     speed.add_argument(
+        "--max-memory-growth",
+        type=_non_negative,
+        default=DEFAULT_MEMORY_GROWTH_MB,
+        metavar="MIB",
+        help="restart the process between trials (and resume) before it grows more than this "
+        "since its first trial; TensorFlow keeps memory from every model built; 0: never "
+        "(default: %(default)s)",
+    )
+    speed.add_argument(
         "--mixed-precision",
         choices=("auto", "on", "off"),
         default="auto",
@@ -319,6 +330,11 @@ def run(argv: list[str]) -> int:
 
     try:
         store = run_search(config)
+    except Restart as restart:
+        print(f"{restart}; restarting to give the memory back, then resuming", flush=True)
+        sys.stderr.flush()
+        # The same command, named, resumes the run; exec keeps the pid a --workers parent waits on.
+        os.execv(sys.executable, [sys.executable, str(RUN_SEARCH), *argv, "--name", config.name])
     except SearchStopped as error:
         run_dir = Path(config.runs_dir) / config.run_name()
         print(f"run_search.py: {error}; see {run_dir}", file=sys.stderr)

@@ -10,8 +10,10 @@ set, as the documents do with `validation.take(n // 5)`, but by file so it never
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
+import shutil
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ VALIDATION_DIRS = ("validation", "val")
 SPLITS = ("train", "validation", "test")
 TEST_FRACTION = 0.2  # of the validation files, when there is no test folder
 VALIDATION_FRACTION = 0.2  # of all files, for a flat layout
+DECODE_CHUNK = 512  # images decoded at a time
 
 
 @dataclass
@@ -240,45 +243,82 @@ def _cache_key(files: dict[str, list], size: int) -> str:
     return digest.hexdigest()[:20]
 
 
-def _decode_splits(files: dict[str, list], size: int, workers: int):
-    splits, skipped = {}, []
+def _decode_into(x: np.ndarray, paths: list[Path], size: int, workers: int) -> list:
+    """Decode `paths` into the rows of `x` in order, a chunk at a time (so a memory-mapped `x`
+    never needs the whole split in memory); returns each path's row index or error text."""
+    outcomes, row = [], 0
+    for start in range(0, len(paths), DECODE_CHUNK):
+        for image in _decode_all(paths[start : start + DECODE_CHUNK], size, workers):
+            if isinstance(image, str):
+                outcomes.append(image)
+            else:
+                x[row] = image
+                outcomes.append(row)
+                row += 1
+    return outcomes
+
+
+def _decode_splits(files: dict[str, list], size: int, workers: int, folder: Path | None):
+    """Decode every split, into memory or, with `folder`, into .npy files there (memory-mapped).
+    Returns the splits, the skipped files, and each split's number of usable images."""
+    splits, skipped, counts = {}, [], {}
     for name in SPLITS:
-        decoded = _decode_all([p for p, _ in files[name]], size, workers)
-        good = [
-            (img, lab, str(p))
-            for img, (p, lab) in zip(decoded, files[name], strict=True)
-            if not isinstance(img, str)
-        ]
+        paths = [p for p, _ in files[name]]
+        shape = (len(paths), size, size, 3)
+        if folder is None:
+            x = np.empty(shape, np.uint8)
+        else:
+            x = np.lib.format.open_memmap(folder / f"{name}_x.npy", "w+", np.uint8, shape)
+        outcomes = _decode_into(x, paths, size, workers)
+        good = [f for f, o in zip(files[name], outcomes, strict=True) if not isinstance(o, str)]
         skipped += [
-            {"split": name, "path": str(p), "reason": img}
-            for img, (p, _) in zip(decoded, files[name], strict=True)
-            if isinstance(img, str)
+            {"split": name, "path": str(p), "reason": o}
+            for (p, _), o in zip(files[name], outcomes, strict=True)
+            if isinstance(o, str)
         ]
-        x = np.stack([g[0] for g in good]) if good else np.zeros((0, size, size, 3), np.uint8)
-        splits[name] = Split(
-            x, np.array([g[1] for g in good], dtype=np.int32), [g[2] for g in good]
-        )
-    return splits, skipped
+        counts[name] = len(good)
+        y = np.array([lab for _, lab in good], dtype=np.int32)
+        if folder is not None:
+            x.flush()
+            np.save(folder / f"{name}_y.npy", y)
+        splits[name] = Split(x[: len(good)], y, [str(p) for p, _ in good])
+    return splits, skipped, counts
 
 
-def _save_cache(path: Path, splits: dict[str, Split], skipped: list[dict]) -> None:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    arrays = {f"{n}_{k}": getattr(splits[n], k) for n in SPLITS for k in ("x", "y")}
-    meta = {n: splits[n].files for n in SPLITS} | {"skipped": skipped}
-    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
-    os.replace(tmp, path)
+def _write_meta(folder: Path, splits: dict[str, Split], skipped: list[dict], counts) -> None:
+    meta = {n: splits[n].files for n in SPLITS} | {"skipped": skipped, "counts": counts}
+    (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
-def _load_cache(path: Path):
-    import json
-
-    with np.load(path) as cached:
-        meta = json.loads(str(cached["meta"]))
-        splits = {n: Split(cached[f"{n}_x"], cached[f"{n}_y"], meta[n]) for n in SPLITS}
+def _load_cache(folder: Path):
+    """The decoded splits, memory-mapped from `folder`; None when it is absent or damaged."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        splits = {}
+        for n in SPLITS:
+            x = np.load(folder / f"{n}_x.npy", mmap_mode="r")[: meta["counts"][n]]
+            y = np.load(folder / f"{n}_y.npy")
+            splits[n] = Split(x, y, meta[n])
+    except (OSError, ValueError, KeyError):
+        return None
     return splits, meta["skipped"]
+
+
+def _decode_cached(files: dict[str, list], size: int, workers: int, folder: Path):
+    """Decode into a temporary folder beside `folder` and rename it into place, so a crash
+    never leaves a half-written cache that looks complete."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    splits, skipped, counts = _decode_splits(files, size, workers, tmp)
+    _write_meta(tmp, splits, skipped, counts)
+    del splits  # the memory maps point into tmp: reopen them at their final place
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished the same cache first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _load_cache(folder)
 
 
 # Fewest usable images of each class per split: two to learn from, one to validate on.
@@ -305,18 +345,22 @@ def load_image_data(
 ) -> ImageData:
     """Scan, split and decode `root` once. Unreadable files are skipped and listed, not fatal.
 
-    With `cache_dir`, the decoded arrays are kept there, keyed by the files' names, sizes and
-    modification times and the image size, so a resumed run does not decode again.
+    With `cache_dir`, the decoded arrays are kept there as .npy files, keyed by the files'
+    names, sizes and modification times and the image size, and memory-mapped: a resumed run
+    does not decode again, and a data set larger than memory is read from disk as needed.
     """
     layout, class_names, files = list_splits(root, split_seed)
     fingerprint = _cache_key(files, image_size)
-    cache = cache_dir / f"images-{fingerprint}.npz" if cache_dir else None
-    if cache is not None and cache.exists():
-        splits, skipped = _load_cache(cache)
+    workers = workers or os.cpu_count() or 1
+    if cache_dir is None:
+        splits, skipped, _ = _decode_splits(files, image_size, workers, None)
     else:
-        splits, skipped = _decode_splits(files, image_size, workers or os.cpu_count() or 1)
-        if cache is not None:
-            _save_cache(cache, splits, skipped)
+        folder = cache_dir / f"images-{fingerprint}"
+        cached = _load_cache(folder)
+        if cached is None:
+            shutil.rmtree(folder, ignore_errors=True)  # damaged: decode again
+            cached = _decode_cached(files, image_size, workers, folder)
+        splits, skipped = cached
     _require_images(class_names, splits)
     return ImageData(
         root,

@@ -13,3 +13,11 @@ class UsageError(Exception):
 
 class SearchStopped(Exception):
     """The search gave up (too many failed trials in a row); finished work is kept."""
+
+
+class Restart(Exception):
+    """The process has grown too much between trials: it should start again and resume.
+
+    TensorFlow keeps memory from every model built in a process (tens of MB per model, more for
+    fine-tuning, even after `clear_session`); only a new process gives it back.
+    """

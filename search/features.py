@@ -4,7 +4,8 @@ A `transfer` trial with a frozen base and no augmentation in front of it feeds t
 same pixels in every epoch of every trial, so the base's output is computed once per
 `feature_key` and every such trial trains only its head on those features (as the TF
 transfer-learning tutorial's "feature extraction" does). The features are kept in memory for the
-next trial and on disk in the cache folder, for resumed runs and other runs sharing the folder.
+next trial and on disk in the cache folder (memory-mapped .npy files), for resumed runs and
+other runs sharing the folder.
 
 The model a trial keeps is still the full model: the head trained here is a view of the model's
 own head layers (a `keras.Model` from the base's output tensor to the model's output), so every
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ import keras
 import numpy as np
 
 from search.data import ImageData
+from search.inputs import evaluation_dataset
 
 KEY_VERSION = "features-v1"
 BACKBONE = "backbone"
@@ -117,7 +120,7 @@ class FeatureCache:
         self._heads: dict[str, tuple[int, list[dict], list[np.ndarray]]] = {}
 
     def path(self, key: str) -> Path | None:
-        return None if self.cache_dir is None else self.cache_dir / f"features-{key}.npz"
+        return None if self.cache_dir is None else self.cache_dir / f"features-{key}"
 
     def features(self, split: FrozenSplit) -> tuple[dict[str, np.ndarray], str]:
         """Train and validation features for `split`'s front, and where they came from:
@@ -135,31 +138,36 @@ class FeatureCache:
         return features, source
 
     def _compute(self, split: FrozenSplit) -> dict[str, np.ndarray]:
-        return {
-            name: split.front.predict(
-                self.data.split(name).x, batch_size=self.batch_size, verbose=0
-            )
-            for name in SPLITS
-        }
+        features = {}
+        for name in SPLITS:
+            images = self.data.split(name)
+            batches = evaluation_dataset(images.x, images.y, self.batch_size)
+            features[name] = split.front.predict(batches, verbose=0)
+        return features
 
     def _load(self, path: Path | None) -> dict[str, np.ndarray] | None:
         """Features from disk; None when absent, unreadable or not matching the images."""
         if path is None or not path.exists():
             return None
         try:
-            with np.load(path) as stored:
-                features = {name: stored[name] for name in SPLITS}
-        except (OSError, ValueError, KeyError):
-            return None  # a damaged file is recomputed and replaced
+            features = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in SPLITS}
+        except (OSError, ValueError):
+            return None  # damaged: recomputed and replaced
         sizes_match = all(len(features[n]) == len(self.data.split(n)) for n in SPLITS)
         return features if sizes_match else None
 
     @staticmethod
     def _save(path: Path, features: dict[str, np.ndarray]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **features)
-        os.replace(tmp, path)  # readers never see a half-written file
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name, array in features.items():
+            np.save(tmp / f"{name}.npy", array)
+        shutil.rmtree(path, ignore_errors=True)  # a damaged earlier copy
+        try:
+            os.replace(tmp, path)  # readers never see a half-written folder
+        except OSError:  # another worker saved the same features first
+            shutil.rmtree(tmp, ignore_errors=True)
 
     # Phase-one heads: a fine-tune trial starts from the head an earlier trial trained on the
     # same features with the same first-stage hyperparameters and training settings.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import sys
+import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from importlib import metadata
@@ -28,6 +30,7 @@ RESUME_KEYS = (
     "weights",
     "fix",
 )
+REPORT_EVERY_S = 30.0
 VERSIONED = ("tensorflow", "keras", "keras-tuner", "optuna", "numpy", "pandas", "pillow")
 
 
@@ -63,6 +66,8 @@ class SearchConfig:
     no_feature_cache: bool = False
     mixed_precision: str = "auto"
     jit: str = "auto"
+    # MiB; 0 never restarts. The CLI's default is 256: only a command can be started again.
+    max_memory_growth: int = 0
     worker: bool = False  # set in the processes that --workers starts
     worker_index: int = 0  # offsets the sampler's seed, so workers do not propose alike
 
@@ -258,7 +263,7 @@ def _search_locked(
         config.tensorboard,
         config.jit,
     )
-    # The report is rewritten after every trial, so a long search can be watched by reloading.
+    # The report is rewritten as trials finish, so a long search can be watched by reloading.
     runner = TrialRunner(
         space,
         ctx,
@@ -267,8 +272,9 @@ def _search_locked(
         settings,
         # Hyperband sizes its own brackets from --epochs; it has no trial budget to show.
         None if config.algorithm == "hyperband" else config.max_trials,
-        after_trial=lambda: _refresh_report(store.run_dir),
+        after_trial=ReportRefresher(store.run_dir),
         features=None if config.no_feature_cache else FeatureCache(data, cache_dir),
+        max_memory_growth_mb=config.max_memory_growth,
     )
     stopped = None
     try:
@@ -315,12 +321,24 @@ def _search_locked(
     return store
 
 
-def _refresh_report(run_dir: Path) -> None:
-    """Rewrite the report between trials; a report that fails is reported, never fatal."""
-    try:
-        write_report(run_dir)
-    except Exception as error:
-        print(f"report not updated: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+class ReportRefresher:
+    """Rewrites the report after a trial, at most every `every_s` seconds (rendering takes a
+    second or two, longer than a trial on cached features); the run writes it again at the end.
+    A report that fails is reported, never fatal."""
+
+    def __init__(self, run_dir: Path, every_s: float = REPORT_EVERY_S):
+        self.run_dir, self.every_s = run_dir, every_s
+        self.last = -math.inf
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last < self.every_s:
+            return
+        try:
+            write_report(self.run_dir)
+        except Exception as error:
+            message = f"report not updated: {type(error).__name__}: {error}"
+            print(message, file=sys.stderr, flush=True)
+        self.last = time.monotonic()
 
 
 def pinned_values(config: SearchConfig, space, ctx: SpaceContext) -> dict:

@@ -238,6 +238,13 @@ class RunStore:
     def _staged(self, trial_id: int) -> Path:
         return self.run_dir / f".trial_{trial_id}.keras"
 
+    def would_lead(self, trial_id: int, results: dict) -> bool:
+        """Whether a complete trial with these results would rank first now. Others never
+        become best later (the best only improves), so their models need not be saved."""
+        rows = [r for r in self.trials().to_dict("records") if r["trial_id"] != trial_id]
+        rows.append(results | {"trial_id": trial_id, "status": "complete"})
+        return int(rank_trials(pd.DataFrame(rows)).iloc[0]["trial_id"]) == trial_id
+
     def stage_model(self, model, trial_id: int) -> None:
         """Keep a finished trial's model until `promote` decides whether it is the best."""
         tmp = self.run_dir / f".trial_{trial_id}.tmp.keras"

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from search.data import ImageData
-from search.errors import first_line
+from search.errors import Restart, first_line
 from search.features import FeatureCache, FrozenSplit, split_frozen_base
 from search.inputs import evaluation_dataset, training_dataset
 from search.store import RunStore
@@ -151,11 +151,14 @@ class TrialRunner:
         max_trials: int | None = None,
         after_trial: Callable[[], None] | None = None,
         features: FeatureCache | None = None,
+        max_memory_growth_mb: float = 0,
     ):
         self.space, self.ctx, self.data, self.store = space, ctx, data, store
         self.settings, self.max_trials = settings, max_trials
         self.after_trial = after_trial
         self.features = features
+        self.max_memory_growth_mb = max_memory_growth_mb
+        self._resident: list[float] = []  # after each trial run in this process
 
     def run(
         self,
@@ -211,10 +214,13 @@ class TrialRunner:
         result.batch_size = fit.batch_size
         result.features, result.head_from_trial = fit.features, fit.head_from_trial
         result.rss_mb = resident_mb()
+        if result.rss_mb is not None:
+            self._resident.append(result.rss_mb)
         if pruned and result.status == "complete":
             result.status = "pruned"
-        if result.status == "complete":
-            # Staged before the row says complete, so a complete trial always has its model.
+        if result.status == "complete" and self.store.would_lead(trial_id, result.row()):
+            # Staged before the row says complete, so the best complete trial always has its
+            # model; a trial that cannot be best is not saved at all.
             self.store.stage_model(model, trial_id)
         if on_result is not None:
             on_result(result, hp.values)
@@ -225,6 +231,20 @@ class TrialRunner:
         if self.after_trial is not None:
             self.after_trial()
         return result, (model if result.status == "complete" else None)
+
+    def check_memory(self) -> None:
+        """Raise Restart, between trials, when the next trial would likely take the process
+        past `max_memory_growth_mb` above its size after its first trial (the growth so far
+        plus the largest growth of one trial)."""
+        if not self.max_memory_growth_mb or len(self._resident) < 2:
+            return
+        grown = self._resident[-1] - self._resident[0]
+        step = max(b - a for a, b in zip(self._resident, self._resident[1:], strict=False))
+        if grown + max(step, 0) > self.max_memory_growth_mb:
+            raise Restart(
+                f"the process grew {grown:.0f} MiB over {len(self._resident)} trials "
+                f"(--max-memory-growth {self.max_memory_growth_mb:g})"
+            )
 
     def _start(self, trial_id: int, hp) -> None:
         """A clean slate for a trial: no graph or memory left from earlier ones, its own seed."""

@@ -382,7 +382,7 @@ def test_decoded_images_are_cached(tmp_path):
     (root / "train" / "cats" / "empty.jpg").write_bytes(b"")
     cache = tmp_path / "cache"
     first = load_image_data(root, SIZE, cache_dir=cache)
-    written = list(cache.glob("*.npz"))
+    written = list(cache.glob("images-*"))
     assert len(written) == 1
     assert len(first.skipped) == 1
 
@@ -392,7 +392,7 @@ def test_decoded_images_are_cached(tmp_path):
     victim.write_bytes(b"\0" * stat.st_size)
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     second = load_image_data(root, SIZE, cache_dir=cache)
-    assert list(cache.glob("*.npz")) == written
+    assert list(cache.glob("images-*")) == written
     for split in ("train", "validation", "test"):
         a, b = first.split(split), second.split(split)
         assert np.array_equal(a.x, b.x), split
@@ -402,12 +402,12 @@ def test_decoded_images_are_cached(tmp_path):
     shutil.copy(photo(0, "train", "dogs"), victim)  # the real photo back, new mtime
 
     third = load_image_data(root, SIZE, cache_dir=cache)
-    assert len(list(cache.glob("*.npz"))) == 2
+    assert len(list(cache.glob("images-*"))) == 2
     assert np.array_equal(third.train.x, first.train.x)
 
     shutil.copy(photo(9, "train", "cats"), root / "train" / "cats" / "added.jpg")
     fourth = load_image_data(root, SIZE, cache_dir=cache)
-    assert len(list(cache.glob("*.npz"))) == 3
+    assert len(list(cache.glob("images-*"))) == 3
     assert len(fourth.train) == len(first.train) + 1
     assert not list(cache.glob("*.tmp*"))
 

@@ -172,7 +172,7 @@ def test_the_disk_cache_survives_a_resume_and_is_never_used_for_other_data(
     config = search_config(tiny_folder, tmp_path, cache, weights=str(weights_file))
     store = run_search(config)
     assert list(store.trials()["features"]) == ["computed"]
-    assert len(list(cache.glob("features-*.npz"))) == 1
+    assert len(list(cache.glob("features-*"))) == 1
     resumed = run_search(
         search_config(
             tiny_folder, tmp_path, cache, weights=str(weights_file), max_trials=2, resume=True
@@ -185,7 +185,7 @@ def test_the_disk_cache_survives_a_resume_and_is_never_used_for_other_data(
         search_config(other, tmp_path, cache, weights=str(weights_file), name="other")
     )
     assert list(elsewhere.trials()["features"]) == ["computed"]
-    assert len(list(cache.glob("features-*.npz"))) == 2
+    assert len(list(cache.glob("features-*"))) == 2
 
 
 def test_mixed_precision_computes_in_float16_with_a_float32_output(tiny_folder, tmp_path, tiny_run):
@@ -213,3 +213,23 @@ def test_mixed_precision_computes_in_float16_with_a_float32_output(tiny_folder, 
     assert model.get_layer("conv_1").compute_dtype == "float16"
     assert model.get_layer("prediction").compute_dtype == "float32"
     assert model.predict(np.zeros((1, 32, 32, 3)), verbose=0).dtype == np.float32
+
+
+def test_a_data_set_larger_than_memory_streams_from_the_disk_cache(tiny_folder, tmp_path):
+    from search.inputs import training_dataset
+
+    data = load_image_data(tiny_folder, 32, cache_dir=tmp_path)
+    assert isinstance(data.train.x, np.memmap)
+    streamed = training_dataset(data.train.x, data.train.y, 16, seed=3, limit=0)
+    held = training_dataset(np.array(data.train.x), data.train.y, 16, seed=3)
+    epochs = [
+        [(x.numpy(), y.numpy()) for x, y in dataset] for dataset in (streamed, streamed, held)
+    ]
+    for (xs, ys), (xh, yh) in zip(epochs[0], epochs[2], strict=True):
+        np.testing.assert_array_equal(xs, xh)
+        np.testing.assert_array_equal(ys, yh)
+    assert sum(len(y) for _, y in epochs[0]) == len(data.train)
+    # Every epoch a new order, every image once.
+    first, second = (np.concatenate([y for _, y in e]) for e in epochs[:2])
+    assert sorted(first) == sorted(second) == sorted(data.train.y)
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(epochs[0], epochs[1], strict=True))

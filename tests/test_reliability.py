@@ -133,3 +133,23 @@ def test_failure_ctrl_c_marks_the_trial_interrupted_and_says_how_to_resume(tiny_
     assert store.read_run_info()["status"] == "interrupted"
     assert (tmp_path / "ctrlc" / "report.html").exists()
     assert not store.epochs().empty
+
+
+@pytest.mark.parametrize("backend", ["keras-tuner", "optuna"])
+def test_failure_a_process_that_grows_restarts_itself_and_resumes(tiny_folder, tmp_path, backend):
+    """TensorFlow keeps memory from every model; past --max-memory-growth the process starts
+    again between trials and resumes, losing nothing and repeating nothing."""
+    from conftest import run_cli
+
+    result = run_cli(
+        *("--space", "scratch", "--data", str(tiny_folder), "--image-size", "32"),
+        *("--backend", backend, "--pruner", "none", "--max-trials", "3", "--epochs", "1"),
+        *("--max-memory-growth", "1", "--runs-dir", str(tmp_path), "--name", "grows"),
+    )
+    assert result.returncode == 0, error_lines(result)
+    assert result.stdout.count("restarting to give the memory back") == 1
+    trials = RunStore(tmp_path / "grows").trials()
+    assert list(trials["trial_id"]) == [0, 1, 2]
+    assert list(trials["status"]) == ["complete"] * 3
+    assert trials["rss_mb"].notna().all()
+    assert (tmp_path / "grows" / "best_model.keras").exists()

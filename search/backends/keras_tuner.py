@@ -6,6 +6,7 @@ The oracle state lives in runs/<name>/kt/, so rerunning the same run resumes it
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -13,11 +14,16 @@ from types import ModuleType
 import keras_tuner as kt
 
 from search.backends import ALGORITHMS
-from search.errors import SearchStopped
+from search.errors import Restart, SearchStopped
 from search.trial import TrialRunner
 from spaces.context import SpaceContext
 
 OBJECTIVE = kt.Objective("val_accuracy", direction="max")
+
+
+class RestartSearch(kt.errors.FatalError, Restart):
+    """Restart that Keras Tuner lets through, leaving the trial it just created to be retried
+    by the resumed run, as after a crash."""
 
 
 class SpaceHyperModel(kt.HyperModel):
@@ -34,6 +40,11 @@ class SpaceHyperModel(kt.HyperModel):
 def declared_space(space: ModuleType, ctx: SpaceContext) -> kt.HyperParameters:
     """Every hyperparameter a space declares, conditional ones included, found the way Keras
     Tuner finds them (building the model until every conditional scope has been active)."""
+    return _declared(space, ctx).copy()
+
+
+@functools.cache  # each discovery builds the model several times
+def _declared(space: ModuleType, ctx: SpaceContext) -> kt.HyperParameters:
     oracle = kt.oracles.RandomSearchOracle(objective=OBJECTIVE, max_trials=1)
     with tempfile.TemporaryDirectory() as scratch:
         kt.engine.base_tuner.BaseTuner(
@@ -106,6 +117,10 @@ class StoreTuner(kt.engine.base_tuner.BaseTuner):
         return Path(self.get_trial_dir(trial_id)) / "checkpoint.weights.h5"
 
     def run_trial(self, trial, *args, **kwargs):
+        try:
+            self.runner.check_memory()
+        except Restart as restart:
+            raise RestartSearch(str(restart)) from None
         hp = trial.hyperparameters
         done = self.runner.store.completed(int(trial.trial_id))
         if done is not None:

@@ -263,6 +263,7 @@ def search(
     """One worker: run trials of the shared study until the run has --max-trials of them."""
     lock_path = runner.store.run_dir / ".optuna.lock"
     while True:
+        runner.check_memory()  # before a trial is reserved, so none is left half-done
         if _reserve_trial(study, max_trials, lock_path):
             study.optimize(
                 lambda trial: objective(runner, trial, pruning, fixed),
