@@ -418,7 +418,7 @@ def main() -> None:
                 print(f"our run {index + 1}", flush=True)
                 ours.append(our_search(*budget, size, scratch / "runs", f"ours{index}", fix_args))
         print("input pipeline", flush=True)
-        pipeline = pipeline_speed(ctx, folder, epochs=2 if args.quick else 3)
+        pipeline = pipeline_speed(ctx, folder, epochs=2 if args.quick else 6)
         print("memory", flush=True)
         whole = our_search(args.rss_trials, 1, 1, 32 if args.quick else 64, scratch / "runs", "rss")
     rss = whole["rss_mb"]

@@ -262,6 +262,7 @@ def _search_locked(
         config.verbose,
         config.tensorboard,
         config.jit,
+        precision,
     )
     # The report is rewritten as trials finish, so a long search can be watched by reloading.
     runner = TrialRunner(

@@ -40,6 +40,7 @@ class TrainSettings:
     verbose: bool = False
     tensorboard: bool = False
     jit: str = "auto"  # XLA: "auto" (Keras's choice), "on" or "off"
+    precision: str = "float32"  # Keras dtype policy: "float32" or "mixed_float16"
 
 
 @dataclass
@@ -248,7 +249,8 @@ class TrialRunner:
 
     def _start(self, trial_id: int, hp) -> None:
         """A clean slate for a trial: no graph or memory left from earlier ones, its own seed."""
-        keras.backend.clear_session()
+        keras.backend.clear_session()  # also resets Keras's global dtype policy
+        keras.mixed_precision.set_global_policy(self.settings.precision)
         gc.collect()
         keras.utils.set_random_seed(self.settings.seed + trial_id)
         self.store.begin_trial(trial_id, hp.values)
