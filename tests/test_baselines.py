@@ -342,7 +342,9 @@ def baselines_run(ctx, tiny_data, tmp_path_factory) -> RunStore:
     config = SearchConfig(space="baselines", max_trials=2, epochs=1, image_size=32, name="b")
     store = RunStore(tmp_path_factory.mktemp("runs") / "b")
     store.create()
-    store.write_run_info(describe_run(config, tiny_data, ctx, [], "float32") | {"status": "finished"})
+    store.write_run_info(
+        describe_run(config, tiny_data, ctx, [], "float32") | {"status": "finished"}
+    )
     settings = TrainSettings(epochs=1, batch_size=16)
     runner = TrialRunner(baselines, ctx, tiny_data, store, settings, max_trials=2)
     kt_backend.search(baselines, ctx, runner, "random", 2, 7, 3, False)
