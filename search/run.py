@@ -31,6 +31,7 @@ RESUME_KEYS = (
     "fix",
 )
 REPORT_EVERY_S = 30.0
+REPORT_SHARE = 20  # wait at least 20 times as long as the last report took
 VERSIONED = ("tensorflow", "keras", "keras-tuner", "optuna", "numpy", "pandas", "pillow")
 
 
@@ -323,23 +324,25 @@ def _search_locked(
 
 
 class ReportRefresher:
-    """Rewrites the report after a trial, at most every `every_s` seconds (rendering takes a
-    second or two, longer than a trial on cached features); the run writes it again at the end.
-    A report that fails is reported, never fatal."""
+    """Rewrites the report after a trial, at most every `every_s` seconds and at most 1/20 of
+    the time (rendering takes seconds, longer than a trial on cached features); the run writes
+    it again at the end. A report that fails is reported, never fatal."""
 
     def __init__(self, run_dir: Path, every_s: float = REPORT_EVERY_S):
         self.run_dir, self.every_s = run_dir, every_s
-        self.last = -math.inf
+        self.wait_s, self.last = every_s, -math.inf
 
     def __call__(self) -> None:
-        if time.monotonic() - self.last < self.every_s:
+        if time.monotonic() - self.last < self.wait_s:
             return
+        start = time.monotonic()
         try:
             write_report(self.run_dir)
         except Exception as error:
             message = f"report not updated: {type(error).__name__}: {error}"
             print(message, file=sys.stderr, flush=True)
         self.last = time.monotonic()
+        self.wait_s = max(self.every_s, REPORT_SHARE * (self.last - start))
 
 
 def pinned_values(config: SearchConfig, space, ctx: SpaceContext) -> dict:

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 class SpaceContext:
     """Facts fixed for a whole run, handed to every `build(hp, ctx)` call.
 
-    `weights` is "imagenet" or a path to a MobileNetV2 no_top weights file;
+    `weights` is "imagenet", a path to a MobileNetV2 no_top weights file, or None (random
+    weights: enough to learn which hyperparameters a space declares);
     `alpha` is the backbone width those weights were trained at.
     """
 
     image_size: int
     num_classes: int
-    weights: str = "imagenet"
+    weights: str | None = "imagenet"
     alpha: float = 1.0
 
     @property

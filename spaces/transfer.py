@@ -10,6 +10,8 @@ after the head has been trained on the frozen base.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 from keras import layers
 
@@ -23,14 +25,37 @@ SECOND_STAGE = ("mode", "fine_tune_at", "fine_tune_learning_rate")
 
 
 def backbone(ctx: SpaceContext) -> keras.Model:
-    """MobileNetV2 without its top, with `ctx.weights` ("imagenet" or a weights file)."""
-    return keras.applications.MobileNetV2(
+    """MobileNetV2 without its top, with `ctx.weights` ("imagenet", a weights file, or None for
+    random weights)."""
+    key = _weights_key(ctx)
+    cached = _PRETRAINED.get(key)
+    base = keras.applications.MobileNetV2(
         input_shape=ctx.input_shape,
         alpha=ctx.alpha,
         include_top=False,
-        weights=ctx.weights,
+        weights=None if cached is not None else ctx.weights,
         name=BACKBONE,
     )
+    if cached is not None:
+        base.set_weights(cached)
+    elif ctx.weights is not None:
+        _PRETRAINED.clear()  # one set of weights at a time: a run uses one backbone
+        _PRETRAINED[key] = base.get_weights()
+    return base
+
+
+# Reading the weights file takes about half as long as building the base, and every trial
+# builds one: the values are read once per process. Both paths build the same layers, so they
+# draw the same random initial values and a trial's head starts the same either way.
+_PRETRAINED: dict[tuple, list] = {}
+
+
+def _weights_key(ctx: SpaceContext) -> tuple:
+    stamp = None
+    if ctx.weights not in (None, "imagenet"):
+        stat = Path(ctx.weights).stat()  # a rewritten file is read again
+        stamp = (stat.st_mtime_ns, stat.st_size)
+    return (ctx.weights, stamp, ctx.alpha, ctx.input_shape)
 
 
 def build(hp, ctx: SpaceContext) -> keras.Model:

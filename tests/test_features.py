@@ -107,7 +107,8 @@ def test_a_cached_trial_is_the_full_model_on_raw_images(tiny_data, tmp_path, wei
     result, model = runner.run(0, transfer_hp(dense_units=32, dropout=0.2))
     assert result.status == "complete" and result.features == "computed"
     split = split_frozen_base(model)
-    features, source = runner.features.features(split)
+    assert split.pool is not None  # the head trains on pooled features
+    features, source = runner.features.features(split, runner.features.key(split))
     assert source == "memory"
     cached = split.head.predict(features["validation"], verbose=0)
     full = model.predict(tiny_data.validation.x, verbose=0)

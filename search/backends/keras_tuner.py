@@ -6,6 +6,7 @@ The oracle state lives in runs/<name>/kt/, so rerunning the same run resumes it
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tempfile
 from pathlib import Path
@@ -46,10 +47,10 @@ def declared_space(space: ModuleType, ctx: SpaceContext) -> kt.HyperParameters:
 @functools.cache  # each discovery builds the model several times
 def _declared(space: ModuleType, ctx: SpaceContext) -> kt.HyperParameters:
     oracle = kt.oracles.RandomSearchOracle(objective=OBJECTIVE, max_trials=1)
+    # Pretrained weights never change which hyperparameters are declared; loading them would.
+    hypermodel = SpaceHyperModel(space, dataclasses.replace(ctx, weights=None))
     with tempfile.TemporaryDirectory() as scratch:
-        kt.engine.base_tuner.BaseTuner(
-            oracle, SpaceHyperModel(space, ctx), directory=scratch, overwrite=True
-        )
+        kt.engine.base_tuner.BaseTuner(oracle, hypermodel, directory=scratch, overwrite=True)
     return oracle.get_space()
 
 
@@ -112,6 +113,11 @@ class StoreTuner(kt.engine.base_tuner.BaseTuner):
         super().__init__(
             oracle, hypermodel, directory=str(directory), project_name="kt", overwrite=False
         )
+
+    def _populate_initial_space(self):
+        # The space was learnt once per process (declared_space); building the model several
+        # times again to learn it, as Keras Tuner does, costs seconds per search.
+        self.oracle.update_space(declared_space(self.hypermodel.space, self.hypermodel.ctx))
 
     def _checkpoint(self, trial_id: str) -> Path:
         return Path(self.get_trial_dir(trial_id)) / "checkpoint.weights.h5"
