@@ -114,7 +114,8 @@ def _check_same_run(stored: dict, wanted: dict, run_dir: Path) -> None:
     differ = [
         f"{k}: stored {stored.get(k)!r}, asked {wanted[k]!r}"
         for k in RESUME_KEYS
-        if stored.get(k) != wanted[k]
+        # A run started before a setting existed ran without it: its unset value matches.
+        if ((stored[k] != wanted[k]) if k in stored else bool(wanted[k]))
     ]
     if differ:
         raise UsageError(

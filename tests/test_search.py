@@ -133,6 +133,15 @@ def test_rerunning_a_run_resumes_it(tiny_folder, tmp_path):
     assert len(store.epochs().query("trial_id == 0")) == 1
     with pytest.raises(UsageError, match="space: stored 'scratch', asked 'augment'"):
         run_search(SearchConfig(**{**config.__dict__, "space": "augment"}))
+    # A run started by a version without --fix resumes (and is stored with it), unless a value
+    # is pinned now.
+    info = store.read_run_info()
+    del info["fix"]
+    store.write_run_info(info)
+    resumed = SearchConfig(**{**config.__dict__, "max_trials": 2, "resume": True})
+    assert len(run_search(resumed).trials()) == 2
+    with pytest.raises(UsageError, match=r"fix: stored \[\], asked \['dense_units=0'\]"):
+        run_search(SearchConfig(**{**resumed.__dict__, "fix": ("dense_units=0",)}))
 
 
 def test_resume_takes_the_stored_settings_from_the_cli(tiny_run):
