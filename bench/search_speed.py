@@ -20,7 +20,7 @@
 
 Writes bench/results/search_speed.json and the table in bench/README.md.
 
-    python bench/search_speed.py            # about 40 minutes on 2 CPU cores
+    python bench/search_speed.py            # 20 trials: about 45 minutes on 2 CPU cores
     python bench/search_speed.py --quick    # 32 px, tiny budgets, into bench/quick/
 """
 
@@ -383,7 +383,7 @@ def write_readme(path: Path, text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="runs of ours")
