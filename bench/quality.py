@@ -289,10 +289,16 @@ def _trial_count(entry: dict) -> str:
     return f"{trials.get('complete', 0)}/{sum(trials.values())}"
 
 
+def _off_reported(entry: dict) -> float | None:
+    """A baseline's val accuracy minus its document's, or None before it has one."""
+    val = entry.get("best", {}).get("val_accuracy")
+    return None if val is None else val - entry["reported_accuracy"]
+
+
 def baseline_row(entry: dict) -> str:
     best = entry.get("best", {})
     val = best.get("val_accuracy")
-    off = None if val is None else val - entry["reported_accuracy"]
+    off = _off_reported(entry)
     within = "-" if off is None else ("yes" if abs(off) <= BASELINE_TOLERANCE else "no")
     if within == "no" and entry["preset"] in EXPLANATIONS:
         within = "no, explained below"
@@ -318,9 +324,9 @@ def explanations(entries: list[dict]) -> list[str]:
         e["preset"]
         for e in entries
         if e["kind"] == "baseline"
-        and e.get("best", {}).get("val_accuracy") is not None
-        and abs(e["best"]["val_accuracy"] - e["reported_accuracy"]) > BASELINE_TOLERANCE
         and e["preset"] in EXPLANATIONS
+        and (off := _off_reported(e)) is not None
+        and abs(off) > BASELINE_TOLERANCE
     ]
     if not missed:
         return []

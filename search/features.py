@@ -95,8 +95,8 @@ def _pooled(base: keras.layers.Layer) -> keras.KerasTensor | None:
     return consumers[0].output_tensors[0]
 
 
-def _pooling_signature(split: FrozenSplit) -> str:
-    layers = [] if split.pool is None else split.pool.layers[1:]
+def _pooling_signature(pool: keras.Model) -> str:
+    layers = pool.layers[1:]  # after its input layer
     return json.dumps([_layer_signature(layer) for layer in layers], sort_keys=True, default=str)
 
 
@@ -168,7 +168,7 @@ class FeatureCache:
             self._key, self._features, self._pooled = key, features, {}
         if split.pool is None:
             return self._features, source
-        pooling = _pooling_signature(split)
+        pooling = _pooling_signature(split.pool)
         if pooling not in self._pooled:
             self._pooled[pooling] = {
                 name: split.pool.predict(array, batch_size=256, verbose=0)

@@ -23,6 +23,11 @@ DROPOUT_POSITIONS = ["after_dense", "before_dense"]
 # Read only by the second stage: trials that differ only in these share their first stage.
 SECOND_STAGE = ("mode", "fine_tune_at", "fine_tune_learning_rate")
 
+# Reading the weights file takes about half as long as building the base, and every trial
+# builds one: the values are read once per process. Both paths build the same layers, so they
+# draw the same random initial values and a trial's head starts the same either way.
+_PRETRAINED: dict[tuple, list] = {}
+
 
 def backbone(ctx: SpaceContext) -> keras.Model:
     """MobileNetV2 without its top, with `ctx.weights` ("imagenet", a weights file, or None for
@@ -42,12 +47,6 @@ def backbone(ctx: SpaceContext) -> keras.Model:
         _PRETRAINED.clear()  # one set of weights at a time: a run uses one backbone
         _PRETRAINED[key] = base.get_weights()
     return base
-
-
-# Reading the weights file takes about half as long as building the base, and every trial
-# builds one: the values are read once per process. Both paths build the same layers, so they
-# draw the same random initial values and a trial's head starts the same either way.
-_PRETRAINED: dict[tuple, list] = {}
 
 
 def _weights_key(ctx: SpaceContext) -> tuple:
