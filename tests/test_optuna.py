@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -97,21 +98,20 @@ def bad_region_space() -> types.ModuleType:
     return space
 
 
+def bad_region_runner(data, run_dir, settings: TrainSettings) -> TrialRunner:
+    store = RunStore(run_dir)
+    store.create()
+    return TrialRunner(bad_region_space(), SpaceContext(32, 2), data, store, settings)
+
+
 def test_pruning_stops_a_trial_in_the_bad_region(tmp_path):
     # Dogs outnumber cats, so a model that always says "cat" scores 0.25 while any trained one
     # soon says "dog" and scores 0.75.
     folder = link_images(tmp_path / "imbalanced", {"train": 10, "validation": 5}, ("cats",))
     link_images(folder, {"train": 24, "validation": 15}, ("dogs",))
-    data = load_image_data(folder, 32)
-    store = RunStore(tmp_path / "run")
-    store.create()
-    runner = TrialRunner(
-        bad_region_space(),
-        SpaceContext(32, 2),
-        data,
-        store,
-        TrainSettings(epochs=4, patience=4, batch_size=8),
-    )
+    settings = TrainSettings(epochs=4, patience=4, batch_size=8)
+    runner = bad_region_runner(load_image_data(folder, 32), tmp_path / "run", settings)
+    store = runner.store
     study = backend.open_study(
         f"sqlite:///{tmp_path / 'study.db'}",
         "prune",
@@ -130,6 +130,53 @@ def test_pruning_stops_a_trial_in_the_bad_region(tmp_path):
     trials = store.trials()
     assert list(trials["status"]) == ["complete"] * 3 + ["pruned"]
     assert len(store.epochs().query("trial_id == 3")) == len(pruned.intermediate_values)
+
+
+class LockWitness(optuna.samplers.RandomSampler):
+    """Notes whether the workers' lock is held as each trial starts and as it is sampled."""
+
+    def __init__(self, lock_path):
+        super().__init__(seed=0)
+        self.lock_path = lock_path
+        self.held_at_start: list[bool] = []
+        self.held_while_sampling: list[bool] = []
+
+    def _held(self) -> bool:
+        with open(self.lock_path, "a") as handle:  # its own open file: flock contends with it
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
+    def before_trial(self, study, trial):
+        # Optuna calls this once the queued trial is popped and RUNNING.
+        assert trial.state == TrialState.RUNNING
+        self.held_at_start.append(self._held())
+        super().before_trial(study, trial)
+
+    def sample_independent(self, *args):
+        self.held_while_sampling.append(self._held())
+        return super().sample_independent(*args)
+
+
+def test_the_workers_lock_is_held_until_the_queued_trial_runs(tiny_data, tmp_path):
+    # Released earlier, another worker could pop this worker's queued trial, and Optuna would
+    # sample one beyond --max-trials (seen as 10 trials of 9 with three workers).
+    runner = bad_region_runner(
+        tiny_data, tmp_path / "run", TrainSettings(epochs=1, patience=1, batch_size=16)
+    )
+    witness = LockWitness(runner.store.run_dir / ".optuna.lock")
+    study = backend.open_study(
+        f"sqlite:///{tmp_path / 'study.db'}", "lock", witness, optuna.pruners.NopPruner(), 60
+    )
+    backend.search(study, runner, max_trials=2, pruning=False, max_consecutive_failures=3)
+    assert len(study.trials) == 2
+    assert witness.held_at_start == [True, True], "held while the queued trial is popped"
+    assert witness.held_while_sampling and not any(witness.held_while_sampling), (
+        "let go while the trial trains, so other workers can start theirs"
+    )
 
 
 def optuna_args(folder, runs, name, *extra):

@@ -8,6 +8,7 @@ intermediate values and user attributes), so the study alone can rebuild the run
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from pathlib import Path
@@ -182,18 +183,16 @@ def counted_trials(study: optuna.Study) -> int:
     return sum(t.state in live or _judged(t) for t in study.get_trials(deepcopy=False))
 
 
-def _reserve_trial(study: optuna.Study, max_trials: int, lock_path: Path) -> bool:
-    """Queue one more trial unless the budget is spent. Counting and queueing happen under a
-    lock shared by this machine's workers, so together they run exactly --max-trials."""
-    with file_lock(lock_path):
-        # A trial whose worker died is failed here, and its retry queued, before counting.
-        optuna.storages.fail_stale_trials(study)
-        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            return True
-        if counted_trials(study) >= max_trials:
-            return False
-        study.enqueue_trial({})
+def _reserve_trial(study: optuna.Study, max_trials: int) -> bool:
+    """Queue one more trial unless the budget is spent. The caller holds the workers' lock."""
+    # A trial whose worker died is failed here, and its retry queued, before counting.
+    optuna.storages.fail_stale_trials(study)
+    if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         return True
+    if counted_trials(study) >= max_trials:
+        return False
+    study.enqueue_trial({})
+    return True
 
 
 def _others_running(study: optuna.Study) -> bool:
@@ -252,6 +251,33 @@ def _check_failures(study: optuna.Study, limit: int) -> None:
         )
 
 
+def _run_next_trial(
+    study: optuna.Study,
+    runner: TrialRunner,
+    max_trials: int,
+    pruning: bool,
+    fixed: dict | None,
+    lock_path: Path,
+) -> bool:
+    """Run one trial unless the budget is spent (then False).
+
+    Counting, queueing and popping the queued trial happen under a lock shared by this
+    machine's workers, so together they run exactly --max-trials. The lock is let go once the
+    trial is RUNNING, at the objective's first step: let go any earlier, another worker could
+    take this queued trial and Optuna would sample one beyond the budget."""
+    with contextlib.ExitStack() as reservation:
+        reservation.enter_context(file_lock(lock_path))
+        if not _reserve_trial(study, max_trials):
+            return False
+
+        def run_reserved(trial: optuna.Trial) -> float:
+            reservation.close()
+            return objective(runner, trial, pruning, fixed)
+
+        study.optimize(run_reserved, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
+    return True
+
+
 def search(
     study: optuna.Study,
     runner: TrialRunner,
@@ -264,13 +290,7 @@ def search(
     lock_path = runner.store.run_dir / ".optuna.lock"
     while True:
         runner.check_memory()  # before a trial is reserved, so none is left half-done
-        if _reserve_trial(study, max_trials, lock_path):
-            study.optimize(
-                lambda trial: objective(runner, trial, pruning, fixed),
-                n_trials=1,
-                catch=(TrialFailed,),
-                gc_after_trial=True,
-            )
+        if _run_next_trial(study, runner, max_trials, pruning, fixed, lock_path):
             _check_failures(study, max_consecutive_failures)
         elif _others_running(study):
             # A running trial may belong to a worker that died: stay until it ends or its
