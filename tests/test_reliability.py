@@ -114,6 +114,9 @@ def test_failure_ctrl_c_marks_the_trial_interrupted_and_says_how_to_resume(tiny_
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C comes from a terminal, where SIGINT is not ignored; a suite started in the
+        # background (`bash .ci/run &`) has it ignored, and its children would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     epochs = tmp_path / "ctrlc" / "epochs.csv"
     deadline = time.monotonic() + 120
