@@ -406,6 +406,7 @@ def _search_optuna(config, runner, store, enqueued: list[dict], n_gpus: int, fix
                 pruning=config.pruner != "none",
                 max_consecutive_failures=config.max_consecutive_failures,
                 fixed=fixed,
+                storage_url=storage_url(config, store),
             )
     finally:
         if not config.worker:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import fcntl
 import json
 import os
@@ -10,12 +11,14 @@ import subprocess
 import sys
 import time
 import types
+from collections.abc import Callable
 
 import keras
 import keras_tuner as kt
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 from conftest import REPO, error_lines, link_images, run_cli
 from optuna.trial import TrialState
 
@@ -132,17 +135,9 @@ def test_pruning_stops_a_trial_in_the_bad_region(tmp_path):
     assert len(store.epochs().query("trial_id == 3")) == len(pruned.intermediate_values)
 
 
-class LockWitness(optuna.samplers.RandomSampler):
-    """Notes whether the workers' lock is held as each trial starts and as it is sampled."""
-
-    def __init__(self, lock_path):
-        super().__init__(seed=0)
-        self.lock_path = lock_path
-        self.held_at_start: list[bool] = []
-        self.held_while_sampling: list[bool] = []
-
-    def _held(self) -> bool:
-        with open(self.lock_path, "a") as handle:  # its own open file: flock contends with it
+def file_lock_held(lock_path) -> Callable[[], bool]:
+    def held() -> bool:
+        with open(lock_path, "a") as handle:  # its own open file: flock contends with it
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -150,28 +145,62 @@ class LockWitness(optuna.samplers.RandomSampler):
             fcntl.flock(handle, fcntl.LOCK_UN)
             return False
 
+    return held
+
+
+def advisory_lock_held(url: str) -> Callable[[], bool]:
+    """Whether any session holds a PostgreSQL advisory lock, asked from another connection."""
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    query = sqlalchemy.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+
+    def held() -> bool:
+        with engine.connect() as connection:
+            return connection.execute(query).scalar() > 0
+
+    return held
+
+
+class LockWitness(optuna.samplers.RandomSampler):
+    """Notes whether the workers' lock is held as each trial starts and as it is sampled."""
+
+    def __init__(self, held: Callable[[], bool]):
+        super().__init__(seed=0)
+        self.held = held
+        self.held_at_start: list[bool] = []
+        self.held_while_sampling: list[bool] = []
+
     def before_trial(self, study, trial):
         # Optuna calls this once the queued trial is popped and RUNNING.
         assert trial.state == TrialState.RUNNING
-        self.held_at_start.append(self._held())
+        self.held_at_start.append(self.held())
         super().before_trial(study, trial)
 
     def sample_independent(self, *args):
-        self.held_while_sampling.append(self._held())
+        self.held_while_sampling.append(self.held())
         return super().sample_independent(*args)
 
 
-def test_the_workers_lock_is_held_until_the_queued_trial_runs(tiny_data, tmp_path):
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_workers_lock_is_held_until_the_queued_trial_runs(
+    tiny_data, tmp_path, request, database
+):
     # Released earlier, another worker could pop this worker's queued trial, and Optuna would
-    # sample one beyond --max-trials (seen as 10 trials of 9 with three workers).
+    # sample one beyond --max-trials (seen as 10 trials of 9 with three workers). On PostgreSQL
+    # the lock is in the database, so workers on other machines contend for it too.
     runner = bad_region_runner(
         tiny_data, tmp_path / "run", TrainSettings(epochs=1, patience=1, batch_size=16)
     )
-    witness = LockWitness(runner.store.run_dir / ".optuna.lock")
-    study = backend.open_study(
-        f"sqlite:///{tmp_path / 'study.db'}", "lock", witness, optuna.pruners.NopPruner(), 60
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'study.db'}"
+        witness = LockWitness(file_lock_held(runner.store.run_dir / ".optuna.lock"))
+    else:
+        url = request.getfixturevalue("postgres_url")
+        witness = LockWitness(advisory_lock_held(url))
+    pruner = optuna.pruners.NopPruner()
+    study = backend.open_study(url, f"lock-{tmp_path.name}", witness, pruner, heartbeat_s=60)
+    backend.search(
+        study, runner, max_trials=2, pruning=False, max_consecutive_failures=3, storage_url=url
     )
-    backend.search(study, runner, max_trials=2, pruning=False, max_consecutive_failures=3)
     assert len(study.trials) == 2
     assert witness.held_at_start == [True, True], "held while the queued trial is popped"
     assert witness.held_while_sampling and not any(witness.held_while_sampling), (
@@ -249,6 +278,25 @@ def test_three_workers_on_postgresql_run_exactly_nine_trials(tiny_folder, tmp_pa
     assert set(trials["status"]) <= {"complete", "pruned"}
     # Each worker's sampler has its own seed: no two workers propose the same point.
     assert len({*map(tuple, trials.filter(like="hp_").astype(str).values)}) == 9
+
+
+def test_two_machines_share_one_budget_on_postgresql(tiny_folder, tmp_path, postgres_url):
+    # Two run directories stand for two machines: they share no lock file, only the database.
+    def machine(index: int) -> subprocess.CompletedProcess:
+        runs = tmp_path / f"machine{index}"
+        args = optuna_args(tiny_folder, runs, "shared", "--max-trials", "6", "--seed", str(index))
+        return run_cli(*args, "--storage", postgres_url)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(machine, range(2)))
+    for result in results:
+        assert result.returncode == 0, error_lines(result)
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    assert sorted(t.number for t in study.trials) == list(range(6))
+    assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    for index in range(2):  # each machine's run directory ends with the whole study
+        trials = RunStore(tmp_path / f"machine{index}" / "shared").trials()
+        assert sorted(trials["trial_id"]) == list(range(6))
 
 
 def test_sqlite_is_refused_for_several_workers(tiny_folder, tmp_path):

@@ -9,13 +9,16 @@ intermediate values and user attributes), so the study alone can rebuild the run
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras_tuner as kt
 import optuna
 import pandas as pd
+import sqlalchemy
 from optuna.trial import TrialState
 from optuna_integration import KerasPruningCallback
 
@@ -124,16 +127,55 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     raise UsageError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
 
 
+def _postgresql(storage_url: str | None) -> bool:
+    return storage_url is not None and (
+        sqlalchemy.make_url(storage_url).get_backend_name() == "postgresql"
+    )
+
+
+@contextlib.contextmanager
+def advisory_lock(storage_url: str, name: str) -> Iterator[None]:
+    """A PostgreSQL advisory lock, `name` hashed to its 64-bit key, held for the block. Every
+    machine that reaches the database contends for it, and a process that dies lets go of it
+    with its connection."""
+    digest = hashlib.blake2b(f"run_search {name}".encode(), digest_size=8).digest()
+    key = {"key": int.from_bytes(digest, "big", signed=True)}
+    engine = sqlalchemy.create_engine(storage_url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), key)
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), key)
+    finally:
+        engine.dispose()
+
+
+def budget_lock(
+    storage_url: str | None, study_name: str, lock_path: Path
+) -> contextlib.AbstractContextManager[None]:
+    """The lock a study's workers take to count, queue and start a trial: on PostgreSQL an
+    advisory lock in the study's database, so workers on several machines share it; otherwise
+    a lock file in the run directory, shared by this machine's processes."""
+    if _postgresql(storage_url):
+        return advisory_lock(storage_url, f"budget {study_name}")
+    return file_lock(lock_path)
+
+
 def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
     """The study database. A trial whose worker stops beating is failed and retried once."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_s,
-            grace_period=2 * heartbeat_s,
-            heartbeat_stale_trial_callback=retry_unjudged,
-        )
+        # Machines starting together on a fresh database would all create Optuna's tables
+        # at once, and all but one fail: on PostgreSQL they take turns.
+        with advisory_lock(url, "schema") if _postgresql(url) else contextlib.nullcontext():
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=heartbeat_s,
+                grace_period=2 * heartbeat_s,
+                heartbeat_stale_trial_callback=retry_unjudged,
+            )
     except Exception as error:
         raise UsageError(
             f"--storage {url}: cannot open it ({first_line(error)}); pass a "
@@ -257,16 +299,16 @@ def _run_next_trial(
     max_trials: int,
     pruning: bool,
     fixed: dict | None,
-    lock_path: Path,
+    lock: contextlib.AbstractContextManager,
 ) -> bool:
     """Run one trial unless the budget is spent (then False).
 
-    Counting, queueing and popping the queued trial happen under a lock shared by this
-    machine's workers, so together they run exactly --max-trials. The lock is let go once the
-    trial is RUNNING, at the objective's first step: let go any earlier, another worker could
-    take this queued trial and Optuna would sample one beyond the budget."""
+    Counting, queueing and popping the queued trial happen under the workers' `budget_lock`,
+    so together they run exactly --max-trials. The lock is let go once the trial is RUNNING, at
+    the objective's first step: let go any earlier, another worker could take this queued trial
+    and Optuna would sample one beyond the budget."""
     with contextlib.ExitStack() as reservation:
-        reservation.enter_context(file_lock(lock_path))
+        reservation.enter_context(lock)
         if not _reserve_trial(study, max_trials):
             return False
 
@@ -285,12 +327,14 @@ def search(
     pruning: bool,
     max_consecutive_failures: int,
     fixed: dict | None = None,
+    storage_url: str | None = None,
 ) -> None:
     """One worker: run trials of the shared study until the run has --max-trials of them."""
     lock_path = runner.store.run_dir / ".optuna.lock"
     while True:
         runner.check_memory()  # before a trial is reserved, so none is left half-done
-        if _run_next_trial(study, runner, max_trials, pruning, fixed, lock_path):
+        lock = budget_lock(storage_url, study.study_name, lock_path)
+        if _run_next_trial(study, runner, max_trials, pruning, fixed, lock):
             _check_failures(study, max_consecutive_failures)
         elif _others_running(study):
             # A running trial may belong to a worker that died: stay until it ends or its
