@@ -254,49 +254,30 @@ def test_stop_then_resume_keeps_finished_trials(tiny_folder, tmp_path):
     assert study.trials[0].intermediate_values == {0: epochs[0]["val_accuracy"]}
 
 
-def test_three_workers_on_postgresql_run_exactly_nine_trials(tiny_folder, tmp_path, postgres_url):
-    result = run_cli(
-        *optuna_args(
-            tiny_folder,
-            tmp_path,
-            "parallel",
-            "--max-trials",
-            "9",
-            "--workers",
-            "3",
-            "--storage",
-            postgres_url,
+def test_workers_on_two_machines_run_exactly_the_budget_on_postgresql(
+    tiny_folder, tmp_path, postgres_url
+):
+    # Two run directories stand for two machines: they share no lock file, only the database,
+    # and they start together on a fresh one. One runs two worker processes.
+    def machine(index: int, workers: int, seed: int) -> subprocess.CompletedProcess:
+        args = optuna_args(tiny_folder, tmp_path / f"machine{index}", "shared", "--seed", str(seed))
+        return run_cli(
+            *args, "--max-trials", "8", "--workers", str(workers), "--storage", postgres_url
         )
-    )
-    assert result.returncode == 0, error_lines(result)
-    study = optuna.load_study(study_name="parallel", storage=postgres_url)
-    numbers = [t.number for t in study.trials]
-    assert sorted(numbers) == list(range(9))
-    assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
-    trials = RunStore(tmp_path / "parallel").trials()
-    assert sorted(trials["trial_id"]) == list(range(9))
-    assert set(trials["status"]) <= {"complete", "pruned"}
-    # Each worker's sampler has its own seed: no two workers propose the same point.
-    assert len({*map(tuple, trials.filter(like="hp_").astype(str).values)}) == 9
-
-
-def test_two_machines_share_one_budget_on_postgresql(tiny_folder, tmp_path, postgres_url):
-    # Two run directories stand for two machines: they share no lock file, only the database.
-    def machine(index: int) -> subprocess.CompletedProcess:
-        runs = tmp_path / f"machine{index}"
-        args = optuna_args(tiny_folder, runs, "shared", "--max-trials", "6", "--seed", str(index))
-        return run_cli(*args, "--storage", postgres_url)
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(machine, range(2)))
+        results = list(pool.map(machine, (0, 1), (2, 1), (0, 10)))
     for result in results:
         assert result.returncode == 0, error_lines(result)
     study = optuna.load_study(study_name="shared", storage=postgres_url)
-    assert sorted(t.number for t in study.trials) == list(range(6))
+    assert sorted(t.number for t in study.trials) == list(range(8))
     assert {t.state for t in study.trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
     for index in range(2):  # each machine's run directory ends with the whole study
         trials = RunStore(tmp_path / f"machine{index}" / "shared").trials()
-        assert sorted(trials["trial_id"]) == list(range(6))
+        assert sorted(trials["trial_id"]) == list(range(8))
+        assert set(trials["status"]) <= {"complete", "pruned"}
+    # Each worker's sampler has its own seed: no two workers propose the same point.
+    assert len({*map(tuple, trials.filter(like="hp_").astype(str).values)}) == 8
 
 
 def test_sqlite_is_refused_for_several_workers(tiny_folder, tmp_path):
