@@ -284,6 +284,16 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
 
 
+def _wall(entry: dict) -> str:
+    """The run's wall time. A run whose process has not ended yet has none: its trials' time so
+    far stands in, named as such."""
+    if entry["wall_s"]:
+        return _hours(entry["wall_s"])
+    if entry.get("trial_s"):
+        return f"{_hours(entry['trial_s'])} of trials so far"
+    return "-"
+
+
 def _trial_count(entry: dict) -> str:
     trials = entry.get("trials", {})
     return f"{trials.get('complete', 0)}/{sum(trials.values())}"
@@ -313,7 +323,7 @@ def baseline_row(entry: dict) -> str:
         _points(off),
         within,
         entry.get("status", "-"),
-        _hours(entry["wall_s"]),
+        _wall(entry),
     ]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -360,7 +370,7 @@ def search_row(entry: dict) -> str:
         _points(best.get("gap")),
         "; ".join(verdicts),
         entry.get("status", "-"),
-        _hours(entry["wall_s"]),
+        _wall(entry),
     ]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
