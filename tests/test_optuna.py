@@ -397,3 +397,21 @@ def test_enqueued_sets_run_first_and_only_once(tiny_folder, tmp_path):
     ]
     assert len(matches) == 1, "an enqueued set ran twice after resume"
     assert list(trials["trial_id"]) == [0, 1, 2]
+
+
+@pytest.mark.failure
+def test_a_trial_killed_before_its_first_heartbeat_is_retried(tiny_folder, tmp_path):
+    # A worker killed between popping its trial and the trial's first heartbeat leaves it
+    # RUNNING with no heartbeat, which Optuna never judges stale: ask() leaves one just so.
+    args = optuna_args(tiny_folder, tmp_path, "orphan", "--heartbeat", "1", "--pruner", "none")
+    first = run_cli(*args, "--max-trials", "1")
+    assert first.returncode == 0, error_lines(first)
+    url = f"sqlite:///{tmp_path}/orphan/study.db"
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1)
+    orphan = optuna.load_study(study_name="orphan", storage=storage).ask()
+    resumed = run_cli(*args, "--max-trials", "2", "--resume", timeout=180)
+    assert resumed.returncode == 0, error_lines(resumed)
+    trials = RunStore(tmp_path / "orphan").trials().set_index("trial_id")
+    assert (trials["status"] == "complete").sum() == 2
+    assert trials.loc[orphan.number, "status"] == "failed"
+    assert trials.loc[orphan.number, "error"] == "worker stopped (no heartbeat); retried as trial 2"

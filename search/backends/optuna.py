@@ -13,6 +13,7 @@ import hashlib
 import time
 import warnings
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import keras_tuner as kt
@@ -29,6 +30,7 @@ from search.trial import TrialResult, TrialRunner
 
 OBJECTIVE = "val_accuracy"
 POLL_S = 1.0  # how often an idle worker looks for a stale trial to retry
+GRACE_BEATS = 2  # a trial silent for this many heartbeat intervals is failed
 HP = kt.engine.hyperparameters
 
 
@@ -173,7 +175,7 @@ def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
             return optuna.storages.RDBStorage(
                 url,
                 heartbeat_interval=heartbeat_s,
-                grace_period=2 * heartbeat_s,
+                grace_period=GRACE_BEATS * heartbeat_s,
                 heartbeat_stale_trial_callback=retry_unjudged,
             )
     except Exception as error:
@@ -225,10 +227,27 @@ def counted_trials(study: optuna.Study) -> int:
     return sum(t.state in live or _judged(t) for t in study.get_trials(deepcopy=False))
 
 
-def _reserve_trial(study: optuna.Study, max_trials: int) -> bool:
+def _beat_for_silent_trials(study: optuna.Study, beaten: set[int]) -> None:
+    """Optuna fails a RUNNING trial whose heartbeat went stale, never one that has none: a
+    worker killed after popping its trial but before the trial's first heartbeat leaves it
+    RUNNING for ever, and the run waiting on it. So this worker gives each RUNNING trial older
+    than the grace period one heartbeat: a live trial beats every interval anyway, and a dead
+    one goes stale a grace period later, to be failed and retried like any other."""
+    interval = study._storage.get_heartbeat_interval()
+    if interval is None:
+        return
+    started_before = datetime.now() - timedelta(seconds=GRACE_BEATS * interval)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial._trial_id not in beaten and trial.datetime_start < started_before:
+            study._storage.record_heartbeat(trial._trial_id)
+            beaten.add(trial._trial_id)
+
+
+def _reserve_trial(study: optuna.Study, max_trials: int, beaten: set[int]) -> bool:
     """Queue one more trial unless the budget is spent. The caller holds the workers' lock."""
     # A trial whose worker died is failed here, and its retry queued, before counting.
     optuna.storages.fail_stale_trials(study)
+    _beat_for_silent_trials(study, beaten)
     if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         return True
     if counted_trials(study) >= max_trials:
@@ -300,6 +319,7 @@ def _run_next_trial(
     pruning: bool,
     fixed: dict | None,
     lock: contextlib.AbstractContextManager,
+    beaten: set[int],
 ) -> bool:
     """Run one trial unless the budget is spent (then False).
 
@@ -309,7 +329,7 @@ def _run_next_trial(
     and Optuna would sample one beyond the budget."""
     with contextlib.ExitStack() as reservation:
         reservation.enter_context(lock)
-        if not _reserve_trial(study, max_trials):
+        if not _reserve_trial(study, max_trials, beaten):
             return False
 
         def run_reserved(trial: optuna.Trial) -> float:
@@ -331,10 +351,11 @@ def search(
 ) -> None:
     """One worker: run trials of the shared study until the run has --max-trials of them."""
     lock_path = runner.store.run_dir / ".optuna.lock"
+    beaten: set[int] = set()  # the silent trials this worker gave a heartbeat
     while True:
         runner.check_memory()  # before a trial is reserved, so none is left half-done
         lock = budget_lock(storage_url, study.study_name, lock_path)
-        if _run_next_trial(study, runner, max_trials, pruning, fixed, lock):
+        if _run_next_trial(study, runner, max_trials, pruning, fixed, lock, beaten):
             _check_failures(study, max_consecutive_failures)
         elif _others_running(study):
             # A running trial may belong to a worker that died: stay until it ends or its
