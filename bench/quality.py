@@ -411,11 +411,27 @@ def write_table(readme: Path, text: str) -> None:
     readme.write_text(block if block.endswith("\n") else block + "\n", encoding="utf-8")
 
 
-def previous_wall(paths: Paths) -> dict[str, float]:
+def recorded(paths: Paths) -> dict[str, dict]:
+    """The entries quality.json already holds, by run key."""
     if not paths.results.exists():
         return {}
     stored = json.loads(paths.results.read_text(encoding="utf-8"))
-    return {e["key"]: e.get("wall_s", 0.0) for e in stored.get("runs", [])}
+    return {e["key"]: e for e in stored.get("runs", [])}
+
+
+def entries(runs: list[Run], paths: Paths, wall: dict[str, float]) -> list[dict]:
+    """Every planned run, read from its store; a run whose store is not on this machine (runs
+    live in ignored folders, a fresh checkout has none) keeps the entry it was recorded with,
+    and so does a recorded run outside this plan (a search at another image size)."""
+    kept = recorded(paths)
+    planned = [
+        summarize(run, paths, wall.get(run.key, 0.0))
+        if (paths.runs / run.name).exists() or run.key not in kept
+        else kept[run.key]
+        for run in runs
+    ]
+    keys = {run.key for run in runs}
+    return planned + [entry for key, entry in kept.items() if key not in keys]
 
 
 def write_results(runs: list[Run], paths: Paths, wall: dict[str, float]) -> dict:
@@ -424,7 +440,7 @@ def write_results(runs: list[Run], paths: Paths, wall: dict[str, float]) -> dict
         "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": DATA,
         "weights": WEIGHTS,
-        "runs": [summarize(run, paths, wall.get(run.key, 0.0)) for run in runs],
+        "runs": entries(runs, paths, wall),
     }
     paths.results.parent.mkdir(parents=True, exist_ok=True)
     paths.results.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
@@ -465,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     paths.runs.mkdir(parents=True, exist_ok=True)
-    wall = previous_wall(paths)
+    wall = {key: entry.get("wall_s", 0.0) for key, entry in recorded(paths).items()}
     for run in [] if args.table_only else chosen:
         if finished(RunStore(paths.runs / run.name)):
             continue
