@@ -389,10 +389,12 @@ def _search_optuna(config, runner, store, enqueued: list[dict], n_gpus: int, fix
     study = backend.open_study(
         storage_url(config, store),
         config.run_name(),
-        backend.make_sampler(config.sampler, config.seed + config.worker_index, declared),
+        None,  # seeded below, from the trials the study already holds
         backend.make_pruner(config.pruner, config.epochs),
         config.heartbeat,
     )
+    seed = backend.sampler_seed(config.seed, config.worker_index, len(study.trials))
+    study.sampler = backend.make_sampler(config.sampler, seed, declared)
     if not config.worker:
         backend.enqueue(study, enqueued)
     try:

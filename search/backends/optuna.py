@@ -31,6 +31,7 @@ from search.trial import TrialResult, TrialRunner
 OBJECTIVE = "val_accuracy"
 POLL_S = 1.0  # how often an idle worker looks for a stale trial to retry
 GRACE_BEATS = 2  # a trial silent for this many heartbeat intervals is failed
+RESUME_SEED_STRIDE = 7919  # a prime above any worker count, so no two seeds coincide
 HP = kt.engine.hyperparameters
 
 
@@ -115,6 +116,14 @@ def make_sampler(name: str, seed: int, declared: kt.HyperParameters) -> optuna.s
     if name == "grid":
         return optuna.samplers.GridSampler(grid_space(declared), seed=seed)
     raise UsageError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def sampler_seed(seed: int, worker_index: int, trials_so_far: int) -> int:
+    """The seed of one process's sampler. Optuna's samplers draw their random points (all of
+    RandomSampler's, TPE's first ten) from their own generator, not from the study, so a resumed
+    run seeded as before proposes again the points it proposed before. Offsetting the seed by
+    the trials the study already holds keeps a run reproducible and each resume's points new."""
+    return seed + worker_index + RESUME_SEED_STRIDE * trials_so_far
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
