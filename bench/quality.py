@@ -5,9 +5,15 @@ bench/runs/, so running it again continues it (finished trials are kept):
 
 1. every document's model (`spaces/baselines.py`), one run each so each gets its own test
    score: its space with the preset enqueued as the only trial, for the document's epochs;
-2. a `transfer` search of 20 trials after the transfer baselines (`--with-baselines`), 10
-   epochs per phase;
+2. a `transfer` search of 20 trials after the transfer baselines, 10 epochs per phase;
 3. `augment` and `preprocess` searches of 15 trials after their baselines, up to 40 epochs.
+
+A run goes a trial a step: each step is one `run_search.py` process that queues the next
+baseline not run yet (`--enqueue`) or lets the sampler propose, runs it, and ends like any
+finished search (its best model scored on the test split, its report written). The run's store
+and study (not its models or image caches) are then copied to bench/results/stores/, which is
+committed: a fresh checkout's `--resume` starts from there, so the hours a search takes can be
+spread over machines and sessions, losing at most the trial that was running.
 
 All use early stopping with patience 5, no pruning (a pruned baseline would not be ranked),
 160 px images (--search-size 128 for the augment/preprocess searches if 160 px is too slow;
@@ -17,7 +23,7 @@ best model. After every run, bench/results/quality.json and the table in bench/R
 rewritten from the run stores.
 
     python bench/quality.py             # start; refuses to touch runs that already exist
-    python bench/quality.py --resume    # continue after an interruption
+    python bench/quality.py --resume    # continue after an interruption, here or elsewhere
     python bench/quality.py --quick     # 32 px, 1 epoch, 1 searched trial, into bench/quick/
 """
 
@@ -29,6 +35,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -54,6 +61,10 @@ TARGET_TEST = {"transfer": 0.99, "augment": 0.85, "preprocess": 0.85}
 TARGET_GAP = {"transfer": 0.01}
 BASELINE_TOLERANCE = 0.05  # reproduced within 5 points of the document's accuracy
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+# What of a run directory is committed (bench/results/stores/), so that a fresh checkout goes on
+# where the last machine stopped: the store and the study, without models and image caches.
+STORE_FILES = ("run.json", "trials.csv", "epochs.csv", "study.db")
+FINISHED = ("complete", "failed", "pruned")
 # Why a baseline ended more than 5 points from its document, read from its run's epoch log
 # (bench/runs/quality-baseline-<preset>/epochs.csv); listed under the baselines table.
 EXPLANATIONS = {
@@ -109,6 +120,7 @@ class Run:
 @dataclass(frozen=True)
 class Paths:
     runs: Path
+    stores: Path
     results: Path
     readme: Path
 
@@ -116,9 +128,11 @@ class Paths:
     def for_mode(cls, quick: bool) -> Paths:
         if quick:  # nothing of a quick check lands where results are committed
             root = REPO / "bench" / "quick"
-            return cls(root / "runs", root / "quality.json", root / "README.md")
+            return cls(root / "runs", root / "stores", root / "quality.json", root / "README.md")
         bench = REPO / "bench"
-        return cls(bench / "runs", bench / "results" / "quality.json", bench / "README.md")
+        results = bench / "results"
+        readme = bench / "README.md"
+        return cls(bench / "runs", results / "stores", results / "quality.json", readme)
 
 
 def plan(quick: bool, search_size: int) -> list[Run]:
@@ -145,41 +159,101 @@ def search_run(space: str, quick: bool, size: int) -> Run:
     return Run(f"search-{space}-{size}px", "search", space, trials, epochs, size)
 
 
-def command(run: Run, paths: Paths) -> list[str]:
-    """The run_search.py command line; the same every time, so a rerun continues the run."""
+def command(run: Run, paths: Paths, max_trials: int, preset: str | None) -> list[str]:
+    """The run_search.py command line of one step: the run continues (same name and settings)
+    up to `max_trials`, with `preset` (a baseline not run yet) queued first."""
     args = [
         *(sys.executable, "run_search.py", "--space", run.space, "--data", DATA),
         *("--backend", "optuna", "--pruner", "none"),
-        *("--max-trials", str(run.max_trials), "--epochs", str(run.epochs)),
+        *("--max-trials", str(max_trials), "--epochs", str(run.epochs)),
         *("--patience", str(PATIENCE), "--image-size", str(run.image_size)),
         *("--name", run.name, "--runs-dir", str(paths.runs)),
     ]
-    if run.preset:
-        preset = paths.runs / f"{run.name}.enqueue.json"
-        preset.write_text(json.dumps([PRESETS[run.preset].values], indent=2), encoding="utf-8")
-        args += ["--enqueue", str(preset)]
-    else:
-        args.append("--with-baselines")
+    if preset:
+        queued = paths.runs / f"{run.name}.enqueue.json"
+        queued.write_text(json.dumps([PRESETS[preset].values], indent=2), encoding="utf-8")
+        args += ["--enqueue", str(queued)]
     if run.space == "transfer":
         args += ["--weights", WEIGHTS]
     return args
 
 
-def finished(store: RunStore) -> bool:
-    if not store.exists() or store.read_run_info().get("status") != "finished":
-        return False
-    return not store.trials()["status"].isin(["running", "interrupted"]).any()
+def study_progress(run: Run, paths: Paths) -> tuple[int, bool]:
+    """Trials that count toward the run's budget, as the search counts them, and whether any
+    is still running or queued (a step that was killed leaves its trial running)."""
+    study_db = paths.runs / run.name / "study.db"
+    if not study_db.exists():
+        return 0, False
+    import optuna
+    from optuna.trial import TrialState
+
+    from search.backends.optuna import counted_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=run.name, storage=f"sqlite:///{study_db}")
+    pending = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    return counted_trials(study), bool(pending)
+
+
+def next_preset(run: Run, store: RunStore) -> str | None:
+    """The first of the run's baselines without a finished trial: they are queued one a step."""
+    names = [run.preset] if run.preset else [n for n, p in PRESETS.items() if p.space == run.space]
+    done: set[str] = set()
+    if store.exists():
+        trials = store.trials()
+        done = set(baseline_trials(trials[trials["status"].isin(FINISHED)], run.space))
+    return next((name for name in names if name not in done), None)
 
 
 def execute(run: Run, paths: Paths) -> float:
-    """Run (or continue) one run; returns the seconds it took. A failed run is reported and
-    the benchmark goes on."""
-    print(f"== {run.name}: {run.space}, {run.max_trials} trial(s), {run.epochs} epochs", flush=True)
-    start = time.perf_counter()
-    done = subprocess.run(command(run, paths), cwd=REPO, check=False)
-    if done.returncode != 0:
-        print(f"== {run.name} exited with status {done.returncode}", file=sys.stderr, flush=True)
-    return time.perf_counter() - start
+    """Run (or continue) one run, a trial a step: every step ends like a finished search (its
+    best model scored on the test split, the report written) and its store is copied to
+    bench/results/stores/, so an interruption, even of the machine, loses at most one trial.
+    Returns the seconds it took. A failed step is reported and the benchmark goes on."""
+    store, elapsed, before = RunStore(paths.runs / run.name), 0.0, None
+    while True:
+        counted, pending = study_progress(run, paths)
+        if counted >= run.max_trials and not pending:
+            return elapsed
+        if (counted, pending) == before:
+            print(f"== {run.name}: the last step ran no trial", file=sys.stderr, flush=True)
+            return elapsed
+        before = (counted, pending)
+        step = min(run.max_trials, counted + 1)
+        print(f"== {run.name}: trial {step}/{run.max_trials}, {run.epochs} epochs", flush=True)
+        start = time.perf_counter()
+        done = subprocess.run(
+            command(run, paths, step, next_preset(run, store)), cwd=REPO, check=False
+        )
+        elapsed += time.perf_counter() - start
+        keep(run, paths)
+        if done.returncode != 0:
+            print(f"== {run.name} exited with status {done.returncode}", file=sys.stderr)
+            return elapsed
+
+
+def keep(run: Run, paths: Paths) -> None:
+    """Copy the run's store and study (not its models or caches) to where they are committed."""
+    target = paths.stores / run.name
+    target.mkdir(parents=True, exist_ok=True)
+    for name in STORE_FILES:
+        if (paths.runs / run.name / name).exists():
+            shutil.copy2(paths.runs / run.name / name, target / name)
+
+
+def committed_runs(paths: Paths) -> set[str]:
+    """The runs whose store was committed."""
+    return {p.name for p in paths.stores.iterdir()} if paths.stores.exists() else set()
+
+
+def restore(run: Run, paths: Paths) -> None:
+    """A fresh checkout has no bench/runs: a run whose store was committed starts from it."""
+    run_dir, committed = paths.runs / run.name, paths.stores / run.name
+    if run_dir.exists() or not committed.exists():
+        return
+    run_dir.mkdir(parents=True)
+    for path in committed.iterdir():
+        shutil.copy2(path, run_dir / path.name)
 
 
 def baseline_trials(trials, space: str) -> dict[str, dict]:
@@ -197,8 +271,8 @@ def _measures(row: dict | None) -> dict:
     return {k: row.get(k) for k in keys} if row else {}
 
 
-def summarize(run: Run, paths: Paths, wall_s: float) -> dict:
-    """What the run store says about one run, for quality.json."""
+def summarize(run: Run, paths: Paths, wall_s: float, before: dict | None = None) -> dict:
+    """What the run store says about one run, for quality.json; `before` is its recorded entry."""
     store = RunStore(paths.runs / run.name)
     entry = {
         "key": run.key,
@@ -209,6 +283,7 @@ def summarize(run: Run, paths: Paths, wall_s: float) -> dict:
         "epochs": run.epochs,
         "max_trials": run.max_trials,
         "wall_s": round(wall_s, 1),
+        "machines": ran_on(before),
     }
     if run.preset:
         preset = PRESETS[run.preset]
@@ -229,13 +304,37 @@ def summarize(run: Run, paths: Paths, wall_s: float) -> dict:
         "status": store.read_run_info().get("status"),
         "trials": {str(k): int(v) for k, v in trials["status"].value_counts().items()},
         "trial_s": round(float(trials["duration_s"].fillna(0).sum()), 1),
-        "best": _measures(None if best is None else best.to_dict()),
+        "best": carry_test_score(_measures(None if best is None else best.to_dict()), before),
     }
     if run.kind == "search":
         found = baseline_trials(trials, run.space)
         entry["baselines_in_run"] = {name: _measures(row) for name, row in found.items()}
         entry["targets"] = targets(run.space, entry["best"])
     return entry
+
+
+def ran_on(before: dict | None) -> list[dict]:
+    """The machines a run has run on: a run restored from its committed store goes on elsewhere."""
+    machines = list((before or {}).get("machines", []))
+    return machines if machine() in machines else [*machines, machine()]
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def carry_test_score(best: dict, before: dict | None) -> dict:
+    """A run restored from its committed store has no best model to score on the test split
+    (models are not committed): while its best is the trial that was scored, keep that score."""
+    earlier = (before or {}).get("best", {})
+    if (
+        best
+        and _missing(best.get("test_accuracy"))
+        and best.get("trial_id") == earlier.get("trial_id")
+        and not _missing(earlier.get("test_accuracy"))
+    ):
+        return best | {"test_accuracy": earlier["test_accuracy"]}
+    return best
 
 
 def targets(space: str, best: dict) -> dict:
@@ -271,7 +370,7 @@ def machine() -> dict:
 
 
 def _pct(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "-"
     return f"{100 * value:.2f}%"
 
@@ -379,9 +478,10 @@ def table(results: dict) -> str:
     m = results["machine"]
     entries = results["runs"]
     lines = [
-        f"Machine: {m['cpu'] or 'unknown CPU'}, {m['cores']} cores, {m['platform']}; "
-        f"updated {results['updated_at']}. Accuracies are on cats_and_dogs_filtered "
-        f"(validation 800, test 200: a seeded 1/5 of the validation folder).",
+        f"Updated {results['updated_at']} on {m['cpu'] or 'an unknown CPU'}, {m['cores']} "
+        f"cores, {m['platform']} (each run's machines are in results/quality.json). Accuracies "
+        f"are on cats_and_dogs_filtered (validation 800, test 200: a seeded 1/5 of the "
+        f"validation folder).",
         "",
         "Baselines (one run each, at the document's epochs, early stopping patience 5):",
         "",
@@ -416,7 +516,8 @@ def recorded(paths: Paths) -> dict[str, dict]:
     if not paths.results.exists():
         return {}
     stored = json.loads(paths.results.read_text(encoding="utf-8"))
-    return {e["key"]: e for e in stored.get("runs", [])}
+    # Entries written before runs named their machines ran on the one the file named.
+    return {e["key"]: {"machines": [stored["machine"]]} | e for e in stored.get("runs", [])}
 
 
 def entries(runs: list[Run], paths: Paths, wall: dict[str, float]) -> list[dict]:
@@ -425,7 +526,7 @@ def entries(runs: list[Run], paths: Paths, wall: dict[str, float]) -> list[dict]
     and so does a recorded run outside this plan (a search at another image size)."""
     kept = recorded(paths)
     planned = [
-        summarize(run, paths, wall.get(run.key, 0.0))
+        summarize(run, paths, wall.get(run.key, 0.0), kept.get(run.key))
         if (paths.runs / run.name).exists() or run.key not in kept
         else kept[run.key]
         for run in runs
@@ -472,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = Paths.for_mode(args.quick)
     runs = plan(args.quick, args.search_size)
     chosen = [r for r in runs if not args.only or any(fnmatch.fnmatch(r.key, k) for k in args.only)]
-    started = [r.name for r in chosen if (paths.runs / r.name).exists()]
+    committed = committed_runs(paths)
+    started = [r.name for r in chosen if (paths.runs / r.name).exists() or r.name in committed]
     if started and not (args.resume or args.table_only):
         print(
             f"{len(started)} run(s) already exist in {paths.runs} ({started[0]}, ...): pass "
@@ -483,8 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     paths.runs.mkdir(parents=True, exist_ok=True)
     wall = {key: entry.get("wall_s", 0.0) for key, entry in recorded(paths).items()}
     for run in [] if args.table_only else chosen:
-        if finished(RunStore(paths.runs / run.name)):
-            continue
+        restore(run, paths)
         wall[run.key] = wall.get(run.key, 0.0) + execute(run, paths)
         write_results(runs, paths, wall)
     write_results(runs, paths, wall)
