@@ -355,9 +355,11 @@ def run(argv: list[str]) -> int:
         print(f"no trial completed; see {store.trials_csv}")
         return 1
     test = best["test_accuracy"]
+    # A run directory copied without its models (a committed store) has no best model file.
+    model = store.best_model_path if store.best_model_path.exists() else "- (no file)"
     print(
         f"best trial {best['trial_id']}: val_acc={best['val_accuracy']:.4f} "
-        f"test_acc={'-' if pd.isna(test) else f'{test:.4f}'} model={store.best_model_path} "
+        f"test_acc={'-' if pd.isna(test) else f'{test:.4f}'} model={model} "
         f"report={store.run_dir / 'report.html'}"
     )
     return 0
