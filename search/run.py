@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import platform
 import sys
 import time
@@ -110,12 +111,18 @@ def create_store(store: RunStore) -> None:
         ) from None
 
 
+def _same_setting(key: str, stored, wanted) -> bool:
+    if key == "data":  # one folder, however it is spelt (a checkout moved beside the data)
+        return os.path.realpath(stored) == os.path.realpath(wanted)
+    return stored == wanted
+
+
 def _check_same_run(stored: dict, wanted: dict, run_dir: Path) -> None:
     differ = [
         f"{k}: stored {stored.get(k)!r}, asked {wanted[k]!r}"
         for k in RESUME_KEYS
         # A run started before a setting existed ran without it: its unset value matches.
-        if ((stored[k] != wanted[k]) if k in stored else bool(wanted[k]))
+        if (not _same_setting(k, stored[k], wanted[k]) if k in stored else bool(wanted[k]))
     ]
     if differ:
         raise UsageError(

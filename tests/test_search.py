@@ -140,6 +140,10 @@ def test_rerunning_a_run_resumes_it(tiny_folder, tmp_path):
     store.write_run_info(info)
     resumed = SearchConfig(**{**config.__dict__, "max_trials": 2, "resume": True})
     assert len(run_search(resumed).trials()) == 2
+    # The same folder by another path (a checkout moved, a link) is the same run's data.
+    alias = tmp_path / "alias"
+    alias.symlink_to(tiny_folder)
+    assert len(run_search(SearchConfig(**{**resumed.__dict__, "data": str(alias)})).trials()) == 2
     with pytest.raises(UsageError, match=r"fix: stored \[\], asked \['dense_units=0'\]"):
         run_search(SearchConfig(**{**resumed.__dict__, "fix": ("dense_units=0",)}))
 
