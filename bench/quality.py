@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -205,19 +206,20 @@ def next_preset(run: Run, store: RunStore) -> str | None:
     return next((name for name in names if name not in done), None)
 
 
-def execute(run: Run, paths: Paths) -> float:
-    """Run (or continue) one run, a trial a step: every step ends like a finished search (its
-    best model scored on the test split, the report written) and its store is copied to
-    bench/results/stores/, so an interruption, even of the machine, loses at most one trial.
-    Returns the seconds it took. A failed step is reported and the benchmark goes on."""
-    store, elapsed, before = RunStore(paths.runs / run.name), 0.0, None
+def steps(run: Run, paths: Paths) -> Iterator[float]:
+    """Run (or continue) one run, a trial a step, yielding each step's seconds: every step ends
+    like a finished search (its best model scored on the test split, the report written) and
+    its store is copied to bench/results/stores/, so an interruption, even of the machine,
+    loses at most one trial. A failed step is reported and the benchmark goes on with the next
+    run."""
+    store, before = RunStore(paths.runs / run.name), None
     while True:
         counted, pending = study_progress(run, paths)
         if counted >= run.max_trials and not pending:
-            return elapsed
+            return
         if (counted, pending) == before:
             print(f"== {run.name}: the last step ran no trial", file=sys.stderr, flush=True)
-            return elapsed
+            return
         before = (counted, pending)
         step = min(run.max_trials, counted + 1)
         print(f"== {run.name}: trial {step}/{run.max_trials}, {run.epochs} epochs", flush=True)
@@ -225,11 +227,11 @@ def execute(run: Run, paths: Paths) -> float:
         done = subprocess.run(
             command(run, paths, step, next_preset(run, store)), cwd=REPO, check=False
         )
-        elapsed += time.perf_counter() - start
         keep(run, paths)
+        yield time.perf_counter() - start
         if done.returncode != 0:
             print(f"== {run.name} exited with status {done.returncode}", file=sys.stderr)
-            return elapsed
+            return
 
 
 def keep(run: Run, paths: Paths) -> None:
@@ -586,8 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     wall = {key: entry.get("wall_s", 0.0) for key, entry in recorded(paths).items()}
     for run in [] if args.table_only else chosen:
         restore(run, paths)
-        wall[run.key] = wall.get(run.key, 0.0) + execute(run, paths)
-        write_results(runs, paths, wall)
+        for seconds in steps(run, paths):
+            wall[run.key] = wall.get(run.key, 0.0) + seconds
+            write_results(runs, paths, wall)
     write_results(runs, paths, wall)
     print(f"wrote {paths.results} and the table in {paths.readme}")
     return 0
