@@ -70,6 +70,8 @@ SETTINGS = (
     "space",
     "backend",
     "algorithm",
+    "sampler",
+    "pruner",
     "max_trials",
     "epochs",
     "patience",
@@ -259,6 +261,20 @@ def _hyperparameter_section(trials: pd.DataFrame, hp_columns: list[str]) -> dict
     }
 
 
+def search_method(info: dict) -> str:
+    """How trials were proposed: Keras Tuner's oracle, or Optuna's sampler and pruner."""
+    if info.get("backend") == "optuna":
+        sampler, pruner = info.get("sampler", "tpe"), info.get("pruner", "median")
+        return f"optuna ({sampler} sampler, {pruner} pruner)"
+    return f"{info.get('backend')} ({info.get('algorithm')})"
+
+
+def _settings_of(info: dict) -> tuple[str, ...]:
+    """The settings that applied: Keras Tuner's algorithm, or Optuna's sampler and pruner."""
+    unused = ("algorithm",) if info.get("backend") == "optuna" else ("sampler", "pruner")
+    return tuple(key for key in SETTINGS if key not in unused)
+
+
 def report_context(
     store: RunStore,
     rank_by: str = "val_accuracy",
@@ -283,7 +299,8 @@ def report_context(
     return {
         "leaderboard": board,
         "info": info,
-        "settings": [(key, info[key]) for key in SETTINGS if key in info],
+        "method": search_method(info),
+        "settings": [(key, info[key]) for key in _settings_of(info) if key in info],
         "status_counts": _status_counts(trials),
         "best": None if board.empty else board.iloc[0].to_dict(),
         "format": format_value,

@@ -142,6 +142,21 @@ def test_report_of_one_complete_trial(tmp_path):
     assert "5m 30s" in html  # wall time from run.json
 
 
+def test_the_summary_names_how_trials_were_proposed(tmp_path):
+    setting = '<th class="text">{}</th>'.format
+    kt_run = make_run(tmp_path / "kt", [trial(0)])
+    html = write_report(kt_run).read_text()
+    assert "keras-tuner (random)," in html
+    assert setting("algorithm") in html and setting("sampler") not in html
+    optuna_run = make_run(
+        tmp_path / "optuna", [trial(0)], backend="optuna", sampler="cmaes", pruner="none"
+    )
+    html = write_report(optuna_run).read_text()
+    assert "optuna (cmaes sampler, none pruner)," in html
+    assert setting("sampler") in html and setting("pruner") in html
+    assert setting("algorithm") not in html, "Keras Tuner's oracle did not propose these"
+
+
 def test_failed_and_pruned_trials(tmp_path):
     run = make_run(
         tmp_path,
