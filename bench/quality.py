@@ -109,11 +109,12 @@ SEARCH_NEEDS = {
         "longer training, then more trials. Every complete trial so far underfits: its training "
         "accuracy (measured with augmentation and dropout on) is 54% to 76%, within 2.4 points "
         "of its validation accuracy, so the models do not overfit but stop before they have "
-        "learnt. One searched trial had its best epoch at 38 of the 40 allowed and was still "
-        "improving; both baselines were stopped by patience 5 at epoch 30 (best at 25), on a "
-        "validation loss whose epoch-to-epoch noise is as large as its progress. Deep Learning "
-        "with Python's 82% with augmentation takes 100 epochs: this search would need about "
-        "that (--epochs 100, --patience 10) before its 15 trials show what the space can reach"
+        "learnt. Two of the five searched trials had their best epoch at 37 and 38 of the 40 "
+        "allowed and were still improving; both baselines were stopped by patience 5 at epoch "
+        "30 (best at 25), on a validation loss whose epoch-to-epoch noise is as large as its "
+        "progress. Deep Learning with Python's 82% with augmentation takes 100 epochs: this "
+        "search would need about that (--epochs 100, --patience 10) before its 15 trials show "
+        "what the space can reach"
     ),
 }
 
