@@ -106,15 +106,15 @@ EXPLANATIONS = {
 # (bench/runs/quality-<key>/epochs.csv, committed in results/stores/); listed under the table.
 SEARCH_NEEDS = {
     "search-augment-128px": (
-        "longer training, then more trials. Every complete trial so far underfits: its training "
-        "accuracy (measured with augmentation and dropout on) is 54% to 76%, within 2.4 points "
-        "of its validation accuracy, so the models do not overfit but stop before they have "
-        "learnt. Two of the five searched trials had their best epoch at 37 and 38 of the 40 "
-        "allowed and were still improving; both baselines were stopped by patience 5 at epoch "
-        "30 (best at 25), on a validation loss whose epoch-to-epoch noise is as large as its "
-        "progress. Deep Learning with Python's 82% with augmentation takes 100 epochs: this "
-        "search would need about that (--epochs 100, --patience 10) before its 15 trials show "
-        "what the space can reach"
+        "longer training, then more trials. Every complete trial so far underfits: its training"
+        " accuracy (measured with augmentation and dropout on) is 54% to 76%, from 4.1 points "
+        "below to 2.4 points above its validation accuracy, so the models do not overfit but "
+        "stop before they have learnt. Two of the six searched trials had their best epoch at "
+        "37 and 38 of the 40 allowed and were still improving; both baselines were stopped by "
+        "patience 5 at epoch 30 (best at 25), on a validation loss whose epoch-to-epoch noise "
+        "is as large as its progress. Deep Learning with Python's 82% with augmentation takes "
+        "100 epochs: this search would need about that (--epochs 100, --patience 10) before its"
+        " 15 trials show what the space can reach"
     ),
 }
 
