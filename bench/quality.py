@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
-import math
 import os
 import platform
 import shutil
@@ -44,11 +43,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
 from search.model_card import trial_hyperparameters  # noqa: E402
-from search.store import RunStore  # noqa: E402
+from search.store import FINISHED_STATUSES, RunStore  # noqa: E402
 from spaces.baselines import PRESETS, for_space, preset_of  # noqa: E402
 
 DATA = "../shared/data/cats_and_dogs_filtered"
@@ -65,7 +66,6 @@ BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 # What of a run directory is committed (bench/results/stores/), so that a fresh checkout goes on
 # where the last machine stopped: the store and the study, without models and image caches.
 STORE_FILES = ("run.json", "trials.csv", "epochs.csv", "study.db")
-FINISHED = ("complete", "failed", "pruned")
 # Why a baseline ended more than 5 points from its document, read from its run's epoch log
 # (bench/runs/quality-baseline-<preset>/epochs.csv); listed under the baselines table.
 EXPLANATIONS = {
@@ -218,7 +218,7 @@ def next_preset(run: Run, store: RunStore) -> str | None:
     done: set[str] = set()
     if store.exists():
         trials = store.trials()
-        done = set(baseline_trials(trials[trials["status"].isin(FINISHED)], run.space))
+        done = set(baseline_trials(trials[trials["status"].isin(FINISHED_STATUSES)], run.space))
     return next((name for name in names if name not in done), None)
 
 
@@ -333,12 +333,8 @@ def summarize(run: Run, paths: Paths, wall_s: float, before: dict | None = None)
 
 def ran_on(before: dict | None) -> list[dict]:
     """The machines a run has run on: a run restored from its committed store goes on elsewhere."""
-    machines = list((before or {}).get("machines", []))
-    return machines if machine() in machines else [*machines, machine()]
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    machines, here = list((before or {}).get("machines", [])), machine()
+    return machines if here in machines else [*machines, here]
 
 
 def carry_test_score(best: dict, before: dict | None) -> dict:
@@ -347,9 +343,9 @@ def carry_test_score(best: dict, before: dict | None) -> dict:
     earlier = (before or {}).get("best", {})
     if (
         best
-        and _missing(best.get("test_accuracy"))
+        and pd.isna(best.get("test_accuracy"))
         and best.get("trial_id") == earlier.get("trial_id")
-        and not _missing(earlier.get("test_accuracy"))
+        and not pd.isna(earlier.get("test_accuracy"))
     ):
         return best | {"test_accuracy": earlier["test_accuracy"]}
     return best
@@ -388,7 +384,7 @@ def machine() -> dict:
 
 
 def _pct(value) -> str:
-    if _missing(value):
+    if pd.isna(value):
         return "-"
     return f"{100 * value:.2f}%"
 

@@ -49,7 +49,8 @@ EPOCH_COLUMNS = [
     "phase",
 ]
 INTEGER_COLUMNS = ("trial_id", "best_epoch", "n_params")
-STATUSES = ("complete", "failed", "pruned", "running", "interrupted")
+FINISHED_STATUSES = ("complete", "failed", "pruned")  # trials with a verdict
+STATUSES = (*FINISHED_STATUSES, "running", "interrupted")
 HP_PREFIX = "hp_"
 
 
@@ -232,7 +233,7 @@ class RunStore:
         return None if ranked.empty else ranked.iloc[0]
 
     def finished_count(self) -> int:
-        return int(self.trials()["status"].isin(["complete", "failed", "pruned"]).sum())
+        return int(self.trials()["status"].isin(FINISHED_STATUSES).sum())
 
     # best model
     def _staged(self, trial_id: int) -> Path:
