@@ -51,6 +51,9 @@ EPOCH_COLUMNS = [
 INTEGER_COLUMNS = ("trial_id", "best_epoch", "n_params")
 FINISHED_STATUSES = ("complete", "failed", "pruned")  # trials with a verdict
 STATUSES = (*FINISHED_STATUSES, "running", "interrupted")
+# The error of a trial whose worker died: Optuna fails it and retries it, and, like an
+# interrupted trial, it does not count toward --max-trials.
+LOST_WORKER = "worker stopped (no heartbeat)"
 HP_PREFIX = "hp_"
 
 
@@ -233,7 +236,10 @@ class RunStore:
         return None if ranked.empty else ranked.iloc[0]
 
     def finished_count(self) -> int:
-        return int(self.trials()["status"].isin(FINISHED_STATUSES).sum())
+        """Finished trials as the trial budget counts them: not those of lost workers."""
+        trials = self.trials()
+        lost = trials["error"].fillna("").astype(str).str.startswith(LOST_WORKER)
+        return int((trials["status"].isin(FINISHED_STATUSES) & ~lost).sum())
 
     # best model
     def _staged(self, trial_id: int) -> Path:

@@ -419,3 +419,7 @@ def test_a_trial_killed_before_its_first_heartbeat_is_retried(tiny_folder, tmp_p
     assert (trials["status"] == "complete").sum() == 2
     assert trials.loc[orphan.number, "status"] == "failed"
     assert trials.loc[orphan.number, "error"] == "worker stopped (no heartbeat); retried as trial 2"
+    # Progress counts as the budget does, the stored lost trial not among them.
+    third = run_cli(*args, "--max-trials", "3", "--resume", timeout=180)
+    assert third.returncode == 0, error_lines(third)
+    assert "trial 3/3 complete" in third.stdout, third.stdout

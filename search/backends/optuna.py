@@ -25,7 +25,7 @@ from optuna_integration import KerasPruningCallback
 
 from search.backends import PRUNERS, SAMPLERS
 from search.errors import SearchStopped, UsageError, first_line
-from search.store import HP_PREFIX, RunStore, file_lock
+from search.store import HP_PREFIX, LOST_WORKER, RunStore, file_lock
 from search.trial import TrialResult, TrialRunner
 
 OBJECTIVE = "val_accuracy"
@@ -406,7 +406,7 @@ def sync_store(study: optuna.Study, store: RunStore) -> None:
             row |= {"status": "interrupted", "error": "interrupted"}
         elif t.state == TrialState.FAIL and not _judged(t):
             again = retried_as.get(t.number)
-            row["error"] = "worker stopped (no heartbeat)" + (
+            row["error"] = LOST_WORKER + (
                 f"; retried as trial {again}" if again is not None else ""
             )
         trial_rows.append(row)
