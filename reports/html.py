@@ -275,6 +275,21 @@ def _settings_of(info: dict) -> tuple[str, ...]:
     return tuple(key for key in SETTINGS if key not in unused)
 
 
+def test_card(store: RunStore, info: dict, best: dict | None) -> tuple[str, str]:
+    """The test accuracy card's value and caption. The test split is scored once, for the best
+    model, when the search ends; a finished run can still lack the score, and says why."""
+    scored = format_value("test_accuracy", best.get("test_accuracy")) if best else ""
+    if scored:
+        return scored, "best model, on the test split"
+    if info.get("status") != "finished":
+        return "not yet", "best model, once the search ends"
+    if not sum(info.get("counts", {}).get("test", {}).values()):
+        return "not scored", "the data has no test images"
+    if not store.best_model_path.exists():
+        return "not scored", "no best_model.keras in the run directory"
+    return "-", "scored only for the best model by val accuracy"
+
+
 def report_context(
     store: RunStore,
     rank_by: str = "val_accuracy",
@@ -295,6 +310,7 @@ def report_context(
     shown = top + [t for t in baseline_ids if t not in top]
     names = _figure_names(board, table)
     history = best_so_far(trials)
+    best = None if board.empty else board.iloc[0].to_dict()
     shown_board = board[[c for c in board.columns if c in LEADERBOARD_COLUMNS or c in hp_columns]]
     return {
         "leaderboard": board,
@@ -302,7 +318,8 @@ def report_context(
         "method": search_method(info),
         "settings": [(key, info[key]) for key in _settings_of(info) if key in info],
         "status_counts": _status_counts(trials),
-        "best": None if board.empty else board.iloc[0].to_dict(),
+        "best": best,
+        "test_card": test_card(store, info, best),
         "format": format_value,
         "rank_by": rank_by,
         "penalty": penalty,

@@ -195,6 +195,39 @@ def test_rank_by_penalised_score(tmp_path):
     assert "ranked by score = val accuracy &minus; 0.5 &times; max(gap, 0)" in html
 
 
+def card(html: str, title: str) -> str:
+    """A summary card's text, tags dropped."""
+    found = re.search(rf'<div class="card">{title}<b>(.*?)</b>(.*?)</div>', html)
+    assert found, f"no {title} card"
+    return " ".join(found.groups())
+
+
+def test_the_test_card_says_why_a_finished_run_has_no_test_score(tmp_path):
+    big_gap, small_gap = [(0.5, 0.99, 0.4, 0.82)], [(0.5, 0.82, 0.4, 0.80)]
+    run = make_run(tmp_path / "scored", [trial(0, epochs=big_gap), trial(1, epochs=small_gap)])
+    assert card(write_report(run).read_text(), "test accuracy") == (
+        "not scored no best_model.keras in the run directory"
+    )
+    (run / "best_model.keras").write_bytes(b"a model")
+    RunStore(run).set_test_accuracy(0, 0.875)
+    html = write_report(run).read_text()
+    assert card(html, "test accuracy") == "0.8750 best model, on the test split"
+    ranked_otherwise = write_report(run, rank_by="penalised", penalty=0.5).read_text()
+    assert card(ranked_otherwise, "best trial").startswith("1 ")
+    assert card(ranked_otherwise, "test accuracy") == (
+        "- scored only for the best model by val accuracy"
+    )
+    no_test = INFO["counts"] | {"test": {}}
+    bare = make_run(tmp_path / "bare", [trial(0)], counts=no_test)
+    assert card(write_report(bare).read_text(), "test accuracy") == (
+        "not scored the data has no test images"
+    )
+    running = make_run(tmp_path / "running", [trial(0)], status="running")
+    assert card(write_report(running).read_text(), "test accuracy") == (
+        "not yet best model, once the search ends"
+    )
+
+
 def test_baselines_are_summarised_and_drawn_when_the_run_has_them(tmp_path):
     trials = [trial(i, epochs=STEADY, lr=0.01 * (i + 1), baseline=None) for i in range(7)]
     trials.append(trial(7, epochs=OVERFITTING, lr=0.5, baseline="tf_image_classification"))
