@@ -574,11 +574,17 @@ def entries(runs: list[Run], paths: Paths, wall: dict[str, float]) -> list[dict]
     planned = [
         summarize(run, paths, wall.get(run.key, 0.0), kept.get(run.key))
         if (paths.runs / run.name).exists() or run.key not in kept
-        else kept[run.key]
+        else elsewhere(kept[run.key])
         for run in runs
     ]
     keys = {run.key for run in runs}
     return planned + [entry for key, entry in kept.items() if key not in keys]
+
+
+def elsewhere(entry: dict) -> dict:
+    """A recorded entry whose run is not on this machine: one recorded as running is running
+    nowhere now (a benchmark process does not outlive its machine), so it reads interrupted."""
+    return entry | {"status": "interrupted"} if entry.get("status") == "running" else entry
 
 
 def write_results(runs: list[Run], paths: Paths, wall: dict[str, float]) -> dict:
