@@ -1,9 +1,10 @@
 """`--fix NAME=VALUE`: pin hyperparameters of a space, as Keras Tuner's `hp.Fixed` does.
 
-The values are checked against the space's declared hyperparameters, so a typo or an
-out-of-range value is refused before any trial runs. Keras Tuner gets the declared space with
-the pinned ones replaced by `Fixed` under the same conditions; the Optuna back end records a
-pinned value as a one-value categorical, so the study still lists it.
+The values, and those of the `--enqueue` sets, are checked against the space's declared
+hyperparameters, so a typo or an out-of-range value is refused before any trial runs. Keras
+Tuner gets the declared space with the pinned ones replaced by `Fixed` under the same
+conditions; the Optuna back end records a pinned value as a one-value categorical, so the study
+still lists it.
 """
 
 from __future__ import annotations
@@ -18,30 +19,34 @@ from keras_tuner.src.engine import hyperparameters as HP
 from search.errors import UsageError
 
 
-def _parse_value(hp, text: str) -> object:
-    """`text` as a value `hp` can take, or a UsageError saying which values it can take."""
+def _parse_value(hp, text: str, where: str = "--fix") -> object:
+    """`text` as a value `hp` can take, or a UsageError, starting with `where`, saying which
+    values it can take."""
+    said = f"{where} {hp.name}={text}"
     if isinstance(hp, HP.Boolean):
         if text.lower() in ("true", "false"):
             return text.lower() == "true"
-        raise UsageError(f"--fix {hp.name}={text}: choose true or false")
+        raise UsageError(f"{said}: choose true or false")
     if isinstance(hp, HP.Fixed):
         if str(hp.value) == text:
             return hp.value
-        raise UsageError(f"--fix {hp.name}={text}: the space fixes it at {hp.value}")
+        raise UsageError(f"{said}: the space fixes it at {hp.value}")
     if isinstance(hp, HP.Choice):
         for value in hp.values:
             if str(value) == text or _same_number(value, text):
                 return value
         choices = ", ".join(str(v) for v in hp.values)
-        raise UsageError(f"--fix {hp.name}={text}: choose one of {choices}")
+        raise UsageError(f"{said}: choose one of {choices}")
     try:
-        value = int(text) if isinstance(hp, HP.Int) else float(text)
+        value = float(text)
     except ValueError:
-        raise UsageError(f"--fix {hp.name}={text}: give a number") from None
+        raise UsageError(f"{said}: give a number") from None
+    if isinstance(hp, HP.Int):
+        if not value.is_integer():
+            raise UsageError(f"{said}: give a whole number")
+        value = int(value)
     if not hp.min_value <= value <= hp.max_value:
-        raise UsageError(
-            f"--fix {hp.name}={text}: outside the space's range {hp.min_value}..{hp.max_value}"
-        )
+        raise UsageError(f"{said}: outside the space's range {hp.min_value}..{hp.max_value}")
     return value
 
 
@@ -67,6 +72,41 @@ def parse_fixed(pairs: Sequence[str], declared: kt.HyperParameters) -> dict[str,
             raise UsageError(f"--fix {pair}: the space has no {name!r}; it has {names}")
         fixed[name] = _parse_value(by_name[name], text)
     return fixed
+
+
+def check_enqueued(
+    sets: Sequence[dict], declared: kt.HyperParameters, fixed: dict[str, object], source: str
+) -> list[dict]:
+    """`sets` (from `source`) with each value as the space holds it. A name the space lacks, a
+    value it cannot take, or one that contradicts --fix is refused before any trial runs:
+    Optuna would silently sample an unknown name and fail the trial on the others."""
+    by_name = {hp.name: hp for hp in declared.space}
+    checked = []
+    for number, values in enumerate(sets, 1):
+        where = f"{source}, set {number}:"
+        point = {}
+        for name, value in values.items():
+            if name not in by_name:
+                names = ", ".join(sorted(by_name))
+                raise UsageError(f"{where} the space has no {name!r}; it has {names}")
+            point[name] = _parse_value(by_name[name], _as_text(value), where)
+            if name in fixed and point[name] != fixed[name]:
+                raise UsageError(
+                    f"{where} {name}={point[name]} contradicts --fix {name}={fixed[name]}; "
+                    f"drop one of the two"
+                )
+        checked.append(point)
+    return checked
+
+
+def agreeing(sets: Sequence[dict], fixed: dict[str, object]) -> list[dict]:
+    """The sets whose values agree with every --fix value (a set without the name agrees)."""
+    return [s for s in sets if all(s.get(name, value) == value for name, value in fixed.items())]
+
+
+def _as_text(value: object) -> str:
+    """A JSON value as it would be written after --fix NAME=."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def pinned_space(declared: kt.HyperParameters, fixed: dict[str, object]) -> kt.HyperParameters:

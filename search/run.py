@@ -169,13 +169,31 @@ def read_enqueue(path: str | None) -> list[dict]:
     return sets
 
 
-def first_trials(config: SearchConfig) -> list[dict]:
+def first_trials(
+    config: SearchConfig, space, ctx: SpaceContext, fixed: dict, queued: list[dict]
+) -> list[dict]:
     """Hyperparameter sets to run first: the documents' baselines of the space (with
-    --with-baselines, or always for the baselines space), then those of --enqueue."""
-    from spaces.baselines import for_space
+    --with-baselines, or always for the baselines space) that agree with --fix, then the
+    `queued` sets of --enqueue, checked against the space and --fix."""
+    from search.fixed import agreeing, check_enqueued
+    from spaces.baselines import for_space, preset_of
 
     wanted = config.with_baselines or config.space == "baselines"
-    return (for_space(config.space) if wanted else []) + read_enqueue(config.enqueue)
+    baselines = for_space(config.space) if wanted else []
+    kept = agreeing(baselines, fixed)
+    for values in baselines:
+        if values not in kept:
+            print(
+                f"--with-baselines: {preset_of(config.space, values)} left out, it is not a "
+                f"point of the space that --fix pins",
+                flush=True,
+            )
+    if not queued:
+        return kept
+    from search.backends.keras_tuner import declared_space
+
+    declared = declared_space(space, ctx)
+    return kept + check_enqueued(queued, declared, fixed, f"--enqueue {config.enqueue}")
 
 
 def check_backend_options(config: SearchConfig) -> None:
@@ -217,7 +235,7 @@ def run_search(config: SearchConfig) -> RunStore:
         config = replace(config, max_trials=len(PRESETS))
     store = find_store(config)
     check_backend_options(config)
-    enqueued = first_trials(config)
+    queued = read_enqueue(config.enqueue)  # unreadable JSON is refused before the run exists
     root = resolve_data_dir(config.data)
     # Weights are checked before the run directory exists, so a bad --weights leaves nothing.
     weights, alpha = "imagenet", 1.0
@@ -227,9 +245,9 @@ def run_search(config: SearchConfig) -> RunStore:
         weights, alpha = backbone_weights(config.weights, config.image_size)
     create_store(store)
     if config.worker:  # the process that started the workers holds the run's lock
-        return _search_locked(config, store, root, weights, alpha, enqueued)
+        return _search_locked(config, store, root, weights, alpha, queued)
     with store.exclusive_run():
-        return _search_locked(config, store, root, weights, alpha, enqueued)
+        return _search_locked(config, store, root, weights, alpha, queued)
 
 
 def _search_locked(
@@ -238,7 +256,7 @@ def _search_locked(
     root: Path,
     weights: str,
     alpha: float,
-    enqueued: list[dict],
+    queued: list[dict],
 ) -> RunStore:
     cache_dir = Path(config.cache_dir) if config.cache_dir else store.run_dir / "cache"
     data = load_image_data(root, config.image_size, config.split_seed, cache_dir=cache_dir)
@@ -253,6 +271,7 @@ def _search_locked(
     devices = configure_devices()
     precision = configure_precision(config.mixed_precision)
     fixed = pinned_values(config, space, ctx)
+    enqueued = first_trials(config, space, ctx, fixed, queued)
     info = describe_run(config, data, ctx, devices, precision)
     if store.exists():
         _check_same_run(store.read_run_info(), info, store.run_dir)

@@ -8,7 +8,7 @@ from conftest import error_lines, run_cli
 
 from search.backends.keras_tuner import declared_space
 from search.errors import UsageError
-from search.fixed import parse_fixed, pinned_space
+from search.fixed import agreeing, check_enqueued, parse_fixed, pinned_space
 from search.run import SearchConfig, run_search
 from spaces import get_space
 from spaces.context import SpaceContext
@@ -65,6 +65,53 @@ def test_the_cli_refuses_an_unknown_name_in_one_line_before_any_trial(tiny_folde
     assert result.returncode == 2
     lines = error_lines(result)
     assert len(lines) == 1 and "no 'filterz'" in lines[0] and "conv_blocks" in lines[0]
+    assert not (tmp_path / "bad" / "trials.csv").exists()
+
+
+def test_enqueued_values_are_read_as_the_space_declares_them(transfer_space):
+    sets = [{"mode": "frozen", "dense_units": 64.0, "zoom": 0, "flip": "horizontal"}]
+    checked = check_enqueued(sets, transfer_space, {"mode": "frozen"}, "--enqueue sets.json")
+    assert checked == [{"mode": "frozen", "dense_units": 64, "zoom": 0.0, "flip": "horizontal"}]
+    assert type(checked[0]["dense_units"]) is int
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    "values, fixed, message",
+    [
+        ({"lerning_rate": 0.001}, {}, "set 2: the space has no 'lerning_rate'; it has"),
+        ({"flip": "diagonal"}, {}, "set 2: flip=diagonal: choose one of none, horizontal"),
+        ({"fine_tune_at": 12.5}, {}, "set 2: fine_tune_at=12.5: give a whole number"),
+        ({"rotation": 0.5}, {}, "set 2: rotation=0.5: outside the space's range 0.0..0.25"),
+        ({"flip": "horizontal"}, {"flip": "none"}, "set 2: flip=horizontal contradicts --fix"),
+    ],
+)
+def test_bad_enqueued_sets_are_refused_with_what_to_do(transfer_space, values, fixed, message):
+    sets = [{"mode": "frozen"}, values]
+    with pytest.raises(UsageError, match=f"^--enqueue sets.json, {message}"):
+        check_enqueued(sets, transfer_space, fixed, "--enqueue sets.json")
+
+
+def test_baselines_that_contradict_a_pinned_value_are_left_out():
+    frozen = {"mode": "frozen", "learning_rate": 0.001}
+    fine_tune = {"mode": "fine_tune", "fine_tune_at": 100}
+    assert agreeing([frozen, fine_tune], {"mode": "frozen"}) == [frozen]
+    assert agreeing([frozen, fine_tune], {"fine_tune_at": 50}) == [frozen]
+    assert agreeing([frozen, fine_tune], {}) == [frozen, fine_tune]
+
+
+@pytest.mark.bad_input
+def test_the_cli_refuses_an_enqueued_set_against_fix_before_any_trial(tiny_folder, tmp_path):
+    queued = tmp_path / "queued.json"
+    queued.write_text('[{"conv_blocks": 2}, {"conv_blocks": 3}]', encoding="utf-8")
+    result = run_cli(
+        *("--space", "scratch", "--data", str(tiny_folder), "--image-size", "32"),
+        *("--backend", "optuna", "--fix", "conv_blocks=2", "--enqueue", str(queued)),
+        *("--runs-dir", str(tmp_path), "--name", "bad"),
+    )
+    assert result.returncode == 2
+    lines = error_lines(result)
+    assert len(lines) == 1 and "set 2: conv_blocks=3 contradicts --fix conv_blocks=2" in lines[0]
     assert not (tmp_path / "bad" / "trials.csv").exists()
 
 
