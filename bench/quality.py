@@ -129,7 +129,7 @@ SEARCH_NEEDS = {
         "ran all 40 epochs with its best at epoch 36, and trial 16 (72.50%) stopped at epoch 33."
         " Three of the searched trials never left chance (50%): trial 7 (unscaled pixels, "
         "learning rate 1.3e-3), trial 8 (rescaled, 4.1e-3) and trial 12 (MobileNetV2 scaling, "
-        "1.1e-3); the others were stopped by patience 5 after 14 to 31 epochs at 61% to 72%. "
+        "1.1e-3); the others were stopped by patience 5 after 14 to 34 epochs at 61% to 72%. "
         "Unscaled inputs, kept so that the documents' models are points of the space, reached "
         "at most 71.75% in five searched trials. The test split has 200 images, so its "
         "accuracy carries about 3 points of standard error: the baseline's 80.50% and the best "
