@@ -67,10 +67,7 @@ def parse_fixed(pairs: Sequence[str], declared: kt.HyperParameters) -> dict[str,
         name, sep, text = pair.partition("=")
         if not sep or not name:
             raise UsageError(f"--fix {pair}: write NAME=VALUE, for example --fix mode=frozen")
-        if name not in by_name:
-            names = ", ".join(sorted(by_name))
-            raise UsageError(f"--fix {pair}: the space has no {name!r}; it has {names}")
-        fixed[name] = _parse_value(by_name[name], text)
+        fixed[name] = _parse_value(_declared_hp(by_name, name, f"--fix {pair}:"), text)
     return fixed
 
 
@@ -86,10 +83,7 @@ def check_enqueued(
         where = f"{source}, set {number}:"
         point = {}
         for name, value in values.items():
-            if name not in by_name:
-                names = ", ".join(sorted(by_name))
-                raise UsageError(f"{where} the space has no {name!r}; it has {names}")
-            point[name] = _parse_value(by_name[name], _as_text(value), where)
+            point[name] = _parse_value(_declared_hp(by_name, name, where), _as_text(value), where)
             if name in fixed and point[name] != fixed[name]:
                 raise UsageError(
                     f"{where} {name}={point[name]} contradicts --fix {name}={fixed[name]}; "
@@ -102,6 +96,15 @@ def check_enqueued(
 def agreeing(sets: Sequence[dict], fixed: dict[str, object]) -> list[dict]:
     """The sets whose values agree with every --fix value (a set without the name agrees)."""
     return [s for s in sets if all(s.get(name, value) == value for name, value in fixed.items())]
+
+
+def _declared_hp(by_name: dict, name: str, where: str):
+    """The declared hyperparameter `name`, or a UsageError, starting with `where`, that lists
+    the names the space has."""
+    if name not in by_name:
+        names = ", ".join(sorted(by_name))
+        raise UsageError(f"{where} the space has no {name!r}; it has {names}")
+    return by_name[name]
 
 
 def _as_text(value: object) -> str:

@@ -183,11 +183,9 @@ def first_trials(
     kept = agreeing(baselines, fixed)
     for values in baselines:
         if values not in kept:
-            print(
-                f"--with-baselines: {preset_of(config.space, values)} left out, it is not a "
-                f"point of the space that --fix pins",
-                flush=True,
-            )
+            # The baselines space's points are {"baseline": name}; other spaces' are the values.
+            name = values.get("baseline") or preset_of(config.space, values)
+            print(f"baseline {name} left out: --fix pins what it sets otherwise", flush=True)
     if not queued:
         return kept
     from search.backends.keras_tuner import declared_space
