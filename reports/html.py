@@ -75,6 +75,7 @@ SETTINGS = (
     "max_trials",
     "epochs",
     "patience",
+    "warmup_epochs",
     "image_size",
     "batch_size",
     "seed",

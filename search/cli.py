@@ -113,6 +113,14 @@ def search_parser() -> OneLineParser:
         help="EarlyStopping patience on val_loss (default: %(default)s)",
     )
     add(
+        "--warmup-epochs",
+        type=_non_negative,
+        default=0,
+        help="first epochs of each trial that early stopping and the pruner do not judge and "
+        "whose weights are never kept (Keras's start_from_epoch): batch-norm models trained from "
+        "scratch can sit at chance on validation for their first epochs (default: %(default)s)",
+    )
+    add(
         "--image-size",
         type=_image_size,
         default=160,

@@ -217,6 +217,8 @@ class FeatureCache:
             "hyperparameters": phase_one,
             "settings": [settings.epochs, settings.patience, settings.batch_size],
         }
+        if settings.warmup_epochs:  # only then, so the keys of heads cached before stay valid
+            description["warmup_epochs"] = settings.warmup_epochs
         text = json.dumps(description, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 

@@ -47,6 +47,7 @@ class SearchConfig:
     max_trials: int = 10
     epochs: int = 10
     patience: int = 3
+    warmup_epochs: int = 0
     image_size: int = 160
     batch_size: int = 32
     seed: int = 42
@@ -194,8 +195,13 @@ def first_trials(
     return kept + check_enqueued(queued, declared, fixed, f"--enqueue {config.enqueue}")
 
 
-def check_backend_options(config: SearchConfig) -> None:
+def check_options(config: SearchConfig) -> None:
     """Refuse option combinations that cannot work, before anything is created."""
+    if config.warmup_epochs >= config.epochs:
+        raise UsageError(
+            f"--warmup-epochs {config.warmup_epochs} leaves no epoch of --epochs "
+            f"{config.epochs} to judge; pass fewer warm-up epochs or more epochs"
+        )
     if config.backend != "optuna":
         if config.workers > 1 or config.storage:
             raise UsageError(
@@ -232,7 +238,7 @@ def run_search(config: SearchConfig) -> RunStore:
 
         config = replace(config, max_trials=len(PRESETS))
     store = find_store(config)
-    check_backend_options(config)
+    check_options(config)
     queued = read_enqueue(config.enqueue)  # unreadable JSON is refused before the run exists
     root = resolve_data_dir(config.data)
     # Weights are checked before the run directory exists, so a bad --weights leaves nothing.
@@ -291,6 +297,7 @@ def _search_locked(
         config.tensorboard,
         config.jit,
         precision,
+        config.warmup_epochs,
     )
     # The report is rewritten as trials finish, so a long search can be watched by reloading.
     runner = TrialRunner(
@@ -414,7 +421,7 @@ def _search_optuna(config, runner, store, enqueued: list[dict], n_gpus: int, fix
         storage_url(config, store),
         config.run_name(),
         None,  # seeded below, from the trials the study already holds
-        backend.make_pruner(config.pruner, config.epochs),
+        backend.make_pruner(config.pruner, config.epochs, config.warmup_epochs),
         config.heartbeat,
     )
     seed = backend.sampler_seed(config.seed, config.worker_index, len(study.trials))

@@ -42,6 +42,7 @@ class TrainSettings:
     tensorboard: bool = False
     jit: str = "auto"  # XLA: "auto" (Keras's choice), "on" or "off"
     precision: str = "float32"  # Keras dtype policy: "float32" or "mixed_float16"
+    warmup_epochs: int = 0  # epochs 1..N are never judged nor kept (Keras's start_from_epoch)
 
 
 @dataclass
@@ -123,8 +124,13 @@ def resident_mb() -> float | None:
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
-def _best_row(rows: list[dict]) -> dict:
-    return min(rows, key=lambda r: (r.get("val_loss", math.inf), r["epoch"]))
+def best_row(rows: list[dict], warmup_epochs: int = 0) -> dict:
+    """The epoch whose weights the trial keeps: the lowest validation loss after the warm-up,
+    as EarlyStopping restores it; the last epoch if all are warm-up (nothing is restored)."""
+    judged = [r for r in rows if r["epoch"] > warmup_epochs]
+    if not judged:
+        return rows[-1]
+    return min(judged, key=lambda r: (r.get("val_loss", math.inf), r["epoch"]))
 
 
 def _diverged(rows: list[dict]) -> bool:
@@ -322,12 +328,12 @@ class TrialRunner:
     def _fine_tune(self, model: keras.Model, hp, fit: _Fit) -> None:
         """Fine-tune phase, continuing the epoch count; keep the frozen phase's weights if the
         fine-tuned ones never beat them on validation loss."""
-        frozen_weights, frozen_best = model.get_weights(), _best_row(fit.rows)["val_loss"]
+        frozen_weights, frozen_best = model.get_weights(), self._best(fit.rows)["val_loss"]
         done = len(fit.rows)
         last = fit.rows[-1]["epoch"]
         self._fit(model, hp, fit, "fine_tune", last, last + self.settings.epochs)
         tuned = fit.rows[done:]
-        if tuned and not _diverged(tuned) and _best_row(tuned)["val_loss"] >= frozen_best:
+        if tuned and not _diverged(tuned) and self._best(tuned)["val_loss"] >= frozen_best:
             model.set_weights(frozen_weights)
 
     def _fit(
@@ -348,7 +354,10 @@ class TrialRunner:
         callbacks = [
             keras.callbacks.TerminateOnNaN(),
             keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=self.settings.patience, restore_best_weights=True
+                monitor="val_loss",
+                patience=self.settings.patience,
+                restore_best_weights=True,
+                start_from_epoch=self.settings.warmup_epochs,
             ),
             EpochRecorder(self.store, fit.trial_id, phase, fit.rows, fit.on_epoch),
             *fit.extra_callbacks,
@@ -369,6 +378,9 @@ class TrialRunner:
             verbose=1 if self.settings.verbose else 0,
         )
 
+    def _best(self, rows: list[dict]) -> dict:
+        return best_row(rows, self.settings.warmup_epochs)
+
     def _judge(
         self, trial_id: int, model, rows: list[dict], error: str, seconds: float
     ) -> TrialResult:
@@ -380,7 +392,7 @@ class TrialRunner:
             error = "no epoch was trained"
         if error:
             return TrialResult(trial_id, "failed", duration, error=error, n_params=n_params)
-        best = _best_row(rows)
+        best = self._best(rows)
         return TrialResult(
             trial_id,
             "complete",

@@ -126,13 +126,18 @@ def sampler_seed(seed: int, worker_index: int, trials_so_far: int) -> int:
     return seed + worker_index + RESUME_SEED_STRIDE * trials_so_far
 
 
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, epochs: int, warmup_epochs: int = 0) -> optuna.pruners.BasePruner:
+    """The pruner `name`. Steps are 0-based epochs, so the first step judged is the first epoch
+    after the warm-up: step `warmup_epochs`, and never step 0 (one epoch says little)."""
+    first_judged = max(1, warmup_epochs)
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first_judged)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+        return optuna.pruners.HyperbandPruner(min_resource=first_judged, max_resource=epochs)
     if name == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=first_judged if warmup_epochs else "auto"
+        )
     if name == "none":
         return optuna.pruners.NopPruner()
     raise UsageError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
