@@ -116,11 +116,14 @@ SEARCH_NEEDS = {
         " three trials never left chance, trial 18 (learning rate 3.3e-3), trial 7 (2.6e-3) "
         "and a batch-norm one (trial 11), and every "
         "batch-norm trial was stopped early on a validation loss that jumps from epoch to "
-        "epoch. Deep Learning with Python's 82% with "
+        "epoch. Batch-norm trials also start at chance: trials 11 and 6 sat at 50% for their "
+        "first 5 and 6 epochs, and patience 5 ended trial 11 at epoch 7 with epoch 2's weights "
+        "(50%); --warmup-epochs, added after this run, keeps such a start out of early "
+        "stopping. Deep Learning with Python's 82% with "
         "augmentation takes 100 epochs at 150 px: the search would need --epochs 100 with "
-        "--patience 10 (about 2.5 times this run's 4.8 hours of trials) to show what this space "
-        "reaches; whether that is 85% is not shown here, and a wider space (more filters, "
-        "batch norm at lower learning rates) is the next step if it is not"
+        "--patience 10 and --warmup-epochs 8 (about 2.5 times this run's 4.8 hours of trials) "
+        "to show what this space reaches; whether that is 85% is not shown here, and a wider "
+        "space (more filters, batch norm at lower learning rates) is the next step if it is not"
     ),
     "search-preprocess-128px": (
         "longer training, as for augment. Its best trials are TPE's refinements of the "
