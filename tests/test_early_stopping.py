@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import types
 
 import keras
@@ -35,11 +36,17 @@ def prior_only_space() -> types.ModuleType:
 
 
 @pytest.fixture(scope="module")
-def opposite_priors(tmp_path_factory):
+def opposite_folder(tmp_path_factory):
+    """Training mostly cats, validation mostly dogs."""
     folder = tmp_path_factory.mktemp("opposite")
     link_images(folder, {"train": 20, "validation": 5}, ("cats",))
     link_images(folder, {"train": 4, "validation": 15}, ("dogs",))
-    return load_image_data(folder, 32)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def opposite_priors(opposite_folder):
+    return load_image_data(opposite_folder, 32)
 
 
 def train_one(data, run_dir, warmup_epochs: int):
@@ -118,3 +125,23 @@ def test_a_warmup_as_long_as_the_training_is_refused_in_one_line(tiny_folder, tm
     assert len(lines) == 1
     assert "--warmup-epochs 3 leaves no epoch of --epochs 3 to judge" in lines[0]
     assert not any(tmp_path.iterdir()), "nothing was created"
+
+
+def test_a_search_with_a_warmup_keeps_a_judged_epoch_and_shows_the_setting(
+    opposite_folder, tmp_path
+):
+    """End to end through the CLI: patience 0 stops at the first epoch that is no better, so
+    only the warm-up lets this run reach epoch 3, the first judged, and keep it."""
+    result = run_cli(
+        *("--space", "scratch", "--data", str(opposite_folder), "--image-size", "32"),
+        *("--epochs", "3", "--warmup-epochs", "2", "--patience", "0", "--batch-size", "8"),
+        *("--max-trials", "1", "--name", "warm", "--runs-dir", str(tmp_path)),
+    )
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "warm"
+    store = RunStore(run_dir)
+    assert list(store.epochs()["epoch"]) == [1, 2, 3]
+    assert list(store.trials()["best_epoch"]) == [3]
+    assert json.loads((run_dir / "run.json").read_text())["warmup_epochs"] == 2
+    report = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert '<th class="text">warmup_epochs</th><td class="text">2</td>' in report
