@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from search.data import ImageData
+from search.devices import is_out_of_memory
 from search.inputs import evaluation_dataset
 
 KEY_VERSION = "features-v2"
@@ -177,12 +178,24 @@ class FeatureCache:
         return self._pooled[pooling], source
 
     def _compute(self, split: FrozenSplit) -> dict[str, np.ndarray]:
-        features = {}
-        for name in SPLITS:
-            images = self.data.split(name)
-            batches = evaluation_dataset(images.x, images.y, self.batch_size)
-            features[name] = split.front.predict(batches, verbose=0)
-        return features
+        """The base's features of every split; out of memory, again at half the batch (kept
+        for later passes), down to batch 1."""
+        while True:
+            try:
+                return {name: self._predict(split, name) for name in SPLITS}
+            except Exception as error:
+                if self.batch_size == 1 or not is_out_of_memory(error):
+                    raise
+                self.batch_size //= 2
+                print(
+                    f"feature pass: out of memory; retrying at batch {self.batch_size}",
+                    flush=True,
+                )
+
+    def _predict(self, split: FrozenSplit, name: str) -> np.ndarray:
+        images = self.data.split(name)
+        batches = evaluation_dataset(images.x, images.y, self.batch_size)
+        return split.front.predict(batches, verbose=0)
 
     def _load(self, path: Path | None) -> dict[str, np.ndarray] | None:
         """Features from disk; None when absent, unreadable or not matching the images."""

@@ -3,8 +3,8 @@
 An epoch shuffles indices, not images, and gathers each batch in a parallel map, prefetched,
 so the model never waits on Python slicing (Keras's own NumPy adapter reaches about half the
 model-bound speed on small models, bench/README.md). Arrays that fit in a quarter of the
-machine's memory become one tensor; larger ones (memory-mapped from the on-disk cache) are read
-batch by batch from the map, so a data set larger than memory still trains.
+machine's memory become one tensor in host memory; larger ones (memory-mapped from the on-disk
+cache) are read batch by batch from the map, so a data set larger than memory still trains.
 """
 
 from __future__ import annotations
@@ -29,12 +29,14 @@ def in_memory_limit() -> int:
 def _tensor(x: np.ndarray) -> tf.Tensor:
     """`x` as a tensor, made once per array and kept for later trials: a fresh copy for every
     fit grew the process by the copy's size each trial (TensorFlow keeps what a dataset
-    captured), and the same arrays serve every trial of a run."""
+    captured), and the same arrays serve every trial of a run. It is held in host memory:
+    tf.data gathers batches on the CPU anyway, and GPU memory is for the models."""
     key = id(x)
     if key not in _TENSORS:
         if len(_TENSORS) >= KEPT_TENSORS:
             _TENSORS.pop(next(iter(_TENSORS)))
-        _TENSORS[key] = (x, tf.constant(x))  # x kept, so its id is not reused
+        with tf.device("/CPU:0"):
+            _TENSORS[key] = (x, tf.constant(x))  # x kept, so its id is not reused
     return _TENSORS[key][1]
 
 
@@ -68,12 +70,21 @@ def _batches(x: np.ndarray, y: np.ndarray, indices: tf.data.Dataset, limit: int 
 
 
 def training_dataset(
-    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, limit: int | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    seed: int,
+    limit: int | None = None,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (x, y) in a new seeded order every epoch; the last batch may be smaller.
-    `limit`: the most bytes held as one tensor (default: a quarter of memory)."""
+    `limit`: the most bytes held as one tensor (default: a quarter of memory).
+    `drop_remainder`: leave out the smaller last batch (XLA compiles a program per batch
+    shape), unless it is the only batch; the order changes every epoch, so no image is
+    left out of every epoch."""
     order = tf.data.Dataset.range(len(y)).shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    return _batches(x, y, order.batch(batch_size), limit)
+    drop = drop_remainder and len(y) >= batch_size
+    return _batches(x, y, order.batch(batch_size, drop_remainder=drop), limit)
 
 
 def evaluation_dataset(

@@ -20,9 +20,9 @@ from types import ModuleType
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from search.data import ImageData
+from search.devices import is_out_of_memory
 from search.errors import Restart, first_line
 from search.features import FeatureCache, FrozenSplit, split_frozen_base
 from search.inputs import evaluation_dataset, training_dataset
@@ -61,6 +61,7 @@ class TrialResult:
     features: str | None = None  # frozen-base features: "computed", "memory" or "disk"
     head_from_trial: int | None = None  # a fine-tune trial's reused phase-one head
     rss_mb: float | None = None  # the process's resident memory when the trial ended
+    jit: bool | None = None  # whether every phase it trained was XLA-compiled
 
     def row(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "trial_id"}
@@ -78,6 +79,18 @@ class _Fit:
     model: keras.Model | None = None
     features: str | None = None
     head_from_trial: int | None = None
+    jit: bool | None = None
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training after an epoch whose loss is not finite; the trial is then judged
+    "nan_loss" from its recorded epochs. Keras's TerminateOnNaN checks every batch, and a
+    batch hook turns off Keras's asynchronous callbacks and waits for the device every step."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -205,22 +218,23 @@ class TrialRunner:
                     {"status": "interrupted", "error": "interrupted", "duration_s": seconds},
                 )
                 raise
-            except tf.errors.ResourceExhaustedError as oom:
-                error = f"oom: {first_line(oom)}"
-                if batch_size > 1 and batch_size == self.settings.batch_size:
-                    print(
-                        f"trial {trial_id}: out of memory at batch {batch_size}; "
-                        f"retrying once at batch {batch_size // 2}",
-                        flush=True,
-                    )
-                    continue
             except Exception as failure:  # any error in build or fit fails this trial only
                 error = first_line(failure)
+                if is_out_of_memory(failure):
+                    error = f"oom: {error}"
+                    if batch_size > 1 and batch_size == self.settings.batch_size:
+                        print(
+                            f"trial {trial_id}: out of memory at batch {batch_size}; "
+                            f"retrying once at batch {batch_size // 2}",
+                            flush=True,
+                        )
+                        continue
             break
         model = fit.model
         result = self._judge(trial_id, model, fit.rows, error, time.perf_counter() - start)
         result.batch_size = fit.batch_size
         result.features, result.head_from_trial = fit.features, fit.head_from_trial
+        result.jit = fit.jit
         result.rss_mb = resident_mb()
         if result.rss_mb is not None:
             self._resident.append(result.rss_mb)
@@ -349,10 +363,11 @@ class TrialRunner:
         """Fit `model` on the run's images, or on `inputs` (train x, train y, validation x)."""
         data = self.data
         train_x, train_y, val_x = inputs or (data.train.x, data.train.y, data.validation.x)
-        if self.settings.jit != "auto":
-            model.jit_compile = self.settings.jit == "on"
+        # With --jit on, a smaller last batch would make XLA compile the step once more per
+        # fit; "auto" keeps every image of every epoch, as without XLA.
+        drop_remainder = self._set_jit(model, fit) and self.settings.jit == "on"
         callbacks = [
-            keras.callbacks.TerminateOnNaN(),
+            StopOnNaN(),
             keras.callbacks.EarlyStopping(
                 monitor="val_loss",
                 patience=self.settings.patience,
@@ -370,13 +385,32 @@ class TrialRunner:
             ]
         seed = self.settings.seed + fit.trial_id
         model.fit(
-            training_dataset(train_x, train_y, fit.batch_size, seed),
+            training_dataset(train_x, train_y, fit.batch_size, seed, drop_remainder=drop_remainder),
             epochs=epochs,
             initial_epoch=initial_epoch,
             validation_data=evaluation_dataset(val_x, data.validation.y, fit.batch_size),
             callbacks=callbacks,
             verbose=1 if self.settings.verbose else 0,
         )
+
+    def _set_jit(self, model: keras.Model, fit: _Fit) -> bool:
+        """Apply --jit to `model` and say whether its training will be XLA-compiled. With "on",
+        a model with layers XLA cannot compile (random rotation, zoom, translation) trains
+        without it, and a notice names them, once per trial."""
+        if self.settings.jit == "off":
+            model.jit_compile = False
+        elif self.settings.jit == "on":
+            # Nested layers too (the augmentation block), as Keras's own check walks them.
+            blocking = [layer.name for layer in model._flatten_layers() if not layer.supports_jit]
+            with warnings.catch_warnings():  # Keras's own warning names no layer
+                warnings.simplefilter("ignore", UserWarning)
+                model.jit_compile = True
+            if not model.jit_compile and fit.jit is not False:
+                reason = ", ".join(blocking) or "XLA is not supported here"
+                print(f"trial {fit.trial_id}: --jit on: trained without XLA ({reason})", flush=True)
+        jit = bool(model.jit_compile)
+        fit.jit = jit and fit.jit is not False  # any phase without XLA makes the trial's False
+        return jit
 
     def _best(self, rows: list[dict]) -> dict:
         return best_row(rows, self.settings.warmup_epochs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import urllib.error
 from pathlib import Path
 
 from search.data import keras_home
@@ -11,6 +13,18 @@ from spaces.context import SpaceContext
 
 # Keras publishes MobileNetV2 weights at these widths; 1.0 is the documents' and is tried first.
 ALPHAS = (1.0, 0.35, 0.5, 0.75, 1.3, 1.4)
+# What a weights file that does not fit raises: h5py's OSError for a file it cannot read,
+# Keras's ValueError (or a KeyError) for other shapes or layers. Anything else (a CUDA or
+# out-of-memory error) is not about the file, and propagates.
+NOT_LOADABLE = (OSError, ValueError, KeyError)
+
+
+def _not_downloaded(error: Exception) -> bool:
+    """Whether `error` says the ImageNet weights could not be fetched or read: a network or
+    file error, or keras.utils.get_file's bare Exception wrapping urllib's URLError."""
+    if isinstance(error, (*NOT_LOADABLE, http.client.HTTPException)):
+        return True
+    return type(error) is Exception and isinstance(error.__context__, urllib.error.URLError)
 
 
 def backbone_weights(weights: str, image_size: int) -> tuple[str, float]:
@@ -19,6 +33,8 @@ def backbone_weights(weights: str, image_size: int) -> tuple[str, float]:
         try:
             transfer.backbone(SpaceContext(image_size, 2, "imagenet", 1.0))
         except Exception as error:
+            if not _not_downloaded(error):
+                raise
             raise UsageError(
                 f"MobileNetV2 ImageNet weights are not in {keras_home() / 'models'} and could not "
                 f"be downloaded ({first_line(error)}); pass --weights PATH to a "
@@ -35,7 +51,7 @@ def backbone_weights(weights: str, image_size: int) -> tuple[str, float]:
         try:
             transfer.backbone(SpaceContext(image_size, 2, str(path), alpha))
             return str(path), alpha
-        except Exception:  # wrong width for this file: try the next one
+        except NOT_LOADABLE:  # wrong width for this file: try the next one
             continue
     raise UsageError(
         f"--weights {weights} does not load into MobileNetV2 (include_top=False) at "
