@@ -1,25 +1,55 @@
-"""Classify image files with an exported model, as seed 004's last step does.
+"""Classify image files with a run's model or any export of it, as seed 004's last step does.
 
-Images are decoded exactly as training decoded them (`search.data.decode_image`: EXIF rotation,
-RGB, bilinear resize to the model's size) and fed as raw [0, 255] pixels, since augmentation
-and scaling are layers inside the model. Models are loaded with `safe_mode=True`: a `.keras`
-file from elsewhere cannot run code while loading.
+The target is a run directory (its best_model.keras), a `.keras` file, a SavedModel folder (its
+`serve` endpoint) or a `.tflite` file. Class names and image size come from the labels.json that
+`export` writes beside the model, or else from the run's run.json beside it or one folder up (an
+export in RUNDIR/export/). Images are decoded exactly as training decoded them
+(`search.data.decode_image`: EXIF rotation, RGB, bilinear resize to the model's size) and fed as
+raw [0, 255] float32 pixels, since scaling is a layer inside the model. Models are loaded with
+`safe_mode=True`: a `.keras` file from elsewhere cannot run code while loading.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from search.data import decode_image
-from search.errors import UsageError
+from search.errors import UsageError, first_line
+from search.export import LABELS_NAME, quiet_stderr
 from search.store import RunStore
 
 TOP_CLASSES = 3  # classes named in a sentence when there are more than two
+BATCH = 32  # images per model call: a SavedModel or TFLite call takes its whole input at once
+SAVED_MODEL_FILE = "saved_model.pb"
+TARGETS = "a run directory, a .keras or .tflite file, or a SavedModel folder"
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A loaded model of any format: the image size it takes and batch -> outputs."""
+
+    image_size: int
+    run: Callable[[np.ndarray], np.ndarray]
+
+
+def load_classifier(model_path: Path | str) -> Classifier:
+    """A `.keras` file, a SavedModel folder or a `.tflite` file, ready to classify."""
+    path = Path(model_path)
+    try:
+        if path.is_dir():
+            return _saved_model(path)
+        if path.suffix == ".tflite":
+            return _tflite(path)
+        return _keras(path)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{path}: cannot load the model ({first_line(error)})") from None
 
 
 def predict_files(
@@ -29,18 +59,17 @@ def predict_files(
     image_size: int | None = None,
 ) -> list[dict]:
     """One prediction per image, in order: its path, the predicted class and every class's
-    probability; an unreadable image gets an `error` instead. `image_size` defaults to the
-    model's input size and must match it."""
-    import keras
-
-    model = keras.saving.load_model(model_path, safe_mode=True)
-    size = _input_size(model, image_size)
+    probability; an unreadable image gets an `error` instead. `model_path` is any format
+    `load_classifier` takes; `image_size` defaults to the model's input size and must match it."""
+    classifier = load_classifier(model_path)
+    size = _input_size(classifier, image_size)
     decoded = [_decode(Path(p), size) for p in image_paths]
     readable = [d for d in decoded if not isinstance(d, str)]
     probabilities = iter([])
     if readable:
-        outputs = model.predict(np.stack(readable), verbose=0)
-        probabilities = iter(class_probabilities(outputs, len(class_names)))
+        images = np.stack(readable).astype(np.float32)
+        batches = [classifier.run(images[i : i + BATCH]) for i in range(0, len(images), BATCH)]
+        probabilities = iter(class_probabilities(np.concatenate(batches), len(class_names)))
     return [
         {"path": str(path), "error": image}
         if isinstance(image, str)
@@ -52,13 +81,14 @@ def predict_files(
 def predict_target(
     target: Path | str, image_paths: Sequence[Path | str], class_names: Sequence[str] | None = None
 ) -> list[dict]:
-    """`run_search.py predict RUNDIR_OR_MODEL IMAGES...`: a run directory's best model, or a
-    `.keras` file; class names and image size come from the run's run.json (also found next to
-    an export in RUNDIR/export/), or `class_names` for a model with no run beside it."""
+    """`run_search.py predict TARGET IMAGES...`: TARGET is a run directory or an export of any
+    format; `class_names` names the classes of a model with no labels.json or run.json near it."""
     model_path, info = _locate(Path(target))
     names = class_names or info.get("class_names")
     if not names:
-        raise UsageError(f"{target}: no run.json beside it to name the classes; pass them")
+        raise UsageError(
+            f"{target}: no {LABELS_NAME} beside it or run.json near it to name the classes"
+        )
     return predict_files(model_path, image_paths, names, info.get("image_size"))
 
 
@@ -100,27 +130,71 @@ def _decode(path: Path, size: int) -> np.ndarray | str:
         return f"{type(error).__name__}: {error}"
 
 
-def _input_size(model, image_size: int | None) -> int:
-    size = model.input_shape[1]
+def _input_size(classifier: Classifier, image_size: int | None) -> int:
+    size = classifier.image_size
     if image_size is not None and image_size != size:
         raise UsageError(f"the model takes {size} px images, not {image_size} px")
     return size
 
 
+def _keras(path: Path) -> Classifier:
+    import keras
+
+    model = keras.saving.load_model(path, safe_mode=True)
+    return Classifier(model.input_shape[1], lambda images: model.predict(images, verbose=0))
+
+
+def _saved_model(path: Path) -> Classifier:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    if not hasattr(loaded, "serve"):
+        raise UsageError(
+            f"{path}: this SavedModel has no serve endpoint, as `export --format savedmodel` writes"
+        )
+    # The closure keeps `loaded` alive: `serve` reads its variables.
+    size = loaded.serve.input_signature[0].shape[1]
+    return Classifier(size, lambda images: loaded.serve(tf.constant(images)).numpy())
+
+
+def _tflite(path: Path) -> Classifier:
+    import tensorflow as tf
+
+    with warnings.catch_warnings():  # its deprecation notice (LiteRT) is no concern of a user's
+        warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    with quiet_stderr():  # the first allocation announces TFLite's XNNPACK delegate
+        interpreter.allocate_tensors()
+    (source,), (result,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def run(images: np.ndarray) -> np.ndarray:
+        interpreter.resize_tensor_input(source["index"], images.shape)  # the batch's length
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(source["index"], images)
+        interpreter.invoke()
+        return interpreter.get_tensor(result["index"])
+
+    return Classifier(int(source["shape"][1]), run)
+
+
 def _locate(target: Path) -> tuple[Path, dict]:
-    """The model file and its run's run.json contents (empty when there is none)."""
-    if target.is_dir():
+    """The model and its labels: labels.json or run.json contents (empty when there is none)."""
+    if target.is_dir() and not (target / SAVED_MODEL_FILE).exists():
+        if not (target / "run.json").exists():
+            raise UsageError(f"{target}: pass {TARGETS}")
         store = RunStore(target)
         if not store.best_model_path.exists():
             raise UsageError(f"{target} has no best_model.keras: no trial of it has completed")
-        return store.best_model_path, _run_info(target)
-    if target.suffix != ".keras" or not target.is_file():
-        raise UsageError(f"{target}: pass a run directory or a .keras model file")
+        return store.best_model_path, _read_json(target / "run.json")
+    if not target.is_dir() and (target.suffix not in (".keras", ".tflite") or not target.is_file()):
+        raise UsageError(f"{target}: pass {TARGETS}")
+    if (target.parent / LABELS_NAME).exists():
+        return target, _read_json(target.parent / LABELS_NAME)
     for folder in (target.parent, target.parent.parent):
         if (folder / "run.json").exists():
-            return target, _run_info(folder)
+            return target, _read_json(folder / "run.json")
     return target, {}
 
 
-def _run_info(run_dir: Path) -> dict:
-    return json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
