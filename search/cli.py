@@ -71,7 +71,7 @@ def search_parser() -> OneLineParser:
         f"  run_search.py report RUNDIR          rebuild a run's report from its store\n"
         f"  run_search.py export RUNDIR --format {{{','.join(EXPORT_FORMATS)}}} "
         f"[--output PATH]\n"
-        f"  run_search.py predict RUNDIR_OR_MODEL IMAGE...  classify images",
+        f"  run_search.py predict TARGET IMAGE...  classify images with a run or any export",
     )
     add = parser.add_argument
     add(
@@ -201,6 +201,15 @@ def search_parser() -> OneLineParser:
         help="XLA compilation; auto: where every layer of the model supports it "
         "(default: %(default)s)",
     )
+    speed.add_argument(
+        "--gpu-memory-mb",
+        type=_positive,
+        metavar="MIB",
+        help="GPU memory limit of each process (each of --workers), in MiB, on each GPU it "
+        "sees; memory grows as needed up to it. With more --workers than GPUs the workers "
+        "share them in turn, and a limit keeps one from starving the others; ignored, with a "
+        "note, without a GPU (default: no limit)",
+    )
     optuna = parser.add_argument_group("Optuna back end (--backend optuna)")
     optuna.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="(default: %(default)s)")
     optuna.add_argument(
@@ -265,7 +274,7 @@ def parse_search(argv: list[str]):
     return SearchConfig(**{f.name: getattr(args, f.name) for f in fields(SearchConfig)})
 
 
-def run_report(argv: list[str]) -> int:
+def report_parser() -> OneLineParser:
     parser = OneLineParser(
         prog="run_search.py report", description="Rebuild a run's report.html and leaderboard.csv."
     )
@@ -288,7 +297,11 @@ def run_report(argv: list[str]) -> int:
         default=2,
         help="rising val_loss epochs that mark overfitting (default: %(default)s)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_report(argv: list[str]) -> int:
+    args = report_parser().parse_args(argv)
     if not (args.run_dir / "run.json").exists():
         raise UsageError(f"{args.run_dir} is not a run directory (no run.json); pass runs/<name>")
     from reports.html import write_report
@@ -297,12 +310,27 @@ def run_report(argv: list[str]) -> int:
     return 0
 
 
-def run_export(argv: list[str]) -> int:
-    parser = OneLineParser(prog="run_search.py export", description="Export a run's best model.")
+def export_parser() -> OneLineParser:
+    parser = OneLineParser(
+        prog="run_search.py export",
+        description="Export a run's best model for inference: its random augmentation layers "
+        "are left out, every other layer keeps its trained weights (RUNDIR/best_model.keras "
+        "stays as trained). MODEL_CARD.md and labels.json (class names and image size, read "
+        "by predict) are written beside the model.",
+    )
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="keras")
-    parser.add_argument("--output", type=Path, help="default: RUNDIR/export/<model file>")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="the model file (the folder, for savedmodel); default: RUNDIR/export/"
+        "{model.keras,saved_model,model.tflite}",
+    )
+    return parser
+
+
+def run_export(argv: list[str]) -> int:
+    args = export_parser().parse_args(argv)
     if not (args.run_dir / "run.json").exists():
         raise UsageError(f"{args.run_dir} is not a run directory (no run.json); pass runs/<name>")
     from search.export import export_best
@@ -311,14 +339,24 @@ def run_export(argv: list[str]) -> int:
     return 0
 
 
-def run_predict(argv: list[str]) -> int:
+def predict_parser() -> OneLineParser:
     parser = OneLineParser(
         prog="run_search.py predict",
-        description="Classify image files with a run's best model or an exported .keras file.",
+        description="Classify image files with a run's best model or any export of it. Class "
+        "names and image size come from the labels.json that export writes beside the model, "
+        "or from the run's run.json beside it or one folder up.",
     )
-    parser.add_argument("target", type=Path, help="a run directory or a .keras model")
+    parser.add_argument(
+        "target",
+        type=Path,
+        help="a run directory, a .keras or .tflite file, or a SavedModel folder (saved_model.pb)",
+    )
     parser.add_argument("images", type=Path, nargs="+")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_predict(argv: list[str]) -> int:
+    args = predict_parser().parse_args(argv)
     from search.predict import describe, predict_target
 
     for prediction in predict_target(args.target, args.images):

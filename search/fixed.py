@@ -14,9 +14,12 @@ import math
 from collections.abc import Sequence
 
 import keras_tuner as kt
+import numpy as np
 from keras_tuner.src.engine import hyperparameters as HP
 
 from search.errors import UsageError
+
+GRID_POINTS = 10  # of a range the space gives no step, as Keras Tuner's grid takes
 
 
 def _parse_value(hp, text: str, where: str = "--fix") -> object:
@@ -125,3 +128,40 @@ def pinned_space(declared: kt.HyperParameters, fixed: dict[str, object]) -> kt.H
             else:
                 pinned._register(hp)
     return pinned
+
+
+def grid_space(declared: kt.HyperParameters) -> dict[str, list]:
+    """Optuna's grid from the declared space, with Keras Tuner's own grid values: a numeric
+    range gives the values its step declares (10 evenly spaced ones when it has no step)."""
+    grid = {}
+    for hp in declared.space:
+        if isinstance(hp, HP.Fixed):
+            grid[hp.name] = [hp.value]
+        elif isinstance(hp, HP.Boolean):
+            grid[hp.name] = [False, True]
+        else:
+            grid[hp.name] = _grid_values(hp)
+    return grid
+
+
+def _grid_values(hp) -> list:
+    """A choice's values; a stepped linear range's steps, its maximum included (Keras Tuner's
+    own `values` loses it to rounding: 0-0.5 by 0.05 gives 10 values, not 11); any other range
+    (learning rates, sampled on a log scale) gets GRID_POINTS evenly spaced on its scale, both
+    ends included, to 3 significant digits."""
+    if not isinstance(hp, HP.Int | HP.Float):
+        return sorted(hp.values)
+    if hp.step and hp.sampling == "linear":
+        count = math.floor((hp.max_value - hp.min_value) / hp.step + 1e-9) + 1
+        values = [hp.min_value + i * hp.step for i in range(count)]
+    else:
+        spaced = np.geomspace if hp.sampling == "log" else np.linspace
+        values = spaced(hp.min_value, hp.max_value, GRID_POINTS).tolist()
+    if isinstance(hp, HP.Int):
+        return sorted({round(v) for v in values})
+    rounded = (float(f"{v:.3g}") for v in values)
+    return [min(max(v, hp.min_value), hp.max_value) for v in rounded]  # ends stay in range
+
+
+def grid_size(grid: dict[str, list]) -> int:
+    return math.prod(len(values) for values in grid.values())

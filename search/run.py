@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -71,6 +72,7 @@ class SearchConfig:
     no_feature_cache: bool = False
     mixed_precision: str = "auto"
     jit: str = "auto"
+    gpu_memory_mb: int | None = None  # per process, on each GPU it sees (search.devices)
     # MiB; 0 never restarts. The CLI's default is 256: only a command can be started again.
     max_memory_growth: int = 0
     worker: bool = False  # set in the processes that --workers starts
@@ -209,6 +211,7 @@ def check_options(config: SearchConfig) -> None:
                 "through its chief/worker mode (see the README)"
             )
         return
+    _check_sampler_installed(config.sampler)
     if config.workers > 1 and (config.storage is None or config.storage.startswith("sqlite")):
         raise UsageError(
             f"--workers {config.workers} needs a server database: SQLite is not for parallel "
@@ -218,6 +221,20 @@ def check_options(config: SearchConfig) -> None:
         from search.backends.optuna import open_storage
 
         open_storage(config.storage, config.heartbeat)  # fails fast on a bad or unreachable URL
+
+
+def _check_sampler_installed(sampler: str) -> None:
+    """A sampler whose module Optuna imports only when it first samples fails every trial but
+    the first without it: refuse it before any trial, naming what to install."""
+    from search.backends import SAMPLER_NEEDS
+
+    if sampler in SAMPLER_NEEDS:
+        module, install = SAMPLER_NEEDS[sampler]
+        if importlib.util.find_spec(module) is None:
+            raise UsageError(
+                f"--sampler {sampler} needs the {module} package, which is not installed: "
+                f"{install}, or pick another --sampler"
+            )
 
 
 def score_best_on_test(store: RunStore, data: ImageData) -> float | None:
@@ -233,25 +250,27 @@ def score_best_on_test(store: RunStore, data: ImageData) -> float | None:
 
 
 def run_search(config: SearchConfig) -> RunStore:
-    if config.space == "baselines":  # every preset exactly once
-        from spaces.baselines import PRESETS
-
-        config = replace(config, max_trials=len(PRESETS))
+    # Growth even if TensorFlow's runtime starts before configure_devices (read by TensorFlow
+    # when it starts a GPU, so setting it here holds for the CLI, the Python API and workers).
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     store = find_store(config)
     check_options(config)
     queued = read_enqueue(config.enqueue)  # unreadable JSON is refused before the run exists
     root = resolve_data_dir(config.data)
     # Weights are checked before the run directory exists, so a bad --weights leaves nothing.
-    weights, alpha = "imagenet", 1.0
+    weights, alpha, devices = "imagenet", 1.0, None
     if config.space in ("transfer", "baselines"):  # both build MobileNetV2 backbones
+        from search.devices import configure_devices
         from search.weights import backbone_weights
 
+        # Building the backbone starts TensorFlow's runtime: the devices are set up before.
+        devices = configure_devices(config.gpu_memory_mb)
         weights, alpha = backbone_weights(config.weights, config.image_size)
     create_store(store)
     if config.worker:  # the process that started the workers holds the run's lock
-        return _search_locked(config, store, root, weights, alpha, queued)
+        return _search_locked(config, store, root, weights, alpha, queued, devices)
     with store.exclusive_run():
-        return _search_locked(config, store, root, weights, alpha, queued)
+        return _search_locked(config, store, root, weights, alpha, queued, devices)
 
 
 def _search_locked(
@@ -261,7 +280,10 @@ def _search_locked(
     weights: str,
     alpha: float,
     queued: list[dict],
+    devices: list[str] | None,
 ) -> RunStore:
+    """The search, holding the run's lock; `devices` are the configured devices' names, or
+    None when run_search has not configured them yet."""
     cache_dir = Path(config.cache_dir) if config.cache_dir else store.run_dir / "cache"
     data = load_image_data(root, config.image_size, config.split_seed, cache_dir=cache_dir)
     # TensorFlow is imported only once the inputs are known to be usable.
@@ -269,13 +291,17 @@ def _search_locked(
     from search.features import FeatureCache
     from search.trial import TrainSettings, TrialRunner
 
+    if devices is None:  # first, before anything below starts TensorFlow's runtime
+        devices = configure_devices(config.gpu_memory_mb)
     space = get_space(config.space)
     num_classes = len(data.class_names)
     ctx = SpaceContext(config.image_size, num_classes, weights, alpha)
-    devices = configure_devices()
     precision = configure_precision(config.mixed_precision)
     fixed = pinned_values(config, space, ctx)
     enqueued = first_trials(config, space, ctx, fixed, queued)
+    if config.space == "baselines":  # every preset that --fix leaves, exactly once
+        config = replace(config, max_trials=len(enqueued))
+    grid = checked_grid(config, space, ctx, fixed)
     info = describe_run(config, data, ctx, devices, precision)
     if store.exists():
         _check_same_run(store.read_run_info(), info, store.run_dir)
@@ -316,7 +342,7 @@ def _search_locked(
     with frozen_startup_objects():
         try:
             if config.backend == "optuna":
-                _search_optuna(config, runner, store, enqueued, len(devices), fixed)
+                _search_optuna(config, runner, store, enqueued, len(devices), fixed, grid)
             else:
                 from search.backends import keras_tuner
                 from search.fixed import pinned_space
@@ -403,20 +429,36 @@ def pinned_values(config: SearchConfig, space, ctx: SpaceContext) -> dict:
     return parse_fixed(config.fix, declared_space(space, ctx))
 
 
-def _search_optuna(config, runner, store, enqueued: list[dict], n_gpus: int, fixed: dict) -> None:
+def checked_grid(config: SearchConfig, space, ctx: SpaceContext, fixed: dict) -> dict | None:
+    """With a grid search, its points per hyperparameter, sized before any trial: an Optuna
+    grid over GRID_MAX_POINTS is refused (search.backends.optuna.checked_grid). Keras Tuner's
+    grid is walked lazily, so it is only sized, for the user to see what --max-trials covers."""
+    optuna_grid = config.backend == "optuna" and config.sampler == "grid"
+    if not optuna_grid and not (config.backend != "optuna" and config.algorithm == "grid"):
+        return None
+    from search.backends.keras_tuner import declared_space
+    from search.backends.optuna import checked_grid as optuna_checked_grid
+    from search.fixed import grid_size, grid_space, pinned_space
+
+    declared = pinned_space(declared_space(space, ctx), fixed)
+    grid = optuna_checked_grid(declared) if optuna_grid else grid_space(declared)
+    points = grid_size(grid)
+    covered = "all of them" if config.max_trials >= points else f"the first {config.max_trials}"
+    print(f"grid search: {points:,} points; this run tries {covered}", flush=True)
+    return grid
+
+
+def _search_optuna(
+    config, runner, store, enqueued: list[dict], n_gpus: int, fixed: dict, grid: dict | None
+) -> None:
     import optuna
 
     from search.backends import optuna as backend
-    from search.backends.keras_tuner import declared_space
-    from search.fixed import pinned_space
     from search.workers import run_workers
 
-    space, ctx = runner.space, runner.ctx
     if not config.verbose:  # our one line per trial replaces Optuna's own
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    grid = config.sampler == "grid"
-    declared = pinned_space(declared_space(space, ctx), fixed) if grid else None
     study = backend.open_study(
         storage_url(config, store),
         config.run_name(),
@@ -425,7 +467,7 @@ def _search_optuna(config, runner, store, enqueued: list[dict], n_gpus: int, fix
         config.heartbeat,
     )
     seed = backend.sampler_seed(config.seed, config.worker_index, len(study.trials))
-    study.sampler = backend.make_sampler(config.sampler, seed, declared)
+    study.sampler = backend.make_sampler(config.sampler, seed)
     if not config.worker:
         backend.enqueue(study, enqueued)
     try:
@@ -440,6 +482,7 @@ def _search_optuna(config, runner, store, enqueued: list[dict], n_gpus: int, fix
                 max_consecutive_failures=config.max_consecutive_failures,
                 fixed=fixed,
                 storage_url=storage_url(config, store),
+                grid=grid,
             )
     finally:
         if not config.worker:

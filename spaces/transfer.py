@@ -1,11 +1,11 @@
 """`transfer`: a pretrained MobileNetV2 base with a small head, frozen or fine-tuned.
 
 Follows the TF transfer-learning tutorial (seed 003) and model 4 of seeds 001/002:
-augmentation, `preprocess_input`, the base called with training=False so its BatchNorm layers
-stay in inference mode, global pooling, an optional dense layer with dropout after it (or before
-it, as seeds 001 and 003 do) and one output unit. Fine-tuning unfreezes the
-base from `fine_tune_at` on (the tutorial uses layer 100) with RMSprop at a low learning rate,
-after the head has been trained on the frozen base.
+augmentation, `preprocess_input`, the base called with training=False and its BatchNorm layers
+kept frozen while fine-tuning, so they stay in inference mode, global pooling, an optional dense
+layer with dropout after it (or before it, as seeds 001 and 003 do) and one output unit.
+Fine-tuning unfreezes the base from `fine_tune_at` on (the tutorial uses layer 100) with RMSprop
+at a low learning rate, after the head has been trained on the frozen base.
 """
 
 from __future__ import annotations
@@ -101,6 +101,12 @@ def fine_tune(hp, model: keras.Model) -> bool:
     base.trainable = True
     for layer in base.layers[: hp.get("fine_tune_at")]:
         layer.trainable = False
+    # Keras 3's fit calls the model with training=True, which overrides the training=False
+    # the base was called with (keras-team/keras#20285): batch norm would learn this data's
+    # statistics. A BatchNormalization layer that is not trainable runs in inference mode.
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
     optimizer = keras.optimizers.RMSprop(hp.get("fine_tune_learning_rate"))
     model.compile(optimizer=optimizer, loss=model.loss, metrics=["accuracy"])
     return True

@@ -68,9 +68,14 @@ def cli_tflite(augmented_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exports(augmented_run, cli_tflite) -> dict[str, Path]:
-    """The augmented run in every format: .keras and SavedModel in their default place,
-    RUNDIR/export/, and the TFLite file that the CLI wrote elsewhere."""
-    paths = {fmt: export_best(augmented_run.run_dir, fmt) for fmt in ("keras", "savedmodel")}
+    """The augmented run in every format, each exported through the CLI: .keras and SavedModel
+    in their default place, RUNDIR/export/, and the TFLite file written elsewhere."""
+    paths = {}
+    for fmt in ("keras", "savedmodel"):
+        result = run_cli("export", str(augmented_run.run_dir), "--format", fmt)
+        assert result.returncode == 0, error_lines(result)
+        paths[fmt] = Path(result.stdout.strip().splitlines()[-1])
+        assert paths[fmt] == augmented_run.run_dir / "export" / FORMATS[fmt]
     return {**paths, "tflite": cli_tflite[1]}
 
 

@@ -93,8 +93,10 @@ def test_the_data_fingerprint_follows_the_files(tmp_path):
     assert load_image_data(folder, 32).fingerprint == first
 
 
-def cached_runner(data, tmp_path, weights_file, cache: FeatureCache | None = None):
-    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
+def cached_runner(
+    data, tmp_path, weights_file, cache: FeatureCache | None = None, image_size: int = 32
+):
+    ctx = SpaceContext(image_size, 2, str(weights_file), 1.0)
     store = RunStore(tmp_path / "run")
     store.create()
     cache = cache or FeatureCache(data, tmp_path / "cache")
@@ -234,3 +236,50 @@ def test_a_data_set_larger_than_memory_streams_from_the_disk_cache(tiny_folder, 
     first, second = (np.concatenate([y for _, y in e]) for e in epochs[:2])
     assert sorted(first) == sorted(second) == sorted(data.train.y)
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(epochs[0], epochs[1], strict=True))
+
+
+def test_a_fine_tune_that_never_beats_the_frozen_head_keeps_its_weights_in_the_stored_model(
+    tiny_data, tmp_path, weights_file
+):
+    """A fine-tune phase far too fast for the base ends worse on validation loss than the frozen
+    head did, so the trial falls back to the frozen phase's weights, and the stored model is
+    the same model as a frozen trial of the same point and seed."""
+    frozen_runner = cached_runner(tiny_data, tmp_path / "frozen", weights_file)
+    _, frozen_model = frozen_runner.run(0, transfer_hp(learning_rate=1e-3))
+    runner = cached_runner(tiny_data, tmp_path / "tuned", weights_file)
+    tuned, _ = runner.run(
+        0,
+        transfer_hp(
+            learning_rate=1e-3, mode="fine_tune", fine_tune_at=0, fine_tune_learning_rate=0.05
+        ),
+    )
+    assert tuned.status == "complete"
+    epochs = runner.store.epochs()
+    first, second = (epochs[epochs["phase"] == phase] for phase in ("train", "fine_tune"))
+    assert len(second), "no fine-tune epoch ran"
+    assert second["val_loss"].min() > first["val_loss"].min(), "the fine-tune phase won"
+    assert tuned.best_epoch in set(first["epoch"])
+    stored = keras.saving.load_model(runner.store.best_model_path, safe_mode=True)
+    for kept, frozen in zip(stored.get_weights(), frozen_model.get_weights(), strict=True):
+        np.testing.assert_allclose(kept, frozen, atol=1e-6)
+
+
+def test_pooled_features_are_kept_apart_where_the_poolings_differ(
+    tiny_folder, tmp_path, weights_file
+):
+    """At 64 px MobileNetV2's output is 2x2, so average and max pooling differ (at 32 px it is
+    1x1 and they agree): a max-pooled trial after an average-pooled one, on the same base
+    features, still trains on max-pooled ones, and its head gives the full model's output."""
+    data = load_image_data(tiny_folder, 64)
+    runner = cached_runner(data, tmp_path, weights_file, image_size=64)
+    _, average = runner.run(0, transfer_hp(pooling="avg"))
+    second, maximum = runner.run(1, transfer_hp(pooling="max"))
+    assert second.features == "memory", "the base features were not shared"
+    pooled = {}
+    for name, model in (("avg", average), ("max", maximum)):
+        split = split_frozen_base(model)
+        pooled[name], _ = runner.features.features(split, runner.features.key(split))
+        cached = split.head.predict(pooled[name]["validation"], verbose=0)
+        full = model.predict(data.validation.x, verbose=0)
+        np.testing.assert_allclose(cached, full, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert not np.allclose(pooled["avg"]["validation"], pooled["max"]["validation"])

@@ -85,8 +85,34 @@ def test_transfer_base_is_frozen_in_inference_mode_and_fine_tunes(weights_file):
     assert hp.get("fine_tune_at") == 100
     assert transfer.fine_tune(hp, model)
     assert [layer.trainable for layer in base.layers[:100]] == [False] * 100
-    assert all(layer.trainable for layer in base.layers[100:])
+    norm = keras.layers.BatchNormalization
+    assert all(layer.trainable for layer in base.layers[100:] if not isinstance(layer, norm))
+    assert not any(layer.trainable for layer in base.layers if isinstance(layer, norm))
     assert isinstance(model.optimizer, keras.optimizers.RMSprop)
+
+
+def test_fine_tuning_keeps_the_base_batch_norm_statistics(weights_file, tiny_data):
+    """Batch norm stays in inference mode while fine-tuning, as the TF tutorial requires: a
+    fine-tune epoch from layer 0 updates the convolutions but not one batch-norm moving mean or
+    variance. (Keras 3's fit overrides the base's training=False: keras-team/keras#20285.)"""
+    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
+    hp = kt.HyperParameters()
+    hp.Fixed("mode", "fine_tune")
+    hp.Fixed("fine_tune_at", 0)
+    hp.Fixed("fine_tune_learning_rate", 1e-4)
+    model = transfer.build(hp, ctx)
+    assert transfer.fine_tune(hp, model)
+    base = model.get_layer(transfer.BACKBONE)
+    norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    convs = [layer for layer in base.layers if isinstance(layer, keras.layers.Conv2D)]
+    statistics = [(n.moving_mean.numpy(), n.moving_variance.numpy()) for n in norms]
+    kernels = [c.kernel.numpy() for c in convs]
+    model.fit(tiny_data.train.x, tiny_data.train.y, epochs=1, batch_size=16, verbose=0)
+    for norm, (mean, variance) in zip(norms, statistics, strict=True):
+        np.testing.assert_array_equal(norm.moving_mean.numpy(), mean, err_msg=norm.name)
+        np.testing.assert_array_equal(norm.moving_variance.numpy(), variance, err_msg=norm.name)
+    assert not any(norm.trainable for norm in norms), "batch norm's scale and shift trained"
+    assert any(not np.array_equal(c.kernel.numpy(), k) for c, k in zip(convs, kernels, strict=True))
 
 
 def test_transfer_uses_the_pretrained_weights(weights_file):

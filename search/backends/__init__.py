@@ -11,3 +11,10 @@ BACKENDS = {
 ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "grid")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
+# Samplers whose module Optuna imports only when it first samples: checked before any trial.
+SAMPLER_NEEDS = {
+    "cmaes": ("cmaes", "pip install cmaes"),
+    "gp": ("torch", "pip install -e '.[gp]' for PyTorch"),
+}
+# An Optuna grid is materialised whole (GridSampler lists every point): a larger one is refused.
+GRID_MAX_POINTS = 10_000

@@ -133,11 +133,15 @@ class StoreTuner(kt.engine.base_tuner.BaseTuner):
             # Finished before a crash that came before Keras Tuner saved it: never train twice.
             return {"val_accuracy": done["val_accuracy"], "val_loss": done["val_loss"]}
         parent = hp.values.get("tuner/trial_id")
+        # Hyperband's tuner/epochs is the epoch to reach, as in fit(epochs=, initial_epoch=);
+        # the runner takes the number of epochs to train.
+        initial_epoch = hp.values.get("tuner/initial_epoch", 0)
+        target = hp.values.get("tuner/epochs")
         result, model = self.runner.run(
             int(trial.trial_id),
             hp,
-            epochs=hp.values.get("tuner/epochs"),
-            initial_epoch=hp.values.get("tuner/initial_epoch", 0),
+            epochs=None if target is None else target - initial_epoch,
+            initial_epoch=initial_epoch,
             initial_weights=self._checkpoint(parent) if parent else None,
         )
         if result.status != "complete":

@@ -23,8 +23,9 @@ import sqlalchemy
 from optuna.trial import TrialState
 from optuna_integration import KerasPruningCallback
 
-from search.backends import PRUNERS, SAMPLERS
+from search.backends import GRID_MAX_POINTS, PRUNERS, SAMPLERS
 from search.errors import SearchStopped, UsageError, first_line
+from search.fixed import grid_size, grid_space
 from search.store import HP_PREFIX, LOST_WORKER, RunStore, file_lock
 from search.trial import TrialResult, TrialRunner
 
@@ -32,6 +33,7 @@ OBJECTIVE = "val_accuracy"
 POLL_S = 1.0  # how often an idle worker looks for a stale trial to retry
 GRACE_BEATS = 2  # a trial silent for this many heartbeat intervals is failed
 RESUME_SEED_STRIDE = 7919  # a prime above any worker count, so no two seeds coincide
+GRID_POINT = "grid_point"  # user attribute: a grid search trial's point number in the grid
 HP = kt.engine.hyperparameters
 
 
@@ -84,20 +86,29 @@ class OptunaHyperParameters(kt.HyperParameters):
         return super()._register(hyperparameter, overwrite)
 
 
-def grid_space(declared: kt.HyperParameters) -> dict[str, list]:
-    """Optuna's grid from the declared space, with Keras Tuner's own grid values."""
-    grid = {}
-    for hp in declared.space:
-        if isinstance(hp, HP.Fixed):
-            grid[hp.name] = [hp.value]
-        elif isinstance(hp, HP.Boolean):
-            grid[hp.name] = [False, True]
-        else:
-            grid[hp.name] = sorted(hp.values)
+def checked_grid(
+    declared: kt.HyperParameters, max_points: int = GRID_MAX_POINTS
+) -> dict[str, list]:
+    """The grid of `declared`, its size computed before Optuna lists its points (GridSampler
+    materialises every one of them: 24 GB and the OOM killer for the scratch space). A grid
+    larger than `max_points` is refused, naming its widest hyperparameters."""
+    grid = grid_space(declared)
+    size = grid_size(grid)  # before any point is listed
+    if size > max_points:
+        widest = sorted((n for n in grid if len(grid[n]) > 1), key=lambda n: -len(grid[n]))
+        named = ", ".join(f"{n} ({len(grid[n])} values)" for n in widest[:4])
+        raise UsageError(
+            f"--sampler grid: this space has {size:.3g} grid points, over the {max_points:,} a "
+            f"grid search may have; pin hyperparameters with --fix NAME=VALUE to shrink it "
+            f"(widest: {named}), or use another --sampler"
+        )
     return grid
 
 
-def make_sampler(name: str, seed: int, declared: kt.HyperParameters) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler `name`. A grid search queues its points itself (`_reserve_trial`), each as
+    a trial whose every value is given, so its sampler never samples: Optuna's GridSampler
+    cannot serve queued trials, and the exact budget across workers queues every trial."""
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "random":
@@ -106,15 +117,9 @@ def make_sampler(name: str, seed: int, declared: kt.HyperParameters) -> optuna.s
         # CMA-ES handles numbers; categorical choices fall back to independent random sampling.
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":
-        try:
-            import torch  # noqa: F401  (Optuna's GPSampler runs on PyTorch)
-        except ImportError:
-            raise UsageError(
-                "--sampler gp needs PyTorch: pip install -e '.[gp]', or pick another --sampler"
-            ) from None
         return optuna.samplers.GPSampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler(grid_space(declared), seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     raise UsageError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
@@ -257,8 +262,27 @@ def _beat_for_silent_trials(study: optuna.Study, beaten: set[int]) -> None:
             beaten.add(trial._trial_id)
 
 
-def _reserve_trial(study: optuna.Study, max_trials: int, beaten: set[int]) -> bool:
-    """Queue one more trial unless the budget is spent. The caller holds the workers' lock."""
+def grid_point(grid: dict[str, list], index: int) -> dict:
+    """The grid's point number `index`, in `itertools.product` order, found without listing
+    the points before it."""
+    point = {}
+    for name in reversed(grid):
+        index, position = divmod(index, len(grid[name]))
+        point[name] = grid[name][position]
+    return point
+
+
+def _next_grid_point(study: optuna.Study, grid: dict[str, list]) -> int | None:
+    """The first point of the grid that no trial of the study has taken, or None."""
+    taken = {t.user_attrs.get(GRID_POINT) for t in study.get_trials(deepcopy=False)}
+    return next((i for i in range(grid_size(grid)) if i not in taken), None)
+
+
+def _reserve_trial(
+    study: optuna.Study, max_trials: int, beaten: set[int], grid: dict[str, list] | None
+) -> bool:
+    """Queue one more trial unless the budget, or the grid, is spent. The caller holds the
+    workers' lock. A grid search queues its next point with all its values."""
     # A trial whose worker died is failed here, and its retry queued, before counting.
     optuna.storages.fail_stale_trials(study)
     _beat_for_silent_trials(study, beaten)
@@ -266,7 +290,13 @@ def _reserve_trial(study: optuna.Study, max_trials: int, beaten: set[int]) -> bo
         return True
     if counted_trials(study) >= max_trials:
         return False
-    study.enqueue_trial({})
+    if grid is None:
+        study.enqueue_trial({})
+        return True
+    index = _next_grid_point(study, grid)
+    if index is None:
+        return False
+    study.enqueue_trial(grid_point(grid, index), user_attrs={GRID_POINT: index})
     return True
 
 
@@ -334,6 +364,7 @@ def _run_next_trial(
     fixed: dict | None,
     lock: contextlib.AbstractContextManager,
     beaten: set[int],
+    grid: dict[str, list] | None,
 ) -> bool:
     """Run one trial unless the budget is spent (then False).
 
@@ -343,7 +374,7 @@ def _run_next_trial(
     and Optuna would sample one beyond the budget."""
     with contextlib.ExitStack() as reservation:
         reservation.enter_context(lock)
-        if not _reserve_trial(study, max_trials, beaten):
+        if not _reserve_trial(study, max_trials, beaten, grid):
             return False
 
         def run_reserved(trial: optuna.Trial) -> float:
@@ -362,14 +393,16 @@ def search(
     max_consecutive_failures: int,
     fixed: dict | None = None,
     storage_url: str | None = None,
+    grid: dict[str, list] | None = None,
 ) -> None:
-    """One worker: run trials of the shared study until the run has --max-trials of them."""
+    """One worker: run trials of the shared study until the run has --max-trials of them, or
+    until every point of `grid` (a grid search's values per hyperparameter) has run."""
     lock_path = runner.store.run_dir / ".optuna.lock"
     beaten: set[int] = set()  # the silent trials this worker gave a heartbeat
     while True:
         runner.check_memory()  # before a trial is reserved, so none is left half-done
         lock = budget_lock(storage_url, study.study_name, lock_path)
-        if _run_next_trial(study, runner, max_trials, pruning, fixed, lock, beaten):
+        if _run_next_trial(study, runner, max_trials, pruning, fixed, lock, beaten, grid):
             _check_failures(study, max_consecutive_failures)
         elif _others_running(study):
             # A running trial may belong to a worker that died: stay until it ends or its
