@@ -59,7 +59,7 @@ trap cleanup EXIT
 sample() {
   [ "$mode" = gpu ] || return 0
   nvidia-smi -i "$one_gpu" --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits \
-    -lms 500 >"$work/$1.smi" 2>/dev/null &
+    -lms 500 </dev/null >"$work/$1.smi" 2>/dev/null &
   sampler=$!
 }
 stop_sampling() {
@@ -129,9 +129,14 @@ step fine_tune python run_search.py --space transfer --fix mode=fine_tune \
   --max-trials 1 --epochs "$epochs" --runs-dir "$work/runs" --name fine_tune
 
 # Two workers on one GPU, through a throwaway PostgreSQL cluster (as tests/conftest.py starts it).
-pg_bin() { command -v "$1" || ls /usr/lib/postgresql/*/bin/"$1" 2>/dev/null | sort -V | tail -n 1; }
-if [ -z "$(pg_bin initdb)" ] && [ "$mode" = gpu ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+pg_bin() {
+  command -v "$1" || { ls /usr/lib/postgresql/*/bin/"$1" 2>/dev/null | sort -V | tail -n 1; } \
+    || true
+}
+if [ -z "$(pg_bin initdb)" ] && [ "$mode" = gpu ] && [ "$(id -u)" = 0 ] \
+  && command -v apt-get >/dev/null; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } \
+    >/dev/null || echo "could not install postgresql with apt-get" >&2
 fi
 initdb=$(pg_bin initdb)
 pg_ctl=$(pg_bin pg_ctl)
@@ -141,7 +146,8 @@ if [ -n "$initdb" ] && [ -n "$pg_ctl" ]; then
     as_user=(runuser -u postgres --)
     chown postgres "$pg"
   fi
-  port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
   "${as_user[@]}" "$initdb" -D "$pg/data" -U postgres --auth=trust >/dev/null
   "${as_user[@]}" "$pg_ctl" -D "$pg/data" -l "$pg/log" -w start \
     -o "-p $port -k $pg -c listen_addresses=127.0.0.1" >/dev/null
