@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
 from search.model_card import trial_hyperparameters  # noqa: E402
+from search.stats import accuracy_interval  # noqa: E402
 from search.store import FINISHED_STATUSES, RunStore  # noqa: E402
 from spaces.baselines import PRESETS, for_space, preset_of  # noqa: E402
 
@@ -435,6 +436,19 @@ def _pct(value) -> str:
     return f"{100 * value:.2f}%"
 
 
+# Every run reads the same data (DATA), so every accuracy in the tables is measured on the
+# same number of images, which the tables' first line states.
+VALIDATION_IMAGES, TEST_IMAGES = 800, 200
+
+
+def _pct_ci(value, n: int) -> str:
+    """An accuracy with its Wilson 95% interval for n images: "98.50% (96.9-99.3)"."""
+    if value is None or pd.isna(value):
+        return "-"
+    low, high = accuracy_interval(value, n)
+    return f"{_pct(value)} ({100 * low:.1f}\u2013{100 * high:.1f})"
+
+
 def _points(value) -> str:
     return "-" if value is None else f"{100 * value:+.1f} pts"
 
@@ -476,8 +490,8 @@ def baseline_row(entry: dict) -> str:
         entry["space"],
         f"{_pct(entry['reported_accuracy'])} ({_pct(entry['reported_test_accuracy'])})",
         f"{entry['document_epochs']} / {best.get('best_epoch') or '-'}",
-        _pct(val),
-        _pct(best.get("test_accuracy")),
+        _pct_ci(val, VALIDATION_IMAGES),
+        _pct_ci(best.get("test_accuracy"), TEST_IMAGES),
         _points(best.get("gap")),
         _points(off),
         within,
@@ -540,9 +554,9 @@ def search_row(entry: dict) -> str:
         f"`{entry['space']}`",
         entry["image_size"],
         f"{_trial_count(entry)} ({len(in_run)} baselines)",
-        _pct(best_baseline),
-        _pct(best.get("val_accuracy")),
-        _pct(best.get("test_accuracy")),
+        _pct_ci(best_baseline, VALIDATION_IMAGES),
+        _pct_ci(best.get("val_accuracy"), VALIDATION_IMAGES),
+        _pct_ci(best.get("test_accuracy"), TEST_IMAGES),
         _points(best.get("gap")),
         "; ".join(verdicts),
         entry.get("status", "-"),
@@ -557,8 +571,8 @@ def table(results: dict) -> str:
     lines = [
         f"Updated {results['updated_at']} on {m['cpu'] or 'an unknown CPU'}, {m['cores']} "
         f"cores, {m['platform']} (each run's machines are in results/quality.json). Accuracies "
-        f"are on cats_and_dogs_filtered (validation 800, test 200: a seeded 1/5 of the "
-        f"validation folder).",
+        f"are on cats_and_dogs_filtered (validation {VALIDATION_IMAGES}, test {TEST_IMAGES}: a "
+        f"seeded 1/5 of the validation folder), with their Wilson 95% intervals in brackets.",
         "",
         "Baselines (one run each, at the document's epochs, early stopping patience 5):",
         "",
