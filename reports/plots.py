@@ -29,6 +29,10 @@ PANEL_WIDTH = 3.1
 PANEL_HEIGHT = 2.4
 # Whole-number hyperparameters with at most this many distinct values are drawn as choices.
 MAX_CHOICES = 6
+# Hyperparameters drawn on a log axis whatever their spread: every log-sampled one of the
+# built-in spaces is a learning rate, and a few trials can span less than the two decades that
+# mark other log-sampled values (`_log_scaled`). The declared sampling is not stored in a run.
+LOG_SAMPLED_SUFFIX = "learning_rate"
 
 
 @contextmanager
@@ -157,12 +161,17 @@ def _is_continuous(values: pd.Series) -> bool:
     )
 
 
+def _log_scaled(column: str, values: pd.Series) -> bool:
+    """Positive values that are a learning rate or span two decades or more."""
+    low, high = values.min(), values.max()
+    return low > 0 and (column.endswith(LOG_SAMPLED_SUFFIX) or high >= 100 * low)
+
+
 def _hyperparameter_panel(ax: Axes, done: pd.DataFrame, column: str) -> None:
     values = done[column]
     if _is_continuous(values):
         sns.scatterplot(x=values.astype(float), y=done["val_accuracy"], ax=ax)
-        low, high = values.min(), values.max()
-        if low > 0 and high >= 100 * low:
+        if _log_scaled(column, values):
             ax.set_xscale("log")
     else:
         labels, order = _choice_labels(values)
