@@ -227,7 +227,8 @@ def search_parser() -> OneLineParser:
         "--workers",
         type=_positive,
         default=1,
-        help="worker processes sharing the study, one GPU each when there are several "
+        help="worker processes sharing the study; they take the visible GPUs in turn, so more "
+        "workers than GPUs share them "
         "(default: %(default)s)",
     )
     optuna.add_argument(

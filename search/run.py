@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib.util
+import importlib
 import json
 import os
 import platform
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from reports.html import write_report
 from search.data import ImageData, load_image_data, resolve_data_dir
-from search.errors import SearchStopped, UsageError
+from search.errors import SearchStopped, UsageError, first_line
 from search.store import RunStore
 from spaces import get_space
 from spaces.context import SpaceContext
@@ -189,12 +189,18 @@ def first_trials(
             # The baselines space's points are {"baseline": name}; other spaces' are the values.
             name = values.get("baseline") or preset_of(config.space, values)
             print(f"baseline {name} left out: --fix pins what it sets otherwise", flush=True)
-    if not queued:
-        return kept
-    from search.backends.keras_tuner import declared_space
+    if queued:
+        from search.backends.keras_tuner import declared_space
 
-    declared = declared_space(space, ctx)
-    return kept + check_enqueued(queued, declared, fixed, f"--enqueue {config.enqueue}")
+        declared = declared_space(space, ctx)
+        kept += check_enqueued(queued, declared, fixed, f"--enqueue {config.enqueue}")
+    if len(kept) > config.max_trials and config.space != "baselines":
+        print(
+            f"{len(kept)} first trials queued; --max-trials {config.max_trials} runs the first "
+            f"{config.max_trials} of them",
+            flush=True,
+        )
+    return kept
 
 
 def check_options(config: SearchConfig) -> None:
@@ -228,13 +234,16 @@ def _check_sampler_installed(sampler: str) -> None:
     the first without it: refuse it before any trial, naming what to install."""
     from search.backends import SAMPLER_NEEDS
 
-    if sampler in SAMPLER_NEEDS:
-        module, install = SAMPLER_NEEDS[sampler]
-        if importlib.util.find_spec(module) is None:
-            raise UsageError(
-                f"--sampler {sampler} needs the {module} package, which is not installed: "
-                f"{install}, or pick another --sampler"
-            )
+    if sampler not in SAMPLER_NEEDS:
+        return
+    module, install = SAMPLER_NEEDS[sampler]
+    try:
+        importlib.import_module(module)  # an installed but broken package counts as missing
+    except ImportError as error:
+        raise UsageError(
+            f"--sampler {sampler} needs the {module} package, which cannot be imported "
+            f"({first_line(error)}): {install}, or pick another --sampler"
+        ) from None
 
 
 def score_best_on_test(store: RunStore, data: ImageData) -> float | None:

@@ -66,7 +66,8 @@ def check_baselines_tensorboard_images(store: RunStore, result) -> None:
         events = list((store.run_dir / "tb" / f"trial_{trial_id}").rglob("events.out.tfevents*"))
         assert events, f"no TensorBoard events for trial {trial_id}"
         assert any(b"hparams" in e.read_bytes() for e in events), "no HParams record"
-    assert list((store.run_dir.parent / "shared-cache").glob("*.npy")), "--cache-dir unused"
+    assert list((store.run_dir.parent / "shared-cache").rglob("*.npy")), "--cache-dir unused"
+    assert not (store.run_dir / "cache").exists(), "the run's own cache was used"
 
 
 def check_verbose_seeds_and_report(store: RunStore, result) -> None:
@@ -355,6 +356,9 @@ def test_an_oversized_optuna_grid_is_refused_in_one_line_under_1_gb(
 ELSEWHERE = {
     "--resume": "test_search.py::test_resume_takes_the_stored_settings_from_the_cli",
     "--warmup-epochs": "test_early_stopping.py::test_a_search_with_a_warmup_keeps",
+    "--clean-train-eval=every": "test_clean_gap.py::test_clean_train_eval_every_best_and_off",
+    "--clean-train-eval=best": "test_clean_gap.py::test_clean_train_eval_every_best_and_off",
+    "--clean-train-eval=off": "test_clean_gap.py::test_clean_train_eval_every_best_and_off",
     "--max-memory-growth": "test_reliability.py::test_failure_a_process_that_grows",
     "--storage": "test_optuna.py::test_workers_on_two_machines",
     "--workers": "test_optuna.py::test_workers_on_two_machines",
@@ -421,3 +425,43 @@ def test_every_documented_option_has_an_end_to_end_test():
         covered |= {option, flag}
     missing = sorted(wanted - covered)
     assert not missing, f"documented but never run end to end: {missing}"
+
+
+BLOCKED_IMPORT = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class Uninstalled(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == sys.argv[1]:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, Uninstalled())
+from search.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(("sampler", "module"), [("cmaes", "cmaes"), ("gp", "torch")])
+def test_a_sampler_whose_package_is_missing_is_refused_before_any_trial(
+    sampler, module, tiny_folder, tmp_path
+):
+    """Optuna imports cmaes (and torch) only when it first samples: without them the first trial
+    ran and every later one failed. Here the package cannot be imported, as on a machine
+    without it, and the run is refused in one line naming what to install."""
+    argv = [*OPTUNA, "--sampler", sampler, "--space", "scratch", "--data", str(tiny_folder)]
+    argv += ["--image-size", "32", "--runs-dir", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCKED_IMPORT, module, *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=os.environ | {"KERAS_HOME": str(KERAS_HOME)},
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = error_lines(result)
+    assert f"--sampler {sampler} needs the {module} package" in line
+    assert "pip install" in line
+    assert not any(tmp_path.iterdir()), "a run directory was created"

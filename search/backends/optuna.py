@@ -34,6 +34,7 @@ POLL_S = 1.0  # how often an idle worker looks for a stale trial to retry
 GRACE_BEATS = 2  # a trial silent for this many heartbeat intervals is failed
 RESUME_SEED_STRIDE = 7919  # a prime above any worker count, so no two seeds coincide
 GRID_POINT = "grid_point"  # user attribute: a grid search trial's point number in the grid
+RETRY_OF = "failed_trial"  # system attribute of RetryHeartbeatStaleTrialCallback's retries
 HP = kt.engine.hyperparameters
 
 
@@ -286,10 +287,13 @@ def _reserve_trial(
     # A trial whose worker died is failed here, and its retry queued, before counting.
     optuna.storages.fail_stale_trials(study)
     _beat_for_silent_trials(study, beaten)
-    if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if any(RETRY_OF in t.system_attrs for t in waiting):
+        return True  # a retry replaces a lost trial, which the budget no longer counts
+    if counted_trials(study) - len(waiting) >= max_trials:
+        return False  # queued sets beyond the budget (--with-baselines, --enqueue) stay queued
+    if waiting:
         return True
-    if counted_trials(study) >= max_trials:
-        return False
     if grid is None:
         study.enqueue_trial({})
         return True
@@ -422,11 +426,7 @@ def _status(trial: optuna.trial.FrozenTrial) -> str:
 
 def _retries(study_trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
     """Original trial number -> the number of the trial that retried it."""
-    return {
-        t.system_attrs["failed_trial"]: t.number
-        for t in study_trials
-        if "failed_trial" in t.system_attrs
-    }
+    return {t.system_attrs[RETRY_OF]: t.number for t in study_trials if RETRY_OF in t.system_attrs}
 
 
 def sync_store(study: optuna.Study, store: RunStore) -> None:
@@ -435,6 +435,8 @@ def sync_store(study: optuna.Study, store: RunStore) -> None:
     retried_as = _retries(study_trials)
     trial_rows, epoch_rows = [], []
     for t in study_trials:
+        if t.state == TrialState.WAITING:  # queued, never started: not a trial of the run yet
+            continue
         values = t.user_attrs.get("hparams") or t.params
         row = {"trial_id": t.number}
         row |= {f"{HP_PREFIX}{k}": v for k, v in values.items()}
