@@ -1,10 +1,15 @@
 """Overfitting measures, rankings and search summaries: pure functions from run-store tables.
 
-Every measure is read from `epochs.csv` (one row per epoch, `accuracy` and `loss` measured while
-training, `val_*` on the validation split) at a trial's best epoch, the lowest validation loss,
-which is the epoch whose weights EarlyStopping restores. Gaps are train minus validation and are
-kept signed: validation can beat training because dropout and augmentation are active while the
-training accuracy is measured.
+Every measure is read from `epochs.csv` (one row per epoch: `accuracy` and `loss` are Keras's
+running figures during `fit`, with dropout and augmentation on; `train_accuracy_clean` and
+`train_loss_clean` the epoch's weights in inference mode on a fixed training sample; `val_*` on
+the validation split) at a trial's best epoch, the lowest validation loss, which is the epoch
+whose weights EarlyStopping restores. Gaps are train minus validation and are kept signed.
+
+The verdicts, the onset and the penalised ranking judge the clean figures, which compare like
+with like; the fit-time ones mostly measure how much harder augmentation and dropout make
+training. Runs stored before the clean figures existed (or with --clean-train-eval off) are
+judged on the fit-time ones, and `gap_basis` says so.
 """
 
 from __future__ import annotations
@@ -13,20 +18,22 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from search.store import HP_PREFIX, rank_trials
+from search.store import AT_BEST_COLUMNS, HP_PREFIX, rank_trials
 
 # Overfitting onset: validation loss rises for ONSET_K epochs in a row while training loss falls.
 ONSET_K = 2
 # Verdict thresholds, read at the best epoch (see `verdict`).
 OVERFIT_GAP = 0.05
 UNDERFIT_TRAIN_ACCURACY = 0.80
-# Penalised ranking: val_accuracy - PENALTY * max(gap, 0).
+# Penalised ranking: val_accuracy - PENALTY * max(gap, 0), on the judged gap.
 DEFAULT_PENALTY = 1.0
 RANK_BY = ("val_accuracy", "penalised")
 
-AT_BEST_COLUMNS = ["best_epoch", "val_accuracy", "val_loss", "train_accuracy", "gap"]
+# AT_BEST_COLUMNS are read at the best epoch; trials.csv's values win over epochs.csv's.
 MEASURE_COLUMNS = [
     *AT_BEST_COLUMNS,
+    "gap",  # the gap judged: gap_clean, or gap_fit where it was not measured
+    "gap_basis",  # "clean" or "fit": which of the two `gap` is
     "epochs",
     "gap_last",
     "max_gap",
@@ -40,31 +47,60 @@ BOOKKEEPING_PREFIX = f"{HP_PREFIX}tuner/"
 BASELINE_COLUMNS = (f"{HP_PREFIX}baseline", "baseline")
 
 
+def _column(curve: pd.DataFrame, name: str) -> pd.Series:
+    """A column of `curve`, all missing when the table has none (runs stored before it)."""
+    return curve[name] if name in curve else pd.Series(np.nan, index=curve.index, dtype=float)
+
+
 def accuracy_gap(curve: pd.DataFrame) -> pd.Series:
-    """Train minus validation accuracy per epoch, signed."""
-    return curve["accuracy"] - curve["val_accuracy"]
+    """Train minus validation accuracy per epoch, signed: the clean training accuracy where it
+    was measured, else the fit-time one."""
+    train = _column(curve, "train_accuracy_clean").fillna(curve["accuracy"])
+    return train - curve["val_accuracy"]
 
 
-def overfitting_onset(curve: pd.DataFrame, k: int = ONSET_K) -> int | None:
-    """The first epoch after which val_loss rises for `k` epochs in a row while loss falls.
+def _segments(curve: pd.DataFrame, warmup_epochs: int) -> list[pd.DataFrame]:
+    """The stretches of `curve` (sorted by epoch) that the onset is looked for in: the epochs
+    after the warm-up, cut where the phase changes (a fine-tune phase starts afresh)."""
+    curve = curve[curve["epoch"] > warmup_epochs]
+    phase = _column(curve, "phase").fillna("train")
+    starts = (phase != phase.shift()).cumsum()
+    return [segment for _, segment in curve.groupby(starts, sort=True)]
 
-    `curve` is one trial's epochs. None when that never happens.
+
+def _training_loss(segment: pd.DataFrame) -> pd.Series:
+    """The clean training loss where every epoch of `segment` has one; the fit-time loss,
+    whose level differs, is never mixed in."""
+    clean = _column(segment, "train_loss_clean")
+    return clean if clean.notna().all() else segment["loss"]
+
+
+def overfitting_onset(curve: pd.DataFrame, k: int = ONSET_K, warmup_epochs: int = 0) -> int | None:
+    """The first epoch after which val_loss rises for `k` epochs in a row while the training
+    loss (the clean one where measured) falls.
+
+    `curve` is one trial's epochs. The warm-up epochs (1..`warmup_epochs`) are left out, and
+    the count starts again where the fine-tune phase begins. None when that never happens.
     """
-    curve = curve.sort_values("epoch")
-    worsening = (curve["val_loss"].diff() > 0) & (curve["loss"].diff() < 0)
-    # A full window at position i means epochs i-k+1..i all worsened; the onset is epoch i-k.
-    full_windows = np.flatnonzero(worsening.rolling(k).sum().to_numpy() == k)
-    if full_windows.size == 0:
-        return None
-    return int(curve["epoch"].iloc[full_windows[0] - k])
+    for segment in _segments(curve.sort_values("epoch"), warmup_epochs):
+        worsening = (segment["val_loss"].diff() > 0) & (_training_loss(segment).diff() < 0)
+        # A full window at position i means epochs i-k+1..i all worsened; the onset is epoch i-k.
+        full_windows = np.flatnonzero(worsening.rolling(k).sum().to_numpy() == k)
+        if full_windows.size:
+            return int(segment["epoch"].iloc[full_windows[0] - k])
+    return None
 
 
-def lowest_val_loss_epoch(curve: pd.DataFrame) -> int | None:
-    """The store's best epoch: the first epoch with the lowest validation loss."""
+def lowest_val_loss_epoch(curve: pd.DataFrame, warmup_epochs: int = 0) -> int | None:
+    """The store's best epoch: the first epoch after the warm-up with the lowest validation
+    loss; the last epoch when every epoch is warm-up (nothing is restored then)."""
     scored = curve.dropna(subset=["val_loss"]).sort_values("epoch")
     if scored.empty:
         return None
-    return int(scored.loc[scored["val_loss"].idxmin(), "epoch"])
+    judged = scored[scored["epoch"] > warmup_epochs]
+    if judged.empty:
+        return int(scored["epoch"].iloc[-1])
+    return int(judged.loc[judged["val_loss"].idxmin(), "epoch"])
 
 
 def wasted_epochs(last_epoch: int, onset_epoch: int | None, best_epoch: int | None) -> int:
@@ -78,7 +114,8 @@ def wasted_epochs(last_epoch: int, onset_epoch: int | None, best_epoch: int | No
 
 
 def verdict(gap: float, train_accuracy: float, still_improving: bool) -> str | None:
-    """overfit, underfit or fit, for the model kept at the best epoch.
+    """overfit, underfit or fit, for the model kept at the best epoch, given its judged gap and
+    the training accuracy that gap was taken from (clean, or fit-time for older runs).
 
     - overfit: training accuracy beats validation accuracy by more than OVERFIT_GAP;
     - underfit: otherwise, if validation loss was still falling at the last epoch (the best
@@ -95,68 +132,116 @@ def verdict(gap: float, train_accuracy: float, still_improving: bool) -> str | N
 
 
 def trial_measures(
-    curve: pd.DataFrame, best_epoch: int | None = None, k: int = ONSET_K
+    curve: pd.DataFrame,
+    best_epoch: int | None = None,
+    k: int = ONSET_K,
+    warmup_epochs: int = 0,
+    recorded: dict | None = None,
 ) -> dict[str, object]:
-    """MEASURE_COLUMNS for one trial's epochs, read at `best_epoch` (default: lowest val_loss)."""
+    """MEASURE_COLUMNS for one trial's epochs, read at `best_epoch` (default: lowest val_loss
+    after the warm-up). `recorded` (the trial's trials.csv row) gives the values at the best
+    epoch that the epochs lack: with --clean-train-eval best, only trials.csv has clean ones."""
     curve = curve.sort_values("epoch")
     last = curve.iloc[-1]
     if best_epoch is None or best_epoch not in set(curve["epoch"]):
-        best_epoch = lowest_val_loss_epoch(curve)
-    onset = overfitting_onset(curve, k)
+        best_epoch = lowest_val_loss_epoch(curve, warmup_epochs)
+    onset = overfitting_onset(curve, k, warmup_epochs)
+    gaps = accuracy_gap(curve)
     measures: dict[str, object] = {
         "best_epoch": best_epoch,
         "epochs": int(last["epoch"]),
-        "gap_last": last["accuracy"] - last["val_accuracy"],
-        "max_gap": accuracy_gap(curve).max(),
+        "gap_last": gaps.iloc[-1],
+        "max_gap": gaps.max(),
         "onset_epoch": onset,
         "wasted_epochs": wasted_epochs(int(last["epoch"]), onset, best_epoch),
     }
     if best_epoch is None:
-        return measures | dict.fromkeys(["val_accuracy", "val_loss", "train_accuracy", "gap"])
+        return measures | dict.fromkeys([*AT_BEST_COLUMNS[1:], "gap", "gap_basis"])
     best = curve[curve["epoch"] == best_epoch].iloc[0]
-    gap = best["accuracy"] - best["val_accuracy"]
-    return measures | {
+    at_best = {
         "val_accuracy": best["val_accuracy"],
         "val_loss": best["val_loss"],
-        "train_accuracy": best["accuracy"],
-        "gap": gap,
-        "loss_gap": best["val_loss"] - best["loss"],
-        "verdict": verdict(gap, best["accuracy"], still_improving=best_epoch == last["epoch"]),
+        "train_accuracy_clean": best.get("train_accuracy_clean"),
+        "train_loss_clean": best.get("train_loss_clean"),
+        "train_accuracy_fit": best["accuracy"],
     }
+    at_best |= {c: v for c, v in (recorded or {}).items() if c in at_best and pd.notna(v)}
+    clean = pd.notna(at_best["train_accuracy_clean"])
+    train = at_best["train_accuracy_clean" if clean else "train_accuracy_fit"]
+    train_loss = at_best["train_loss_clean"]
+    gap = train - at_best["val_accuracy"]
+    return (
+        measures
+        | at_best
+        | {
+            "gap_clean": gap if clean else None,
+            "gap_fit": at_best["train_accuracy_fit"] - at_best["val_accuracy"],
+            "gap": gap,
+            "gap_basis": "clean" if clean else "fit",
+            "loss_gap": at_best["val_loss"]
+            - (train_loss if pd.notna(train_loss) else best["loss"]),
+            "verdict": verdict(gap, train, still_improving=best_epoch == last["epoch"]),
+        }
+    )
 
 
-def measure_trials(trials: pd.DataFrame, epochs: pd.DataFrame, k: int = ONSET_K) -> pd.DataFrame:
+def measure_trials(
+    trials: pd.DataFrame, epochs: pd.DataFrame, k: int = ONSET_K, warmup_epochs: int = 0
+) -> pd.DataFrame:
     """MEASURE_COLUMNS per trial that has epochs, indexed by trial_id.
 
-    A trial's best epoch is the one trials.csv records when it has one, so the numbers describe
-    the model the store kept.
+    A trial's best epoch and the values at it are the ones trials.csv records when it has them,
+    so the numbers describe the model the store kept.
     """
-    recorded = trials.set_index("trial_id")["best_epoch"].dropna().astype(int).to_dict()
+    recorded = trials.set_index("trial_id").to_dict("index")
     rows = {
-        int(trial_id): trial_measures(curve, recorded.get(trial_id), k)
+        int(trial_id): trial_measures(
+            curve,
+            _best_epoch(recorded.get(trial_id)),
+            k,
+            warmup_epochs,
+            recorded.get(trial_id),
+        )
         for trial_id, curve in epochs.groupby("trial_id")
     }
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=MEASURE_COLUMNS)
     frame.index.name = "trial_id"
-    return frame.astype({"best_epoch": "Int64", "onset_epoch": "Int64", "epochs": "Int64"})
+    # Floats even where every value is missing (a run without clean figures), so they compare.
+    numbers = [*AT_BEST_COLUMNS[1:], "gap", "gap_last", "max_gap", "loss_gap"]
+    integers = {"best_epoch": "Int64", "onset_epoch": "Int64", "epochs": "Int64"}
+    return frame.astype(integers | dict.fromkeys(numbers, float))
 
 
-def analyse_trials(trials: pd.DataFrame, epochs: pd.DataFrame, k: int = ONSET_K) -> pd.DataFrame:
-    """trials.csv with the overfitting measures added.
+def _best_epoch(row: dict | None) -> int | None:
+    epoch = (row or {}).get("best_epoch")
+    return None if pd.isna(epoch) else int(epoch)
+
+
+def analyse_trials(
+    trials: pd.DataFrame, epochs: pd.DataFrame, k: int = ONSET_K, warmup_epochs: int = 0
+) -> pd.DataFrame:
+    """trials.csv with the overfitting measures added; `warmup_epochs` is run.json's.
 
     Values trials.csv lacks (a failed or pruned trial's metrics) are read from its epochs.
     """
-    measures = measure_trials(trials, epochs, k)
+    measures = measure_trials(trials, epochs, k, warmup_epochs)
     table = trials.set_index("trial_id")
     for column in AT_BEST_COLUMNS:
-        table[column] = table[column].astype(measures[column].dtype).fillna(measures[column])
+        stored = table[column] if column in table else pd.Series(np.nan, index=table.index)
+        table[column] = stored.astype(measures[column].dtype).fillna(measures[column])
     added = [c for c in MEASURE_COLUMNS if c not in AT_BEST_COLUMNS]
     return table.join(measures[added]).reset_index()
 
 
+def judged_gap(table: pd.DataFrame) -> pd.Series:
+    """Per trial, the gap its verdict judges: gap_clean, or gap_fit where none was measured."""
+    return _column(table, "gap_clean").fillna(_column(table, "gap_fit"))
+
+
 def penalised_score(table: pd.DataFrame, penalty: float = DEFAULT_PENALTY) -> pd.Series:
-    """val_accuracy - penalty * max(gap, 0): overfitting costs, a negative gap earns nothing."""
-    return table["val_accuracy"] - penalty * table["gap"].clip(lower=0)
+    """val_accuracy - penalty * max(judged gap, 0): overfitting costs, a negative gap earns
+    nothing."""
+    return table["val_accuracy"] - penalty * judged_gap(table).clip(lower=0)
 
 
 def rank(
@@ -164,18 +249,16 @@ def rank(
 ) -> pd.DataFrame:
     """Complete trials, best first, numbered from 1 in a `rank` column.
 
-    by="val_accuracy" is the store's ranking (val accuracy, then smaller gap, then lower val
-    loss); by="penalised" sorts on `penalised_score`, kept in a `score` column, with the same
-    tie-breaks.
+    by="val_accuracy" is the store's ranking (val accuracy, then lower val loss); by="penalised"
+    sorts on `penalised_score`, kept in a `score` column, with the same tie-breaks. No signed
+    gap breaks a tie: a negative one would reward the trial augmentation holds back most.
     """
     if by == "val_accuracy":
         ranked = rank_trials(table)
     elif by == "penalised":
         done = table[table["status"] == "complete"]
         ranked = done.assign(score=penalised_score(done, penalty)).sort_values(
-            ["score", "gap", "val_loss", "trial_id"],
-            ascending=[False, True, True, True],
-            kind="stable",
+            ["score", "val_loss", "trial_id"], ascending=[False, True, True], kind="stable"
         )
     else:
         raise ValueError(f"rank by {by!r}: choose one of {', '.join(RANK_BY)}")

@@ -121,6 +121,15 @@ def search_parser() -> OneLineParser:
         "scratch can sit at chance on validation for their first epochs (default: %(default)s)",
     )
     add(
+        "--clean-train-eval",
+        choices=("every", "best", "off"),
+        default="every",
+        help="measure training accuracy and loss in inference mode (no augmentation, no dropout) "
+        "on a fixed sample of training images the size of the validation split: after every "
+        "epoch, only for the kept weights (best), or never (off); the verdicts judge the gap "
+        "between it and validation accuracy (default: %(default)s)",
+    )
+    add(
         "--image-size",
         type=_image_size,
         default=160,

@@ -1,10 +1,12 @@
 """The one training loop every back end calls: build, fit with early stopping, record, judge.
 
 A trial's `best_epoch` is the epoch whose weights the trial keeps: the lowest validation loss,
-restored by EarlyStopping(restore_best_weights=True). Its val/train accuracy and `gap`
-(train accuracy - val accuracy) are read at that epoch, so every number describes the model
-that would be exported. Train accuracy is Keras's running figure, measured with dropout and
-augmentation active, as the documents plot it.
+restored by EarlyStopping(restore_best_weights=True). Every number is read at that epoch, so it
+describes the model that would be exported. Training accuracy comes twice: `accuracy` (the
+trial's `train_accuracy_fit`) is Keras's running figure during `fit`, with dropout and
+augmentation active on weights that change through the epoch, as the documents plot it;
+`train_accuracy_clean` and `train_loss_clean` measure the epoch's weights in inference mode on a
+fixed sample of training images (`clean_sample`), so `gap_clean` compares like with like.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -25,11 +28,13 @@ from search.data import ImageData
 from search.devices import is_out_of_memory
 from search.errors import Restart, first_line
 from search.features import FeatureCache, FrozenSplit, split_frozen_base
-from search.inputs import evaluation_dataset, training_dataset
+from search.inputs import evaluation_dataset, subset_dataset, training_dataset
 from search.store import RunStore
 from spaces.context import SpaceContext
 
 HEAD_STEPS_PER_EXECUTION = 32
+CLEAN_EVAL = ("every", "best", "off")  # --clean-train-eval: after every epoch, once at the end
+CLEAN_KEYS = ("train_accuracy_clean", "train_loss_clean")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class TrainSettings:
     jit: str = "auto"  # XLA: "auto" (Keras's choice), "on" or "off"
     precision: str = "float32"  # Keras dtype policy: "float32" or "mixed_float16"
     warmup_epochs: int = 0  # epochs 1..N are never judged nor kept (Keras's start_from_epoch)
+    clean_train_eval: str = "every"  # one of CLEAN_EVAL
 
 
 @dataclass
@@ -54,8 +60,11 @@ class TrialResult:
     best_epoch: int | None = None
     val_accuracy: float | None = None
     val_loss: float | None = None
-    train_accuracy: float | None = None
-    gap: float | None = None
+    train_accuracy_clean: float | None = None
+    train_loss_clean: float | None = None
+    gap_clean: float | None = None
+    train_accuracy_fit: float | None = None
+    gap_fit: float | None = None
     n_params: int | None = None
     batch_size: int | None = None
     features: str | None = None  # frozen-base features: "computed", "memory" or "disk"
@@ -80,6 +89,33 @@ class _Fit:
     features: str | None = None
     head_from_trial: int | None = None
     jit: bool | None = None
+    phase: _Phase | None = None  # the last phase trained (or a reused head)
+    clean: dict | None = None  # CLEAN_KEYS measured on the kept weights once training ended
+    predictions: np.ndarray | None = None  # on the validation split, with the kept weights
+
+
+@dataclass
+class _Phase:
+    """What a phase trains: the full model on images, or the head on cached features. What is
+    measured once training ends runs on the last one, which holds the kept weights."""
+
+    model: keras.Model
+    train_x: np.ndarray
+    val_x: np.ndarray
+
+
+class CleanTrainEval(keras.callbacks.Callback):
+    """Adds CLEAN_KEYS to each epoch's logs, for EpochRecorder after it: the epoch's weights in
+    inference mode (no augmentation, no dropout) on the fixed training sample. Placed first, it
+    measures those weights before any callback could restore others."""
+
+    def __init__(self, measure: Callable[[], dict[str, float]]):
+        super().__init__()
+        self.measure = measure
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.measure())
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -119,9 +155,8 @@ class EpochRecorder(keras.callbacks.Callback):
             "phase": self.phase,
             "seconds": round(time.perf_counter() - self._start, 3),
         }
-        row |= {
-            k: float(logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs
-        }
+        measured = ("loss", "accuracy", "val_loss", "val_accuracy", *CLEAN_KEYS)
+        row |= {k: float(logs[k]) for k in measured if k in logs}
         self.rows.append(row)
         self.store.append_epoch(row)
         if self.on_epoch is not None:
@@ -144,6 +179,16 @@ def best_row(rows: list[dict], warmup_epochs: int = 0) -> dict:
     if not judged:
         return rows[-1]
     return min(judged, key=lambda r: (r.get("val_loss", math.inf), r["epoch"]))
+
+
+def clean_sample(n_train: int, size: int, seed: int) -> np.ndarray:
+    """Indices of the training images the clean figures are measured on: a seeded sample of
+    `size` (the validation split's size, so both figures carry a like uncertainty), or every
+    image when there are fewer. The seed is the run's, so every trial is measured on the same
+    images and their figures compare."""
+    if n_train <= size:
+        return np.arange(n_train)
+    return np.sort(np.random.default_rng(seed).choice(n_train, size, replace=False))
 
 
 def _diverged(rows: list[dict]) -> bool:
@@ -180,6 +225,7 @@ class TrialRunner:
         self.features = features
         self.max_memory_growth_mb = max_memory_growth_mb
         self._resident: list[float] = []  # after each trial run in this process
+        self._sample = clean_sample(len(data.train), len(data.validation), settings.seed)
 
     def run(
         self,
@@ -231,7 +277,8 @@ class TrialRunner:
                         continue
             break
         model = fit.model
-        result = self._judge(trial_id, model, fit.rows, error, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        result = self._judge(trial_id, model, fit.rows, error, seconds, fit.clean)
         result.batch_size = fit.batch_size
         result.features, result.head_from_trial = fit.features, fit.head_from_trial
         result.jit = fit.jit
@@ -244,6 +291,8 @@ class TrialRunner:
             # Staged before the row says complete, so the best complete trial always has its
             # model; a trial that cannot be best is not saved at all.
             self.store.stage_model(model, trial_id)
+        if result.status == "complete":  # before its row says so, as its model is
+            self.store.save_predictions(trial_id, "validation", fit.predictions)
         if on_result is not None:
             on_result(result, hp.values)
         self.store.finish_trial(trial_id, result.row(), hp.values)
@@ -293,6 +342,30 @@ class TrialRunner:
         fine_tune = getattr(self.space, "fine_tune", None)
         if fit.rows and not _diverged(fit.rows) and fine_tune and fine_tune(hp, model):
             self._fine_tune(model, hp, fit)
+        if fit.rows and not _diverged(fit.rows):
+            self._measure_kept(fit)
+
+    def _measure_kept(self, fit: _Fit) -> None:
+        """Once the kept weights are in the model: its validation predictions, and its clean
+        training figures where its best epoch has none (--clean-train-eval best, or a reused
+        head recorded without them)."""
+        phase = fit.phase
+        missing = self._best(fit.rows).get("train_accuracy_clean") is None
+        if self.settings.clean_train_eval != "off" and missing:
+            fit.clean = self._measure_clean(phase.model, phase.train_x, fit.batch_size)
+        batches = evaluation_dataset(phase.val_x, self.data.validation.y, fit.batch_size)
+        fit.predictions = phase.model.predict(batches, verbose=0)
+
+    def _measure_clean(
+        self, model: keras.Model, train_x: np.ndarray, batch_size: int
+    ) -> dict[str, float]:
+        """CLEAN_KEYS of `model` as it is, on the training sample (or its cached features)."""
+        batches = subset_dataset(train_x, self.data.train.y, self._sample, batch_size)
+        logs = model.evaluate(batches, verbose=0, return_dict=True)
+        return {
+            "train_accuracy_clean": float(logs["accuracy"]),
+            "train_loss_clean": float(logs["loss"]),
+        }
 
     def _train_head(
         self, frozen: FrozenSplit, hp, fit: _Fit, initial_epoch: int, last: int
@@ -303,14 +376,8 @@ class TrialRunner:
         key = self.features.key(frozen)
         features, fit.features = self.features.features(frozen, key)
         head_key = self.features.head_key(key, self._phase_one_values(hp), self.settings)
-        if self._fine_tunes(hp) and initial_epoch == 0:
-            reused = self.features.load_head(head_key, frozen)
-            if reused is not None:
-                fit.head_from_trial, rows = reused
-                for row in rows:
-                    self._replay_epoch(fit, row)
-                return
         model = frozen.model
+        # Compiled before a reused head returns too: what is measured at the end may run on it.
         frozen.head.compile(
             optimizer=model.optimizer,
             loss=model.loss,
@@ -319,6 +386,14 @@ class TrialRunner:
             # takes less time than calling it does.
             steps_per_execution=HEAD_STEPS_PER_EXECUTION,
         )
+        fit.phase = _Phase(frozen.head, features["train"], features["validation"])
+        if self._fine_tunes(hp) and initial_epoch == 0:
+            reused = self.features.load_head(head_key, frozen)
+            if reused is not None:
+                fit.head_from_trial, rows = reused
+                for row in rows:
+                    self._replay_epoch(fit, row)
+                return
         inputs = (features["train"], self.data.train.y, features["validation"])
         self._fit(frozen.head, hp, fit, "train", initial_epoch, last, inputs)
         if fit.rows and not _diverged(fit.rows):
@@ -366,6 +441,7 @@ class TrialRunner:
         # With --jit on, a smaller last batch would make XLA compile the step once more per
         # fit; "auto" keeps every image of every epoch, as without XLA.
         drop_remainder = self._set_jit(model, fit) and self.settings.jit == "on"
+        fit.phase = _Phase(model, train_x, val_x)
         callbacks = [
             StopOnNaN(),
             keras.callbacks.EarlyStopping(
@@ -377,6 +453,9 @@ class TrialRunner:
             EpochRecorder(self.store, fit.trial_id, phase, fit.rows, fit.on_epoch),
             *fit.extra_callbacks,
         ]
+        if self.settings.clean_train_eval == "every":
+            measure = partial(self._measure_clean, model, train_x, fit.batch_size)
+            callbacks.insert(0, CleanTrainEval(measure))
         if self.settings.tensorboard:
             log_dir = self.store.run_dir / "tb" / f"trial_{fit.trial_id}"
             callbacks += [
@@ -416,8 +495,16 @@ class TrialRunner:
         return best_row(rows, self.settings.warmup_epochs)
 
     def _judge(
-        self, trial_id: int, model, rows: list[dict], error: str, seconds: float
+        self,
+        trial_id: int,
+        model,
+        rows: list[dict],
+        error: str,
+        seconds: float,
+        clean: dict | None = None,
     ) -> TrialResult:
+        """The trial's outcome, read at its best epoch; `clean` (CLEAN_KEYS measured on the kept
+        weights) stands in for figures the best epoch's row lacks."""
         duration = round(seconds, 3)
         n_params = model.count_params() if model is not None else None
         if not error and _diverged(rows):
@@ -427,6 +514,8 @@ class TrialRunner:
         if error:
             return TrialResult(trial_id, "failed", duration, error=error, n_params=n_params)
         best = self._best(rows)
+        clean = clean or {k: best.get(k) for k in CLEAN_KEYS}
+        train_clean = clean["train_accuracy_clean"]
         return TrialResult(
             trial_id,
             "complete",
@@ -434,8 +523,11 @@ class TrialRunner:
             best_epoch=best["epoch"],
             val_accuracy=best["val_accuracy"],
             val_loss=best["val_loss"],
-            train_accuracy=best["accuracy"],
-            gap=best["accuracy"] - best["val_accuracy"],
+            train_accuracy_clean=train_clean,
+            train_loss_clean=clean["train_loss_clean"],
+            gap_clean=None if train_clean is None else train_clean - best["val_accuracy"],
+            train_accuracy_fit=best["accuracy"],
+            gap_fit=best["accuracy"] - best["val_accuracy"],
             n_params=n_params,
         )
 
@@ -445,8 +537,13 @@ class TrialRunner:
         if result.status in ("complete", "pruned"):
             best = self.store.best_trial()
             best_text = "-" if best is None else f"{best['val_accuracy']:.3f}"
+            gap = (
+                f"gap_fit={result.gap_fit:+.3f}"
+                if result.gap_clean is None
+                else f"gap_clean={result.gap_clean:+.3f}"
+            )
             print(
-                f"{head} val_acc={result.val_accuracy:.3f} gap={result.gap:+.3f} "
+                f"{head} val_acc={result.val_accuracy:.3f} {gap} "
                 f"best={best_text} ({result.duration_s:.1f}s)",
                 flush=True,
             )

@@ -110,7 +110,7 @@ def check_invariants(run: Path, finished_before: pd.DataFrame, epochs_before: pd
     if store.best_model_path.exists():
         keras.saving.load_model(store.best_model_path, safe_mode=True)
     kept = trials.set_index("trial_id")
-    columns = ["status", "val_accuracy", "val_loss", "gap", "best_epoch"]
+    columns = ["status", "val_accuracy", "val_loss", "gap_clean", "best_epoch"]
     for trial_id, row in finished_before.set_index("trial_id").iterrows():
         assert kept.loc[trial_id, columns].tolist() == row[columns].tolist(), trial_id
         then = epochs_before.query("trial_id == @trial_id").reset_index(drop=True)

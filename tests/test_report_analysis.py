@@ -92,7 +92,7 @@ def test_measures_of_an_overfitting_trial():
     assert m["epochs"] == 6
     assert m["val_accuracy"] == pytest.approx(0.6)
     assert m["val_loss"] == pytest.approx(0.55)
-    assert m["train_accuracy"] == pytest.approx(0.7)
+    assert m["train_accuracy_fit"] == pytest.approx(0.7)
     assert m["gap"] == pytest.approx(0.1)
     assert m["gap_last"] == pytest.approx(0.25)
     assert m["max_gap"] == pytest.approx(0.25)
@@ -137,7 +137,7 @@ def test_negative_gaps_are_kept_as_they_are():
 
 def test_measures_are_read_at_the_stored_best_epoch_when_given():
     m = trial_measures(OVERFITTING, best_epoch=5)
-    assert (m["best_epoch"], m["val_accuracy"], m["train_accuracy"]) == (5, 0.7, 0.9)
+    assert (m["best_epoch"], m["val_accuracy"], m["train_accuracy_fit"]) == (5, 0.7, 0.9)
     assert m["gap"] == pytest.approx(0.2)
 
 
@@ -159,9 +159,10 @@ def test_verdict_thresholds(gap, train_accuracy, still_improving, expected):
 
 
 def trials_table(rows) -> pd.DataFrame:
-    """trials.csv rows: (trial_id, status, val_accuracy, gap, val_loss)."""
-    frame = pd.DataFrame(rows, columns=["trial_id", "status", "val_accuracy", "gap", "val_loss"])
-    return frame.assign(train_accuracy=frame["val_accuracy"] + frame["gap"])
+    """trials.csv rows: (trial_id, status, val_accuracy, gap_clean, val_loss)."""
+    columns = ["trial_id", "status", "val_accuracy", "gap_clean", "val_loss"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.assign(train_accuracy_clean=frame["val_accuracy"] + frame["gap_clean"])
 
 
 RANKING = trials_table(
@@ -177,9 +178,9 @@ RANKING = trials_table(
 )
 
 
-def test_ranking_by_val_accuracy_breaks_ties_by_smaller_gap_then_val_loss():
+def test_ranking_by_val_accuracy_breaks_ties_by_val_loss():
     ranked = rank(RANKING)
-    assert list(ranked["trial_id"]) == [3, 5, 1, 0, 2]
+    assert list(ranked["trial_id"]) == [3, 5, 0, 1, 2]
     assert list(ranked["rank"]) == [1, 2, 3, 4, 5]
     assert "score" not in ranked
 
@@ -196,7 +197,7 @@ def test_penalised_ranking_with_the_same_tie_breaks():
     ranked = rank(RANKING, by="penalised", penalty=1.0)
     assert list(ranked["trial_id"]) == [5, 1, 2, 0, 3]
     assert list(ranked["score"]) == pytest.approx([0.78, 0.78, 0.75, 0.7, 0.6])
-    assert list(rank(RANKING, by="penalised", penalty=0.0)["trial_id"]) == [3, 5, 1, 0, 2]
+    assert list(rank(RANKING, by="penalised", penalty=0.0)["trial_id"]) == [3, 5, 0, 1, 2]
 
 
 def test_unknown_ranking_is_refused():
@@ -212,8 +213,8 @@ def test_analysis_fills_what_trials_csv_lacks_from_the_epochs():
             "best_epoch": pd.array([5, None, None], dtype="Int64"),
             "val_accuracy": [0.7, None, None],
             "val_loss": [0.7, None, None],
-            "train_accuracy": [0.9, None, None],
-            "gap": [0.2, None, None],
+            "train_accuracy_fit": [0.9, None, None],
+            "gap_fit": [0.2, None, None],
             "error": [None, "nan_loss", "oom: out of memory"],
         }
     )

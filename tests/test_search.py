@@ -40,7 +40,7 @@ def test_transfer_search_on_the_default_data_from_the_cli(tmp_path, weights_file
     )
     assert result.returncode == 0, error_lines(result)
     lines = re.findall(
-        r"^trial (\d)/3 complete val_acc=0\.\d{3} gap=[+-]\d\.\d{3} "
+        r"^trial (\d)/3 complete val_acc=0\.\d{3} gap_clean=[+-]\d\.\d{3} "
         r"best=0\.\d{3} \(\d+\.\ds\)$",
         result.stdout,
         flags=re.M,
@@ -74,7 +74,8 @@ def test_two_trial_search_writes_a_complete_store(tiny_run, tiny_data):
         best = history.loc[history["val_loss"].idxmin()]
         assert trial.best_epoch == best["epoch"]
         assert trial.val_accuracy == pytest.approx(best["val_accuracy"])
-        assert trial.gap == pytest.approx(best["accuracy"] - best["val_accuracy"])
+        assert trial.gap_fit == pytest.approx(best["accuracy"] - best["val_accuracy"])
+        assert trial.gap_clean == pytest.approx(best["train_accuracy_clean"] - trial.val_accuracy)
         assert trial.n_params > 0 and trial.duration_s > 0
     info = store.read_run_info()
     assert info["space"] == "scratch" and info["class_names"] == ["cats", "dogs"]
@@ -127,7 +128,8 @@ def test_rerunning_a_run_resumes_it(tiny_folder, tmp_path):
     store = run_search(SearchConfig(**{**config.__dict__, "max_trials": 2, "resume": True}))
     trials = store.trials()
     assert list(trials["trial_id"]) == [0, 1]
-    kept = [c for c in first.columns if c != "test_accuracy"]  # only the best has a test score
+    # Only the best has a test score (and its interval).
+    kept = [c for c in first.columns if not c.startswith("test_accuracy")]
     pd.testing.assert_frame_equal(trials.iloc[:1][kept], first[kept], check_dtype=False)
     assert trials["test_accuracy"].notna().sum() == 1
     assert len(store.epochs().query("trial_id == 0")) == 1
