@@ -323,8 +323,9 @@ def baseline_trials(trials, space: str) -> dict[str, dict]:
 
 
 def _measures(row: dict | None) -> dict:
-    keys = ("trial_id", "status", "best_epoch", "val_accuracy", "test_accuracy", "gap")
-    return {k: row.get(k) for k in keys} if row else {}
+    keys = ("trial_id", "status", "best_epoch", "val_accuracy", "test_accuracy", "gap_clean")
+    # "gap" stays the fit-time gap (trials.csv's gap_fit), as quality.json has recorded it.
+    return {k: row.get(k) for k in keys} | {"gap": row.get("gap_fit")} if row else {}
 
 
 def summarize(run: Run, paths: Paths, wall_s: float, before: dict | None = None) -> dict:

@@ -8,6 +8,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
@@ -27,7 +28,9 @@ from reports.analysis import (
     hyperparameter_importance,
     rank,
 )
-from search.store import HP_PREFIX, STATUSES, RunStore
+from reports.mistakes import GALLERY_CAP, best_model_outcomes
+from search.stats import TIE_P, mcnemar_exact, predicted_classes
+from search.store import HP_PREFIX, INTERVAL_SPLITS, STATUSES, RunStore
 
 # Learning curves and per-epoch gaps are drawn for this many of the best trials (and every
 # baseline): a figure per trial for 200 trials would make the per-trial redraw slow.
@@ -39,33 +42,63 @@ LEADERBOARD_COLUMNS = [
     "trial_id",
     "baseline",
     "val_accuracy",
+    "val_accuracy_low",
+    "val_accuracy_high",
+    "tied_with_best",
+    "p_vs_best",
     "gap",
     "score",
     *[c for c in MEASURE_COLUMNS if c not in ("val_accuracy", "gap")],
     "test_accuracy",
+    "test_accuracy_low",
+    "test_accuracy_high",
     "duration_s",
     "n_params",
 ]
 # Header tooltips, so the table explains itself.
 COLUMN_HELP = {
     "val_accuracy": "validation accuracy at the best epoch",
-    "gap": "train - validation accuracy at the best epoch (negative: validation is better)",
+    "val_accuracy_ci": "Wilson 95% interval of val_accuracy, from the validation split's size",
+    "tied_with_best": (
+        f"yes: McNemar's exact test on the validation images finds no difference from the "
+        f"first-ranked trial (p >= {TIE_P}); empty where predictions are not stored"
+    ),
+    "p_vs_best": "McNemar's exact p against the first-ranked trial's validation predictions",
+    "gap": "the gap the verdict judges: gap_clean, or gap_fit where no clean one was measured",
+    "gap_basis": "clean or fit: which gap the verdict judged",
+    "gap_clean": "train_accuracy_clean - val_accuracy at the best epoch",
+    "gap_fit": "train_accuracy_fit - val_accuracy at the best epoch",
     "score": "val_accuracy - penalty x max(gap, 0)",
     "val_loss": "validation loss at the best epoch (the lowest)",
-    "train_accuracy": "training accuracy at the best epoch",
+    "train_accuracy_clean": "training accuracy at the best epoch, in inference mode (no "
+    "augmentation, no dropout) on a fixed sample of training images",
+    "train_loss_clean": "training loss at the best epoch, measured as train_accuracy_clean",
+    "train_accuracy_fit": "Keras's running training accuracy during the best epoch (with "
+    "augmentation and dropout on)",
     "best_epoch": "epoch with the lowest validation loss, whose weights are kept",
     "epochs": "epochs trained",
-    "gap_last": "train - validation accuracy at the last epoch",
-    "max_gap": "largest train - validation accuracy over all epochs",
-    "loss_gap": "validation loss - training loss at the best epoch",
-    "onset_epoch": "epoch after which validation loss rose while training loss fell",
+    "gap_last": "train (clean where measured) - validation accuracy at the last epoch",
+    "max_gap": "largest train (clean where measured) - validation accuracy over all epochs",
+    "loss_gap": "validation loss - training loss (clean where measured) at the best epoch",
+    "onset_epoch": "epoch after which validation loss rose while training loss (clean where "
+    "measured) fell; warm-up epochs left out, counted afresh from the fine-tune phase",
     "wasted_epochs": "epochs trained after both the onset and the best epoch",
     "test_accuracy": "test accuracy, measured only for the exported best model",
+    "test_accuracy_ci": "Wilson 95% interval of test_accuracy, from the test split's size",
     "duration_s": "seconds spent training the trial",
     "n_params": "model parameters",
 }
-SIGNED = {"gap", "gap_last", "max_gap", "loss_gap"}
-FOUR_PLACES = {"val_accuracy", "val_loss", "train_accuracy", "test_accuracy", "score"}
+SIGNED = {"gap", "gap_clean", "gap_fit", "gap_last", "max_gap", "loss_gap"}
+FOUR_PLACES = {
+    "val_accuracy",
+    "val_loss",
+    "train_accuracy_clean",
+    "train_loss_clean",
+    "train_accuracy_fit",
+    "test_accuracy",
+    "score",
+    *[f"{c}_{end}" for c in INTERVAL_SPLITS for end in ("low", "high")],
+}
 SETTINGS = (
     "space",
     "backend",
@@ -87,11 +120,44 @@ SETTINGS = (
 )
 
 
+def validation_correct(store: RunStore, trial_ids: list[int]) -> dict[int, np.ndarray]:
+    """Per trial, whether it classified each validation image correctly, for the trials whose
+    predictions are stored and match the stored labels (a run from before predictions were
+    kept has neither; labels are stored when the search scores its best model)."""
+    images = store.split_images("validation")
+    if images is None:
+        return {}
+    labels = images[1]
+    found = {t: store.predictions(t, "validation") for t in trial_ids}
+    return {
+        t: predicted_classes(p) == labels
+        for t, p in found.items()
+        if p is not None and len(p) == len(labels)
+    }
+
+
+def mark_ties(ranked: pd.DataFrame, correct: dict[int, np.ndarray]) -> pd.DataFrame:
+    """p_vs_best: McNemar's exact p of each trial's validation predictions against the
+    first-ranked trial's; tied_with_best: p >= TIE_P. Empty for a trial, or all trials, without
+    stored predictions."""
+    ids = [int(t) for t in ranked["trial_id"]]
+    best = correct.get(ids[0]) if ids else None
+    p_values = [
+        mcnemar_exact(correct[t], best) if best is not None and t in correct else None for t in ids
+    ]
+    tied = [None if p is None else p >= TIE_P for p in p_values]
+    return ranked.assign(p_vs_best=p_values, tied_with_best=tied)
+
+
 def leaderboard(
-    table: pd.DataFrame, rank_by: str = "val_accuracy", penalty: float = DEFAULT_PENALTY
+    table: pd.DataFrame,
+    rank_by: str = "val_accuracy",
+    penalty: float = DEFAULT_PENALTY,
+    correct: dict[int, np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """Complete trials ranked best first: measures, then every hp_ column."""
-    ranked = rank(table, rank_by, penalty)
+    """Complete trials ranked best first: measures (with ties marked from `correct`, each
+    trial's per-image validation correctness), then every hp_ column."""
+    ranked = mark_ties(rank(table, rank_by, penalty), correct or {})
     baseline = baseline_column(table)
     if baseline:
         ranked = ranked.assign(baseline=ranked[baseline])
@@ -104,6 +170,8 @@ def format_value(column: str, value: object) -> str:
     """A cell's text: empty when missing, signed gaps, fixed places for rates and losses."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return ""
+    if column == "tied_with_best":
+        return "yes" if value else "no"
     if isinstance(value, bool):
         return str(value)
     if column in SIGNED:
@@ -276,12 +344,49 @@ def _settings_of(info: dict) -> tuple[str, ...]:
     return tuple(key for key in SETTINGS if key not in unused)
 
 
+def interval_range(column: str, low: object, high: object) -> str:
+    """An accuracy's interval as "low-high" (with an en dash) in the accuracy's own format;
+    empty when unknown."""
+    if low is None or pd.isna(low) or high is None or pd.isna(high):
+        return ""
+    return f"{format_value(column, low)}\u2013{format_value(column, high)}"
+
+
+def interval_note(row: dict, column: str, n: int | None) -> str:
+    """ "95% CI low-high, n = N" for a row's accuracy, empty when the row has no interval."""
+    shown = interval_range(column, row.get(f"{column}_low"), row.get(f"{column}_high"))
+    return f"95% CI {shown}, n = {n}" if shown else ""
+
+
+def _with_interval_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The page's leaderboard: each accuracy's _low and _high columns (kept apart in
+    leaderboard.csv) shown as one <accuracy>_ci column of "low-high"."""
+    for column in INTERVAL_SPLITS:
+        low, high = f"{column}_low", f"{column}_high"
+        if low not in frame.columns:
+            continue
+        pairs = zip(frame[low], frame[high], strict=True)
+        ranges = [interval_range(column, a, b) for a, b in pairs]
+        frame = frame.assign(**{low: ranges}).rename(columns={low: f"{column}_ci"})
+        frame = frame.drop(columns=high)
+    return frame
+
+
+def _tie_summary(board: pd.DataFrame) -> dict[str, int]:
+    """How many ranked trials were compared with the first and how many are tied with it (the
+    first itself not counted), and how many have no mark."""
+    compared = board["tied_with_best"].iloc[1:].dropna()
+    unmarked = int(board["tied_with_best"].isna().sum())
+    return {"compared": len(compared), "tied": int(compared.sum()), "unmarked": unmarked}
+
+
 def test_card(store: RunStore, info: dict, best: dict | None) -> tuple[str, str]:
     """The test accuracy card's value and caption. The test split is scored once, for the best
     model, when the search ends; a finished run can still lack the score, and says why."""
     scored = format_value("test_accuracy", best.get("test_accuracy")) if best else ""
     if scored:
-        return scored, "best model, on the test split"
+        interval = interval_note(best, "test_accuracy", store.split_size("test"))
+        return scored, "best model, on the test split" + (f" ({interval})" if interval else "")
     if info.get("status") != "finished":
         return "not yet", "best model, once the search ends"
     if not sum(info.get("counts", {}).get("test", {}).values()):
@@ -300,8 +405,9 @@ def report_context(
     """Everything the template shows, read from the store."""
     info = store.read_run_info()
     trials, epochs = store.trials(), store.epochs()
-    table = analyse_trials(trials, epochs, k)
-    board = leaderboard(table, rank_by, penalty)
+    table = analyse_trials(trials, epochs, k, info.get("warmup_epochs", 0))
+    complete = [int(t) for t in trials.loc[trials["status"] == "complete", "trial_id"]]
+    board = leaderboard(table, rank_by, penalty, validation_correct(store, complete))
     hp_columns = hyperparameter_columns(trials)
     baseline = baseline_column(table)
     top = [int(t) for t in board["trial_id"].head(TOP_TRIALS)]
@@ -312,7 +418,10 @@ def report_context(
     names = _figure_names(board, table)
     history = best_so_far(trials)
     best = None if board.empty else board.iloc[0].to_dict()
-    shown_board = board[[c for c in board.columns if c in LEADERBOARD_COLUMNS or c in hp_columns]]
+    shown_board = _with_interval_columns(
+        board[[c for c in board.columns if c in LEADERBOARD_COLUMNS or c in hp_columns]]
+    )
+    mistakes_trial, outcomes = best_model_outcomes(store, info)
     return {
         "leaderboard": board,
         "info": info,
@@ -321,6 +430,14 @@ def report_context(
         "status_counts": _status_counts(trials),
         "best": best,
         "test_card": test_card(store, info, best),
+        "val_interval": interval_note(best, "val_accuracy", store.split_size("validation"))
+        if best
+        else "",
+        "ties": _tie_summary(board),
+        "tie_p": TIE_P,
+        "mistakes_trial": mistakes_trial,
+        "outcomes": outcomes,
+        "gallery_cap": GALLERY_CAP,
         "format": format_value,
         "rank_by": rank_by,
         "penalty": penalty,

@@ -18,6 +18,7 @@ import pandas as pd
 
 from search.data import TEST_FRACTION, VALIDATION_FRACTION
 from search.errors import UsageError
+from search.stats import accuracy_interval
 from search.store import HP_PREFIX, RunStore
 from spaces.baselines import preset_of
 
@@ -47,7 +48,7 @@ def model_card(store: RunStore) -> str:
         _data(info),
         _split(info),
         _hyperparameters(best_hparams["hyperparameters"]),
-        _results(best),
+        _results(best, info),
         _baselines(trials, best, info["space"]),
     ]
     return "\n\n".join(sections) + "\n"
@@ -57,6 +58,20 @@ def _number(value, signed: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def _with_interval(accuracy, n: int) -> str:
+    """ "x% (95% CI a-b, n = N)" (an en dash), the Wilson interval for N images."""
+    if accuracy is None or (isinstance(accuracy, float) and math.isnan(accuracy)):
+        return "n/a"
+    low, high = accuracy_interval(accuracy, n)
+    if low is None:  # a split without images
+        return f"{100 * accuracy:.2f}%"
+    return f"{100 * accuracy:.2f}% (95% CI {100 * low:.1f}\u2013{100 * high:.1f}, n = {n})"
+
+
+def _split_size(info: dict, split: str) -> int:
+    return sum(info["counts"].get(split, {}).values())
 
 
 def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
@@ -147,8 +162,8 @@ def _split(info: dict) -> str:
             "",
             rules.get(info["layout"], f"layout {info['layout']}."),
             "The test split is never used to choose: only the best trial's model is scored on "
-            "it, once, at the end. Trials are ranked by validation accuracy, then smaller gap, "
-            "then lower validation loss.",
+            "it, once, at the end. Trials are ranked by validation accuracy, then lower "
+            "validation loss.",
         ]
     )
 
@@ -159,20 +174,27 @@ def _hyperparameters(hparams: dict) -> str:
     return "\n".join(["## Hyperparameters", "", _table(("name", "value"), rows)])
 
 
-def _results(best: pd.Series) -> str:
+def _results(best: pd.Series, info: dict) -> str:
+    test = _with_interval(best["test_accuracy"], _split_size(info, "test"))
     rows = [
-        ("validation accuracy", _number(best["val_accuracy"])),
+        (
+            "validation accuracy",
+            _with_interval(best["val_accuracy"], _split_size(info, "validation")),
+        ),
         ("validation loss", _number(best["val_loss"])),
-        ("training accuracy", _number(best["train_accuracy"])),
-        ("gap (training - validation accuracy)", _number(best["gap"], signed=True)),
-        ("test accuracy", _number(best["test_accuracy"])),
+        ("training accuracy", _number(best["train_accuracy_fit"])),
+        ("gap (training - validation accuracy)", _number(best["gap_fit"], signed=True)),
+        ("test accuracy", test),
     ]
     return "\n".join(
         [
             "## Results",
             "",
+            f"Test accuracy: {test}." if test != "n/a" else "Test accuracy: not scored.",
+            "",
             "Read at the kept epoch (the lowest validation loss). Training accuracy is "
-            "measured with dropout and augmentation active, so a negative gap is real.",
+            "measured with dropout and augmentation active, so a negative gap is real. "
+            "Intervals are Wilson 95% intervals for the split's n images.",
             "",
             _table(("measure", "value"), rows),
         ]
@@ -204,7 +226,7 @@ def _baselines(trials: pd.DataFrame, best: pd.Series, space: str) -> str:
             int(row["trial_id"]),
             row["status"],
             _number(row["val_accuracy"]),
-            _number(row["gap"], signed=True),
+            _number(row["gap_fit"], signed=True),
             _verdict(row, best),
         )
         for row in trials.to_dict("records")
@@ -232,4 +254,4 @@ def _verdict(row: dict, best: pd.Series) -> str:
         return "not complete"
     if row["val_accuracy"] < best["val_accuracy"]:
         return "beaten"
-    return "tied on val accuracy, ranked lower on gap or loss"
+    return "tied on val accuracy, ranked lower on val loss"

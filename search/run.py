@@ -49,6 +49,7 @@ class SearchConfig:
     epochs: int = 10
     patience: int = 3
     warmup_epochs: int = 0
+    clean_train_eval: str = "every"  # inference-mode training figures: every, best or off
     image_size: int = 160
     batch_size: int = 32
     seed: int = 42
@@ -247,14 +248,28 @@ def _check_sampler_installed(sampler: str) -> None:
 
 
 def score_best_on_test(store: RunStore, data: ImageData) -> float | None:
-    """Test accuracy of the stored best model; the test split is used here and nowhere else."""
+    """Test accuracy of the stored best model; the test split is used here and nowhere else.
+    Its per-image test predictions are stored, its validation ones too where its trial left
+    none, with both splits' files and labels, so the report can show its mistakes."""
     import keras
 
-    if not store.best_model_path.exists() or len(data.test) == 0:
+    from search.stats import predicted_classes
+
+    if not store.best_model_path.exists():
         return None
+    trial_id = store.read_best_hparams()["trial_id"]
     model = keras.saving.load_model(store.best_model_path, safe_mode=True)
-    _, accuracy = model.evaluate(data.test.x, data.test.y, verbose=0)
-    store.set_test_accuracy(store.read_best_hparams()["trial_id"], accuracy)
+    for name in ("validation", "test"):
+        split = data.split(name)
+        store.save_split_images(name, split.files, split.y)
+        if len(split) and (name == "test" or store.predictions(trial_id, name) is None):
+            store.save_predictions(trial_id, name, model.predict(split.x, verbose=0))
+    if len(data.test) == 0:
+        return None
+    # The accuracy is counted from the stored predictions, so the two always agree.
+    correct = predicted_classes(store.predictions(trial_id, "test")) == data.test.y
+    accuracy = float(correct.mean())
+    store.set_test_accuracy(trial_id, accuracy)
     return accuracy
 
 
@@ -324,15 +339,16 @@ def _search_locked(
         flush=True,
     )
     settings = TrainSettings(
-        config.epochs,
-        config.patience,
-        config.batch_size,
-        config.seed,
-        config.verbose,
-        config.tensorboard,
-        config.jit,
-        precision,
-        config.warmup_epochs,
+        epochs=config.epochs,
+        patience=config.patience,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        verbose=config.verbose,
+        tensorboard=config.tensorboard,
+        jit=config.jit,
+        precision=precision,
+        warmup_epochs=config.warmup_epochs,
+        clean_train_eval=config.clean_train_eval,
     )
     # The report is rewritten as trials finish, so a long search can be watched by reloading.
     runner = TrialRunner(

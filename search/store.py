@@ -6,6 +6,10 @@ runs/<name>/
   epochs.csv        one row per trained epoch (EPOCH_COLUMNS), written after every epoch
   best_model.keras  the best trial's model at its best epoch
   best_hparams.json that trial's hyperparameters
+  predictions/      per-image predicted probabilities (float32): <split>-trial-<id>.npy holds a
+                    trial's, at its kept epoch, in the order of <split>-images.json, the split's
+                    image files and true labels (validation for every complete trial, test for
+                    the best model only)
 
 Every write goes to a temporary file that is then renamed over the old one, so a reader (or a
 resumed run) never sees a half-written file, and a crash loses at most the epoch in progress.
@@ -17,22 +21,32 @@ import fcntl
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from search.errors import UsageError
+from search.stats import accuracy_interval
 
-TRIAL_COLUMNS = [
-    "trial_id",
-    "status",
+# A trial's figures at its best epoch (the kept weights): "_clean" ones in inference mode on a
+# fixed training sample, "_fit" ones Keras's running figures during fit (search/trial.py).
+AT_BEST_COLUMNS = [
     "best_epoch",
     "val_accuracy",
     "val_loss",
-    "train_accuracy",
-    "gap",
+    "train_accuracy_clean",
+    "train_loss_clean",
+    "gap_clean",
+    "train_accuracy_fit",
+    "gap_fit",
+]
+TRIAL_COLUMNS = [
+    "trial_id",
+    "status",
+    *AT_BEST_COLUMNS,
     "test_accuracy",
     "duration_s",
     "n_params",
@@ -45,9 +59,13 @@ EPOCH_COLUMNS = [
     "accuracy",
     "val_loss",
     "val_accuracy",
+    "train_loss_clean",
+    "train_accuracy_clean",
     "seconds",
     "phase",
 ]
+# trials.csv columns renamed since runs were first stored: older runs read under the new names.
+RENAMED_COLUMNS = {"train_accuracy": "train_accuracy_fit", "gap": "gap_fit"}
 INTEGER_COLUMNS = ("trial_id", "best_epoch", "n_params")
 FINISHED_STATUSES = ("complete", "failed", "pruned")  # trials with a verdict
 STATUSES = (*FINISHED_STATUSES, "running", "interrupted")
@@ -55,16 +73,28 @@ STATUSES = (*FINISHED_STATUSES, "running", "interrupted")
 # interrupted trial, it does not count toward --max-trials.
 LOST_WORKER = "worker stopped (no heartbeat)"
 HP_PREFIX = "hp_"
+# Accuracies that get Wilson 95% interval columns (<name>_low, <name>_high), by the split whose
+# image count (run.json's counts) they were measured on.
+INTERVAL_SPLITS = {"val_accuracy": "validation", "test_accuracy": "test"}
 
 
 def rank_trials(trials: pd.DataFrame) -> pd.DataFrame:
-    """Complete trials, best first: highest val accuracy, then smaller gap, then lower val loss."""
+    """Complete trials, best first: highest val accuracy, then lower val loss, then the earlier
+    trial. Never a signed gap: a negative one can reward augmentation, not generalisation."""
     done = trials[trials["status"] == "complete"]
     return done.sort_values(
-        ["val_accuracy", "gap", "val_loss", "trial_id"],
-        ascending=[False, True, True, True],
-        kind="stable",
+        ["val_accuracy", "val_loss", "trial_id"], ascending=[False, True, True], kind="stable"
     )
+
+
+def _renamed(row: dict) -> dict:
+    """`row` with RENAMED_COLUMNS under their new names (a value already there wins)."""
+    for old, new in RENAMED_COLUMNS.items():
+        if old in row:
+            value = row.pop(old)
+            if row.get(new) is None:
+                row[new] = value
+    return row
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -104,6 +134,7 @@ class RunStore:
         self.epochs_csv = self.run_dir / "epochs.csv"
         self.best_model_path = self.run_dir / "best_model.keras"
         self.best_hparams_path = self.run_dir / "best_hparams.json"
+        self.predictions_dir = self.run_dir / "predictions"
 
     @staticmethod
     def _read_rows(path: Path) -> list[dict]:
@@ -179,7 +210,7 @@ class RunStore:
 
     @classmethod
     def _trial_frame(cls, trials: dict[int, dict]) -> pd.DataFrame:
-        rows = sorted(trials.values(), key=lambda r: r["trial_id"])
+        rows = sorted(map(_renamed, trials.values()), key=lambda r: r["trial_id"])
         columns = set(TRIAL_COLUMNS).union(*[r.keys() for r in rows])
         frame = pd.DataFrame(rows, columns=cls._column_order(columns))
         return frame.astype({c: "Int64" for c in INTEGER_COLUMNS})
@@ -201,10 +232,12 @@ class RunStore:
 
     def finish_trial(self, trial_id: int, results: dict, hparams: dict | None = None) -> None:
         """Record a trial's outcome (status, metrics, error) on its row, with the
-        hyperparameters it ended with (an Optuna trial samples them while building)."""
+        hyperparameters it ended with (an Optuna trial samples them while building), and the
+        95% intervals of its accuracies."""
         with self._rows() as (trials, _):
             hp = {f"{HP_PREFIX}{k}": v for k, v in (hparams or {}).items()}
             trials[trial_id].update({k: _clean(v) for k, v in (hp | results).items()})
+            self._add_intervals([trials[trial_id]])
 
     def replace_all(self, trial_rows: list[dict], epoch_rows: list[dict]) -> None:
         """Rewrite both tables, as when rebuilding the store from an Optuna study."""
@@ -212,12 +245,73 @@ class RunStore:
             trials.clear()
             trials.update({r["trial_id"]: {k: _clean(v) for k, v in r.items()} for r in trial_rows})
             epochs[:] = [{c: _clean(r.get(c)) for c in EPOCH_COLUMNS} for r in epoch_rows]
+            self._add_intervals(trials.values())
 
     def set_test_accuracy(self, trial_id: int, accuracy: float) -> None:
         """Only the trial whose model is best_model.keras carries a test score."""
         with self._rows() as (trials, _):
             for row in trials.values():
                 row["test_accuracy"] = _clean(accuracy) if row["trial_id"] == trial_id else None
+            self._add_intervals(trials.values())
+
+    def split_size(self, split: str) -> int | None:
+        """Usable images of a split, from run.json's counts; None before run.json has them."""
+        if not self.run_json.exists():
+            return None
+        counts = self.read_run_info().get("counts", {}).get(split)
+        return sum(counts.values()) if counts else None
+
+    def _add_intervals(self, rows: Iterable[dict]) -> None:
+        """Fill each row's <accuracy>_low/_high (Wilson, 95%) from its accuracies, so every
+        writer of an accuracy leaves its interval beside it."""
+        sizes = {split: self.split_size(split) for split in INTERVAL_SPLITS.values()}
+        for row in rows:
+            for column, split in INTERVAL_SPLITS.items():
+                low, high = accuracy_interval(row.get(column), sizes[split])
+                row[f"{column}_low"], row[f"{column}_high"] = low, high
+
+    # predictions/
+    def _predictions_path(self, trial_id: int, split: str) -> Path:
+        return self.predictions_dir / f"{split}-trial-{trial_id}.npy"
+
+    def save_predictions(self, trial_id: int, split: str, probabilities: np.ndarray) -> None:
+        """A trial's predicted probabilities on a split, one per image in the split's order:
+        shape (n,), P(class 1), for one sigmoid unit (an (n, 1) output is flattened), or
+        (n, classes) for softmax; float32, so 800 images take 3 KB."""
+        array = np.asarray(probabilities, dtype=np.float32)
+        if array.ndim == 2 and array.shape[1] == 1:
+            array = array[:, 0]
+        self.predictions_dir.mkdir(parents=True, exist_ok=True)
+
+        def write(path: Path) -> None:
+            with open(path, "wb") as handle:  # np.save would append .npy to a path
+                np.save(handle, array)
+
+        _atomic_write(self._predictions_path(trial_id, split), write)
+
+    def predictions(self, trial_id: int, split: str) -> np.ndarray | None:
+        """What `save_predictions` stored, or None (a run from before predictions were kept,
+        or a trial that did not complete)."""
+        path = self._predictions_path(trial_id, split)
+        return np.load(path) if path.exists() else None
+
+    def save_split_images(self, split: str, files: list[str], labels: np.ndarray) -> None:
+        """The split's image files (absolute paths) and true class indices, in the order of
+        every prediction file of that split."""
+        text = json.dumps(
+            {"files": [os.path.abspath(f) for f in files], "labels": [int(y) for y in labels]}
+        )
+        self.predictions_dir.mkdir(parents=True, exist_ok=True)
+        path = self.predictions_dir / f"{split}-images.json"
+        _atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+    def split_images(self, split: str) -> tuple[list[str], np.ndarray] | None:
+        """The files and labels `save_split_images` stored, or None."""
+        path = self.predictions_dir / f"{split}-images.json"
+        if not path.exists():
+            return None
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        return stored["files"], np.asarray(stored["labels"], dtype=int)
 
     @staticmethod
     def _column_order(columns) -> list[str]:

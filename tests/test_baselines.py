@@ -23,6 +23,7 @@ from search.data import decode_image
 from search.model_card import write_model_card
 from search.predict import describe, predict_files, predict_target
 from search.run import SearchConfig, describe_run, run_search, score_best_on_test
+from search.stats import wilson_interval
 from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
 from spaces import baselines, get_space, transfer
@@ -384,15 +385,30 @@ def test_model_card_reports_the_store(tiny_run, tmp_path):
     assert path.name == "MODEL_CARD.md"
     best = store.trials().set_index("trial_id").loc[store.read_best_hparams()["trial_id"]]
     table = card_table(card)
-    assert float(table["validation accuracy"]) == pytest.approx(best["val_accuracy"], abs=5e-5)
-    assert float(table["test accuracy"]) == pytest.approx(best["test_accuracy"], abs=5e-5)
-    assert float(table["training accuracy"]) == pytest.approx(best["train_accuracy"], abs=5e-5)
+    info = store.read_run_info()
+    for measure, column, split in [
+        ("validation accuracy", "val_accuracy", "validation"),
+        ("test accuracy", "test_accuracy", "test"),
+    ]:
+        # "x% (95% CI a-b, n = N)": the Wilson interval of the split's N images.
+        found = re.fullmatch(
+            r"([\d.]+)% \(95% CI ([\d.]+)\u2013([\d.]+), n = (\d+)\)", table[measure]
+        )
+        assert found, table[measure]
+        n = sum(info["counts"][split].values())
+        assert int(found[4]) == n
+        assert float(found[1]) == pytest.approx(100 * best[column], abs=5e-3)
+        low, high = wilson_interval(round(best[column] * n), n)
+        assert (float(found[2]), float(found[3])) == pytest.approx(
+            (100 * low, 100 * high), abs=0.05
+        )
+    assert f"Test accuracy: {table['test accuracy']}." in card
+    assert float(table["training accuracy"]) == pytest.approx(best["train_accuracy_fit"], abs=5e-5)
     assert float(table["gap (training - validation accuracy)"]) == pytest.approx(
-        best["gap"], abs=5e-5
+        best["gap_fit"], abs=5e-5
     )
     for name, value in store.read_best_hparams()["hyperparameters"].items():
         assert table[f"`{name}`"] == f"`{value}`"
-    info = store.read_run_info()
     assert re.search(r"^\| `cats` \| 24 \| 16 \| 4 \|$", card, flags=re.MULTILINE)
     assert f"split seed {info['split_seed']}" in card
     assert "Skipped (unreadable) files: 0." in card

@@ -204,7 +204,7 @@ def page(devtools, report) -> Page:
 
 def test_the_report_loads_without_console_errors(page):
     assert page.errors() == []
-    assert page.evaluate("document.querySelectorAll('section').length") == 7
+    assert page.evaluate("document.querySelectorAll('section').length") == 8
     # Every figure decoded: an embedded image that failed would have no width.
     widths = page.evaluate("Array.from(document.images, (i) => i.complete && i.naturalWidth)")
     assert len(widths) >= 6 and all(widths)

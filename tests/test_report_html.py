@@ -211,7 +211,9 @@ def test_the_test_card_says_why_a_finished_run_has_no_test_score(tmp_path):
     (run / "best_model.keras").write_bytes(b"a model")
     RunStore(run).set_test_accuracy(0, 0.875)
     html = write_report(run).read_text()
-    assert card(html, "test accuracy") == "0.8750 best model, on the test split"
+    assert card(html, "test accuracy") == (
+        "0.8750 best model, on the test split (95% CI 0.5291\u20130.9776, n = 8)"  # 7 of 8
+    )
     ranked_otherwise = write_report(run, rank_by="penalised", penalty=0.5).read_text()
     assert card(ranked_otherwise, "best trial").startswith("1 ")
     assert card(ranked_otherwise, "test accuracy") == (
