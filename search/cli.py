@@ -176,6 +176,29 @@ def search_parser() -> OneLineParser:
         metavar="NAME=VALUE",
         help="pin a hyperparameter of the space, e.g. --fix mode=frozen; repeatable",
     )
+    confirm = parser.add_argument_group("after the search")
+    confirm.add_argument(
+        "--confirm-top",
+        type=_non_negative,
+        default=0,
+        metavar="K",
+        help="train the K best trials again with --confirm-seeds fresh seeds each; the ranking "
+        "and the exported model follow the mean validation accuracy of their runs "
+        "(default: %(default)s, off)",
+    )
+    confirm.add_argument(
+        "--confirm-seeds",
+        type=_positive,
+        default=2,
+        metavar="S",
+        help="fresh seeds per --confirm-top finalist (default: %(default)s)",
+    )
+    confirm.add_argument(
+        "--refit",
+        action="store_true",
+        help="train the best configuration again on training + validation images for the "
+        "epochs its trial kept, score it on the test split and save RUN/refit_model.keras",
+    )
     speed = parser.add_argument_group("speed")
     speed.add_argument(
         "--cache-dir",

@@ -76,6 +76,9 @@ class SearchConfig:
     gpu_memory_mb: int | None = None  # per process, on each GPU it sees (search.devices)
     # MiB; 0 never restarts. The CLI's default is 256: only a command can be started again.
     max_memory_growth: int = 0
+    confirm_top: int = 0  # finalists trained again with confirm_seeds fresh seeds (search.confirm)
+    confirm_seeds: int = 2
+    refit: bool = False  # the best configuration trained again on training + validation images
     worker: bool = False  # set in the processes that --workers starts
     worker_index: int = 0  # offsets the sampler's seed, so workers do not propose alike
 
@@ -333,6 +336,8 @@ def _search_locked(
     if not config.worker:
         store.reconcile()
         store.write_run_info(info | {"status": "running"})
+        # Validation labels stored now, so reports written during the search can mark ties.
+        store.save_split_images("validation", data.validation.files, data.validation.y)
     print(
         f"run {store.run_dir}: {len(data.train)} train / {len(data.validation)} validation / "
         f"{len(data.test)} test images of {num_classes} classes, {len(data.skipped)} skipped",
@@ -397,16 +402,34 @@ def _search_locked(
         if stopped:
             raise stopped
         return store
+    finish(config, runner, info, stopped)
+    if stopped:
+        raise stopped
+    return store
+
+
+def finish(config: SearchConfig, runner, info: dict, stopped: SearchStopped | None) -> None:
+    """After the search: confirm the finalists (--confirm-top), score the best model on the
+    test split, refit it on training + validation images (--refit), record and report."""
+    from search.confirm import confirm_finalists
+    from search.refit import refit_best
+
+    store, data = runner.store, runner.data
+    if config.confirm_top and not stopped:
+        try:
+            info["confirm"] = confirm_finalists(runner, config.confirm_top, config.confirm_seeds)
+        except KeyboardInterrupt:  # finished runs are kept under RUNDIR/confirm/
+            store.write_run_info(info | {"status": "interrupted"})
+            raise
     test_accuracy = score_best_on_test(store, data)
+    if config.refit and not stopped:
+        info["refit"] = refit_best(store, runner.space, runner.ctx, data, runner.settings)
     finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     status = f"stopped: {stopped}" if stopped else "finished"
     store.write_run_info(
         info | {"status": status, "test_accuracy": test_accuracy, "finished_at": finished_at}
     )
     write_report(store.run_dir)
-    if stopped:
-        raise stopped
-    return store
 
 
 @contextlib.contextmanager

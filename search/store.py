@@ -21,6 +21,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,15 +77,24 @@ HP_PREFIX = "hp_"
 # Accuracies that get Wilson 95% interval columns (<name>_low, <name>_high), by the split whose
 # image count (run.json's counts) they were measured on.
 INTERVAL_SPLITS = {"val_accuracy": "validation", "test_accuracy": "test"}
+# A finalist's figures over its --confirm-top runs (search/confirm.py).
+CONFIRM_COLUMNS = ("confirm_mean", "confirm_sd", "confirm_val_loss", "confirm_runs")
 
 
 def rank_trials(trials: pd.DataFrame) -> pd.DataFrame:
     """Complete trials, best first: highest val accuracy, then lower val loss, then the earlier
-    trial. Never a signed gap: a negative one can reward augmentation, not generalisation."""
+    trial. Never a signed gap: a negative one can reward augmentation, not generalisation. A
+    trial confirmed with more seeds (--confirm-top) is ranked by the mean of its runs."""
     done = trials[trials["status"] == "complete"]
-    return done.sort_values(
-        ["val_accuracy", "val_loss", "trial_id"], ascending=[False, True, True], kind="stable"
-    )
+    accuracy, loss = done["val_accuracy"], done["val_loss"]
+    if "confirm_mean" in done:
+        accuracy = done["confirm_mean"].fillna(accuracy)
+        loss = done["confirm_val_loss"].fillna(loss)
+    keys = pd.DataFrame({"accuracy": accuracy, "loss": loss, "trial_id": done["trial_id"]})
+    order = keys.sort_values(
+        ["accuracy", "loss", "trial_id"], ascending=[False, True, True], kind="stable"
+    ).index
+    return done.loc[order]
 
 
 def _renamed(row: dict) -> dict:
@@ -98,7 +108,8 @@ def _renamed(row: dict) -> dict:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    # The suffix stays last: Keras saves a model only to a name ending in .keras.
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     write(tmp)
     os.replace(tmp, path)
 
@@ -389,3 +400,29 @@ class RunStore:
 
     def read_best_hparams(self) -> dict:
         return json.loads(self.best_hparams_path.read_text(encoding="utf-8"))
+
+    def save_model(self, model, filename: str) -> Path:
+        """Another model of the run beside best_model.keras (the refit one), written whole or
+        not at all."""
+        path = self.run_dir / filename
+        _atomic_write(path, model.save)
+        return path
+
+    def set_confirmation(self, summary: pd.DataFrame, runs: pd.DataFrame) -> None:
+        """Record --confirm-top's runs in confirm.csv, and each finalist's mean, spread and run
+        count on its trials.csv row, which the ranking then follows."""
+        _atomic_write(self.run_dir / "confirm.csv", lambda p: runs.to_csv(p, index=False))
+        by_trial = summary.set_index("trial_id").to_dict("index")
+        with self._rows() as (trials, _):
+            for trial_id, row in trials.items():
+                values = by_trial.get(trial_id, dict.fromkeys(CONFIRM_COLUMNS))
+                row.update({k: _clean(values[k]) for k in CONFIRM_COLUMNS})
+
+    def adopt_best(self, model_path: Path, trial_id: int, hparams: dict) -> None:
+        """Make another run's model of `trial_id` (a confirmation run's) best_model.keras."""
+        with self._locked():
+            _atomic_write(self.best_model_path, lambda p: shutil.copyfile(model_path, p))
+            text = json.dumps(
+                {"trial_id": trial_id, "hyperparameters": hparams}, indent=2, default=_clean
+            )
+            _atomic_write(self.best_hparams_path, lambda p: p.write_text(text, encoding="utf-8"))

@@ -218,12 +218,18 @@ class TrialRunner:
         after_trial: Callable[[], None] | None = None,
         features: FeatureCache | None = None,
         max_memory_growth_mb: float = 0,
+        reuse_heads: bool = True,
+        announce_as: str | None = None,
     ):
         self.space, self.ctx, self.data, self.store = space, ctx, data, store
         self.settings, self.max_trials = settings, max_trials
         self.after_trial = after_trial
         self.features = features
         self.max_memory_growth_mb = max_memory_growth_mb
+        # A fine-tune trial may take the first stage of an earlier trial with its phase-one
+        # values: a run that must train with its own seed (--confirm-top) turns that off.
+        self.reuse_heads = reuse_heads
+        self.announce_as = announce_as  # the progress line's name for a trial outside a search
         self._resident: list[float] = []  # after each trial run in this process
         self._sample = clean_sample(len(data.train), len(data.validation), settings.seed)
 
@@ -387,7 +393,7 @@ class TrialRunner:
             steps_per_execution=HEAD_STEPS_PER_EXECUTION,
         )
         fit.phase = _Phase(frozen.head, features["train"], features["validation"])
-        if self._fine_tunes(hp) and initial_epoch == 0:
+        if self.reuse_heads and self._fine_tunes(hp) and initial_epoch == 0:
             reused = self.features.load_head(head_key, frozen)
             if reused is not None:
                 fit.head_from_trial, rows = reused
@@ -533,7 +539,8 @@ class TrialRunner:
 
     def _announce(self, result: TrialResult) -> None:
         total = f"/{self.max_trials}" if self.max_trials else ""
-        head = f"trial {self.store.finished_count()}{total} {result.status}"
+        name = self.announce_as or f"trial {self.store.finished_count()}{total}"
+        head = f"{name} {result.status}"
         if result.status in ("complete", "pruned"):
             best = self.store.best_trial()
             best_text = "-" if best is None else f"{best['val_accuracy']:.3f}"

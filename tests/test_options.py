@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 from conftest import KERAS_HOME, REPO, error_lines, run_cli
 
+from search.data import load_image_data
 from search.store import HP_PREFIX, RunStore
 
 TESTS = Path(__file__).parent
@@ -52,6 +53,21 @@ def hparams(trials: pd.DataFrame, *names: str) -> list[tuple]:
     return list(trials[[HP_PREFIX + n for n in names]].itertuples(index=False, name=None))
 
 
+def clean_figures(store: RunStore, trials: pd.DataFrame) -> tuple[bool, bool]:
+    """Whether every epoch, and every complete trial's best epoch, has its clean training
+    accuracy (--clean-train-eval every: both; best: the trials only; off: neither)."""
+    done = trials[trials["status"] == "complete"]
+    epochs = store.epochs()
+    epochs = epochs[epochs["trial_id"].isin(done["trial_id"])]
+
+    def measured(frame: pd.DataFrame) -> bool:
+        values = frame.get("train_accuracy_clean", pd.Series(dtype=float))
+        assert values.notna().all() or values.isna().all(), values
+        return bool(len(values)) and bool(values.notna().all())
+
+    return measured(epochs), measured(done)
+
+
 def check_baselines_tensorboard_images(store: RunStore, result) -> None:
     """--with-baselines runs the space's presets first; --tensorboard writes per-trial logs with
     HParams; --no-feature-cache trains the frozen base on images; --cache-dir holds the cache."""
@@ -73,8 +89,9 @@ def check_baselines_tensorboard_images(store: RunStore, result) -> None:
 def check_verbose_seeds_and_report(store: RunStore, result) -> None:
     """--verbose shows Keras's progress; the seeds and budget are the ones asked for; `report`
     ranks by the penalised score when asked."""
-    complete(store, 3)
+    trials = complete(store, 3)
     assert re.search(r"^Epoch 1/2", result.stdout, re.M), "--verbose showed no progress"
+    assert clean_figures(store, trials) == (False, True), "--clean-train-eval best"
     assert "--gpu-memory-mb 512 ignored: no GPU is visible" in result.stdout
     info = json.loads((store.run_dir / "run.json").read_text(encoding="utf-8"))
     assert (info["seed"], info["split_seed"], info["batch_size"]) == (3, 5, 16)
@@ -144,6 +161,7 @@ def check_lazy_grid(store: RunStore, result) -> None:
     )
     points = trials[[c for c in trials.columns if c.startswith(HP_PREFIX)]]
     assert not points.duplicated().any(), points
+    assert clean_figures(store, trials) == (False, False), "--clean-train-eval off"
     info = json.loads((store.run_dir / "run.json").read_text(encoding="utf-8"))
     assert info["precision"] == "mixed_float16", "--mixed-precision on was not applied"
 
@@ -171,9 +189,42 @@ def check_enqueued_then_cmaes(store: RunStore, result) -> None:
     """The enqueued set runs first; CMA-ES (whose `cmaes` module Optuna imports only when it
     first samples) then proposes every later trial, none failing."""
     check_pruned_or_complete(3)(store, result)
+    assert clean_figures(store, store.trials()) == (True, True), "--clean-train-eval every"
     first = store.trials().iloc[0]
     for name, value in ENQUEUED[0].items():
         assert first[HP_PREFIX + name] == value, (name, first[HP_PREFIX + name])
+
+
+def check_confirmed_and_refit(store: RunStore, result) -> None:
+    """--confirm-top 2 --confirm-seeds 2: the two best trials ran twice more each; the ranking
+    follows the mean of their three runs, and best_model.keras is the winner's exported run.
+    --refit: refit_model.keras trained on training + validation images, scored on test."""
+    import keras
+
+    from search.confirm import summarise
+
+    trials = complete(store, 3)
+    runs = pd.read_csv(store.run_dir / "confirm.csv")
+    assert len(runs) == 6 and sorted(set(runs["run"])) == [0, 1, 2], runs
+    summary = summarise(runs).set_index("trial_id")
+    finalists = trials.set_index("trial_id").loc[summary.index]
+    assert np.allclose(finalists["confirm_mean"], summary["confirm_mean"])
+    assert (finalists["confirm_runs"] == 3).all()
+    info = json.loads((store.run_dir / "run.json").read_text(encoding="utf-8"))
+    winner = info["confirm"]["winner"]
+    assert winner == summary["confirm_mean"].idxmax() == int(store.best_trial()["trial_id"])
+    exported = runs[(runs["trial_id"] == winner) & (runs["run"] == info["confirm"]["exported_run"])]
+    data = load_image_data(Path(info["data"]), 32, info["split_seed"])
+    model = keras.saving.load_model(store.best_model_path, safe_mode=True)
+    _, accuracy = model.evaluate(data.validation.x, data.validation.y, verbose=0)
+    assert accuracy == pytest.approx(float(exported["val_accuracy"].iloc[0]), abs=1e-6)
+    refit = info["refit"]
+    assert refit["trial_id"] == winner
+    assert refit["train_images"] == len(data.train) + len(data.validation)
+    refitted = keras.saving.load_model(store.run_dir / "refit_model.keras", safe_mode=True)
+    _, test_accuracy = refitted.evaluate(data.test.x, data.test.y, verbose=0)
+    assert test_accuracy == pytest.approx(refit["test_accuracy"], abs=1e-6)
+    assert refit["test_accuracy_low"] <= refit["test_accuracy"] <= refit["test_accuracy_high"]
 
 
 def check_all_complete(count: int) -> Callable[[RunStore, subprocess.CompletedProcess], None]:
@@ -229,8 +280,17 @@ RUNS = [
             *("--epochs", "2", "--patience", "1", "--seed", "3", "--split-seed", "5"),
             *("--batch-size", "16", "--max-consecutive-failures", "2", "--verbose", "--jit", "on"),
             *("--backend", "keras-tuner", "--mixed-precision", "auto", "--gpu-memory-mb", "512"),
+            *("--clean-train-eval", "best"),
         ),
         check_verbose_seeds_and_report,
+    ),
+    Run(
+        "keras-tuner-confirm-refit",
+        (
+            *("--space", "scratch", "--max-trials", "3", "--epochs", "2", "--batch-size", "16"),
+            *("--confirm-top", "2", "--confirm-seeds", "2", "--refit"),
+        ),
+        check_confirmed_and_refit,
     ),
     Run(
         "keras-tuner-hyperband-hand-over",
@@ -246,7 +306,7 @@ RUNS = [
         "keras-tuner-grid",
         (
             *("--space", "augment", "--algorithm", "grid", "--max-trials", "2", "--epochs", "1"),
-            *("--mixed-precision", "on"),
+            *("--mixed-precision", "on", "--clean-train-eval", "off"),
         ),
         check_lazy_grid,
     ),
@@ -279,6 +339,7 @@ RUNS = [
             *OPTUNA,
             *("--space", "preprocess", "--sampler", "cmaes", "--pruner", "successive-halving"),
             *("--max-trials", "3", "--epochs", "1", "--enqueue", ENQUEUE),
+            *("--clean-train-eval", "every"),
         ),
         check_enqueued_then_cmaes,
     ),
@@ -356,9 +417,6 @@ def test_an_oversized_optuna_grid_is_refused_in_one_line_under_1_gb(
 ELSEWHERE = {
     "--resume": "test_search.py::test_resume_takes_the_stored_settings_from_the_cli",
     "--warmup-epochs": "test_early_stopping.py::test_a_search_with_a_warmup_keeps",
-    "--clean-train-eval=every": "test_clean_gap.py::test_clean_train_eval_every_best_and_off",
-    "--clean-train-eval=best": "test_clean_gap.py::test_clean_train_eval_every_best_and_off",
-    "--clean-train-eval=off": "test_clean_gap.py::test_clean_train_eval_every_best_and_off",
     "--max-memory-growth": "test_reliability.py::test_failure_a_process_that_grows",
     "--storage": "test_optuna.py::test_workers_on_two_machines",
     "--workers": "test_optuna.py::test_workers_on_two_machines",
