@@ -32,11 +32,21 @@ from reports.mistakes import GALLERY_CAP, best_model_outcomes
 from search.stats import TIE_P, mcnemar_exact, predicted_classes
 from search.store import HP_PREFIX, INTERVAL_SPLITS, STATUSES, RunStore
 
+# A finalist's validation accuracy over its --confirm-top runs (trials.csv, search/confirm.py):
+# kept apart in leaderboard.csv, shown as one "mean ± sd (n runs)" column on the page.
+CONFIRM_SHOWN = ("confirm_mean", "confirm_sd", "confirm_runs")
+CONFIRM_COLUMNS = (*CONFIRM_SHOWN, "confirm_val_loss")
+# On the page the judged gap is not repeated: gap_basis names which of gap_clean and gap_fit
+# it is (leaderboard.csv keeps all of them).
+PAGE_HIDDEN = ("gap",)
+
 # Learning curves and per-epoch gaps are drawn for this many of the best trials (and every
 # baseline): a figure per trial for 200 trials would make the per-trial redraw slow.
 TOP_TRIALS = 5
 # Sorts the leaderboard; inlined into the page, which allows no other script.
 SCRIPT = "sort_tables.js"
+# The gaps side by side: the judged one (`gap`), which it is, and both measured ones.
+GAP_COLUMNS = ("gap", "gap_basis", "gap_clean", "gap_fit")
 LEADERBOARD_COLUMNS = [
     "rank",
     "trial_id",
@@ -44,11 +54,12 @@ LEADERBOARD_COLUMNS = [
     "val_accuracy",
     "val_accuracy_low",
     "val_accuracy_high",
+    *CONFIRM_COLUMNS,
     "tied_with_best",
     "p_vs_best",
-    "gap",
+    *GAP_COLUMNS,
     "score",
-    *[c for c in MEASURE_COLUMNS if c not in ("val_accuracy", "gap")],
+    *[c for c in MEASURE_COLUMNS if c != "val_accuracy" and c not in GAP_COLUMNS],
     "test_accuracy",
     "test_accuracy_low",
     "test_accuracy_high",
@@ -64,11 +75,19 @@ COLUMN_HELP = {
         f"first-ranked trial (p >= {TIE_P}); empty where predictions are not stored"
     ),
     "p_vs_best": "McNemar's exact p against the first-ranked trial's validation predictions",
+    "confirm": "finalists of --confirm-top: mean \u00b1 sd of validation accuracy over the "
+    "search's run and its confirmation runs (n runs); the ranking follows the mean",
+    "confirm_mean": "mean validation accuracy over the finalist's runs; the ranking follows it",
+    "confirm_sd": "standard deviation of validation accuracy over the finalist's runs",
+    "confirm_runs": "complete runs of the finalist: the search's own and the confirmation runs",
     "gap": "the gap the verdict judges: gap_clean, or gap_fit where no clean one was measured",
-    "gap_basis": "clean or fit: which gap the verdict judged",
-    "gap_clean": "train_accuracy_clean - val_accuracy at the best epoch",
-    "gap_fit": "train_accuracy_fit - val_accuracy at the best epoch",
-    "score": "val_accuracy - penalty x max(gap, 0)",
+    "gap_basis": "which gap the verdict and score judged: clean (gap_clean), or fit (gap_fit) "
+    "when the trial has no clean figures (an older run, or --clean-train-eval off)",
+    "gap_clean": "clean gap, the one judged: train_accuracy_clean - val_accuracy at the best "
+    "epoch, both in inference mode",
+    "gap_fit": "fit-time gap, for comparison: train_accuracy_fit - val_accuracy at the best "
+    "epoch; augmentation, dropout and weights moving through the epoch push it down",
+    "score": "val_accuracy - penalty x max(judged gap, 0)",
     "val_loss": "validation loss at the best epoch (the lowest)",
     "train_accuracy_clean": "training accuracy at the best epoch, in inference mode (no "
     "augmentation, no dropout) on a fixed sample of training images",
@@ -97,6 +116,9 @@ FOUR_PLACES = {
     "train_accuracy_fit",
     "test_accuracy",
     "score",
+    "confirm_mean",
+    "confirm_sd",
+    "confirm_val_loss",
     *[f"{c}_{end}" for c in INTERVAL_SPLITS for end in ("low", "high")],
 }
 SETTINGS = (
@@ -200,13 +222,22 @@ def _cell_class(column: str, value: object) -> str:
     return "text" if isinstance(value, str) else ""
 
 
-def _table_rows(frame: pd.DataFrame) -> list[list[dict[str, str]]]:
+def _table_rows(
+    frame: pd.DataFrame, sort_keys: dict[str, list] | None = None
+) -> list[list[dict[str, str]]]:
+    """Cells of `frame`; `sort_keys` gives, per column, the values it sorts on when they are
+    not its text (a "mean \u00b1 sd" column sorts on the mean)."""
+    keys = sort_keys or {}
     return [
         [
-            {"text": format_value(c, v), "sort": _sort_key(v), "class": _cell_class(c, v)}
+            {
+                "text": format_value(c, v),
+                "sort": _sort_key(keys[c][i] if c in keys else v),
+                "class": _cell_class(c, v),
+            }
             for c, v in row.items()
         ]
-        for row in frame.to_dict("records")
+        for i, row in enumerate(frame.to_dict("records"))
     ]
 
 
@@ -295,7 +326,9 @@ def _baselines(table: pd.DataFrame) -> list[dict]:
             "trial_id": row["trial_id"],
             "status": row["status"],
             "val_accuracy": format_value("val_accuracy", row["val_accuracy"]),
-            "gap": format_value("gap", row["gap"]),
+            "gap_clean": format_value("gap_clean", row["gap_clean"]),
+            "gap_fit": format_value("gap_fit", row["gap_fit"]),
+            "gap_basis": format_value("gap_basis", row["gap_basis"]),
             "verdict": format_value("verdict", row["verdict"]),
         }
         for row in rows.to_dict("records")
@@ -303,7 +336,10 @@ def _baselines(table: pd.DataFrame) -> list[dict]:
 
 
 def _trial_details(table: pd.DataFrame, hp_columns: list[str], curves: set[int]) -> list[dict]:
-    shown = ["status", *MEASURE_COLUMNS, "duration_s", "n_params", "test_accuracy"]
+    measures = [c for c in MEASURE_COLUMNS if c not in GAP_COLUMNS and c != "verdict"]
+    # The gaps after the figures they come from, the judged one named by gap_basis.
+    shown = ["status", *measures, "gap_clean", "gap_fit", "gap_basis", "verdict"]
+    shown += [*CONFIRM_SHOWN, "duration_s", "n_params", "test_accuracy"]
     return [
         {
             "trial_id": row["trial_id"],
@@ -311,7 +347,11 @@ def _trial_details(table: pd.DataFrame, hp_columns: list[str], curves: set[int])
             "verdict": format_value("verdict", row["verdict"]),
             "error": format_value("error", row.get("error")),
             "has_curve": row["trial_id"] in curves,
-            "measures": [(c, format_value(c, row[c])) for c in shown if c in row],
+            "measures": [
+                (c, format_value(c, row[c]), COLUMN_HELP.get(c, ""))
+                for c in shown
+                if c in row and (c not in CONFIRM_SHOWN or pd.notna(row[c]))
+            ],
             "hyperparameters": [
                 (c.removeprefix(HP_PREFIX), format_value(c, row[c]) or "(inactive)")
                 for c in hp_columns
@@ -372,6 +412,27 @@ def _with_interval_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def confirm_text(mean: object, sd: object, runs: object) -> str:
+    """A finalist's "mean \u00b1 sd (n runs)"; empty for a trial that was not confirmed."""
+    if mean is None or pd.isna(mean):
+        return ""
+    spread = "" if sd is None or pd.isna(sd) else f" \u00b1 {sd:.4f}"
+    count = "" if runs is None or pd.isna(runs) else f" ({int(runs)} runs)"
+    return f"{mean:.4f}{spread}{count}"
+
+
+def _with_confirm_column(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list]]:
+    """The page's leaderboard: a confirmed run's confirm_mean, _sd and _runs (kept apart in
+    leaderboard.csv) shown as one "confirm" column in their place, sorting on the mean."""
+    if "confirm_mean" not in frame.columns or frame["confirm_mean"].isna().all():
+        return frame.drop(columns=[c for c in CONFIRM_COLUMNS if c in frame.columns]), {}
+    values = frame.reindex(columns=list(CONFIRM_SHOWN)).to_dict("records")
+    texts = [confirm_text(*(v[c] for c in CONFIRM_SHOWN)) for v in values]
+    frame = frame.assign(confirm_mean=texts).rename(columns={"confirm_mean": "confirm"})
+    frame = frame.drop(columns=[c for c in CONFIRM_COLUMNS if c in frame.columns])
+    return frame, {"confirm": [v["confirm_mean"] for v in values]}
+
+
 def _tie_summary(board: pd.DataFrame) -> dict[str, int]:
     """How many ranked trials were compared with the first and how many are tied with it (the
     first itself not counted), and how many have no mark."""
@@ -396,6 +457,56 @@ def test_card(store: RunStore, info: dict, best: dict | None) -> tuple[str, str]
     return "-", "scored only for the best model by val accuracy"
 
 
+def refit_epochs(refit: dict) -> str:
+    """The epochs a refit trained: the first phase's, then the fine-tune phase's if any."""
+    first, tuned = refit.get("first_epochs"), refit.get("fine_tune_epochs")
+    text = f"{first} epoch{'' if first == 1 else 's'}"
+    return f"{text}, then {tuned} fine-tuning" if tuned else text
+
+
+def refit_note(store: RunStore, info: dict) -> str:
+    """What --refit's model scored on the test split, for the test card; empty without one."""
+    refit = info.get("refit")
+    if not refit:
+        return ""
+    trained = (
+        f"trial {refit.get('trial_id')} retrained on train + validation "
+        f"({refit.get('train_images')} images) for {refit_epochs(refit)}"
+    )
+    scored = format_value("test_accuracy", refit.get("test_accuracy"))
+    if not scored:
+        return f"refit_model.keras, {trained}: not scored, the data has no test images"
+    interval = interval_note(refit, "test_accuracy", store.split_size("test"))
+    return f"refit_model.keras, {trained}: {scored}" + (f" ({interval})" if interval else "")
+
+
+def confirm_note(info: dict, board: pd.DataFrame) -> dict | None:
+    """--confirm-top's record (run.json) for the page, with the finalists' count; None when
+    the run was not confirmed."""
+    confirm = info.get("confirm")
+    if not confirm:
+        return None
+    confirmed = board["confirm_mean"].notna().sum() if "confirm_mean" in board else 0
+    return confirm | {"finalists": int(confirmed)}
+
+
+def ranked_by(rank_by: str, best: dict | None) -> str:
+    """What put the best trial first, for its card."""
+    if rank_by == "penalised":
+        return "penalised score"
+    if best and pd.notna(best.get("confirm_mean")):
+        return "mean val accuracy of its runs"
+    return "val accuracy"
+
+
+def gap_bases(table: pd.DataFrame) -> dict:
+    """Which gap the run's verdicts judged: the trials judged on the fit-time gap because they
+    have no clean figures, and how many were judged on the clean one."""
+    judged = table.dropna(subset=["gap"])
+    fit = sorted(int(t) for t in judged.loc[judged["gap_basis"] == "fit", "trial_id"])
+    return {"clean": int((judged["gap_basis"] == "clean").sum()), "fit": fit}
+
+
 def report_context(
     store: RunStore,
     rank_by: str = "val_accuracy",
@@ -418,9 +529,12 @@ def report_context(
     names = _figure_names(board, table)
     history = best_so_far(trials)
     best = None if board.empty else board.iloc[0].to_dict()
-    shown_board = _with_interval_columns(
-        board[[c for c in board.columns if c in LEADERBOARD_COLUMNS or c in hp_columns]]
-    )
+    page_columns = [
+        c
+        for c in board.columns
+        if (c in LEADERBOARD_COLUMNS or c in hp_columns) and c not in PAGE_HIDDEN
+    ]
+    shown_board, sort_keys = _with_confirm_column(_with_interval_columns(board[page_columns]))
     mistakes_trial, outcomes = best_model_outcomes(store, info)
     return {
         "leaderboard": board,
@@ -430,6 +544,12 @@ def report_context(
         "status_counts": _status_counts(trials),
         "best": best,
         "test_card": test_card(store, info, best),
+        "refit_note": refit_note(store, info),
+        "ranked_by": ranked_by(rank_by, best),
+        "best_confirm": confirm_text(*(best.get(c) for c in CONFIRM_SHOWN)) if best else "",
+        "confirm": confirm_note(info, board),
+        "gap_bases": gap_bases(table),
+        "epoch_bases": plots.gap_bases_per_trial(epochs, shown),
         "val_interval": interval_note(best, "val_accuracy", store.split_size("validation"))
         if best
         else "",
@@ -443,13 +563,14 @@ def report_context(
         "penalty": penalty,
         "k": k,
         "overfit_gap": OVERFIT_GAP,
+        "help": COLUMN_HELP,
         "underfit_train_accuracy": UNDERFIT_TRAIN_ACCURACY,
         "wall_time": format_duration(_wall_seconds(info)),
         "trial_time": format_duration(trials["duration_s"].astype(float).sum()),
         "class_counts": _class_counts(info),
         "baselines": _baselines(table),
         "headers": _headers(list(shown_board.columns)),
-        "rows": _table_rows(shown_board),
+        "rows": _table_rows(shown_board, sort_keys),
         "verdict_counts": table["verdict"].value_counts().to_dict(),
         "scatter_png": None if table["gap"].isna().all() else plots.gap_vs_accuracy(table, top),
         "gap_png": plots.gap_per_epoch(epochs, shown) if shown else None,

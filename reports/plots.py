@@ -60,9 +60,14 @@ def _png(figure: Figure) -> str:
 
 
 def _train_vs_validation(curve: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per epoch and split, for seaborn's hue."""
-    names = {metric: "train", f"val_{metric}": "validation"}
+    """One row per epoch and split, for seaborn's hue: the fit-time training figure, the clean
+    one where it was measured, and the validation one."""
+    names = {metric: "train (fit-time)", f"val_{metric}": "validation"}
+    clean = f"train_{metric}_clean"
+    if clean in curve and curve[clean].notna().any():
+        names = {clean: "train (clean)"} | names
     long = curve.melt(id_vars="epoch", value_vars=list(names), var_name="split")
+    long = long.dropna(subset=["value"])  # --clean-train-eval best: the best epoch only
     return long.assign(split=long["split"].map(names)).rename(columns={"value": metric})
 
 
@@ -102,8 +107,19 @@ def learning_curves(
         return _png(figure)
 
 
+# Axis words for the gap a figure draws, by which gaps it holds.
+GAP_WORDS = {frozenset({"clean"}): "clean gap", frozenset({"fit"}): "fit-time gap"}
+MIXED_GAPS = "gap, clean or fit-time,"
+BASIS_WORDS = {"clean": "clean", "fit": "fit-time"}
+
+
+def _gap_words(bases: set[str]) -> str:
+    return GAP_WORDS.get(frozenset(bases), MIXED_GAPS)
+
+
 def gap_vs_accuracy(table: pd.DataFrame, labelled: list[int]) -> str:
-    """Every trial with a best epoch: gap against val accuracy, coloured by status."""
+    """Every trial with a best epoch: its judged gap (`gap`: clean, or fit-time where it has no
+    clean figures, as `gap_basis` says) against val accuracy, coloured by status."""
     scored = table.dropna(subset=["gap", "val_accuracy"])
     with _style():
         figure, axes = _figure(1, 1)
@@ -115,26 +131,50 @@ def gap_vs_accuracy(table: pd.DataFrame, labelled: list[int]) -> str:
         ax.axvline(OVERFIT_GAP, color="tab:red", linestyle="--", linewidth=0.8)
         for row in scored[scored["trial_id"].isin(labelled)].itertuples():
             ax.annotate(str(row.trial_id), (row.gap, row.val_accuracy), fontsize="small")
-        ax.set(xlabel="gap at best epoch (train - val accuracy)", ylabel="val accuracy")
+        words = _gap_words(set(scored["gap_basis"].dropna()))
+        ax.set(xlabel=f"{words} at the best epoch (train - val accuracy)", ylabel="val accuracy")
         ax.legend(fontsize="x-small")
         figure.set_figwidth(PANEL_WIDTH * 1.6)
         return _png(figure)
 
 
+def gap_bases_per_trial(epochs: pd.DataFrame, trial_ids: list[int]) -> dict[int, str]:
+    """Per trial, the training accuracy its per-epoch gap is drawn from: "clean" when every
+    epoch has the clean figure (--clean-train-eval every), else "fit" for all of its epochs,
+    so one line never mixes the two, whose levels differ."""
+    clean = (
+        epochs["train_accuracy_clean"].notna()
+        if "train_accuracy_clean" in epochs
+        else pd.Series(False, index=epochs.index)
+    )
+    every = clean.groupby(epochs["trial_id"]).all()
+    return {t: "clean" if every.get(t, False) else "fit" for t in trial_ids}
+
+
 def gap_per_epoch(epochs: pd.DataFrame, trial_ids: list[int]) -> str:
-    """Train minus validation accuracy per epoch for the given trials."""
+    """Train minus validation accuracy per epoch for the given trials: clean where the trial
+    measured it every epoch, else fit-time (`gap_bases_per_trial`), named in the legend when
+    the trials differ."""
+    bases = gap_bases_per_trial(epochs, trial_ids)
     shown = epochs[epochs["trial_id"].isin(trial_ids)]
-    shown = shown.assign(gap=accuracy_gap(shown), trial="trial " + shown["trial_id"].astype(str))
+    fit = shown.drop(columns="train_accuracy_clean", errors="ignore")
+    clean = shown["trial_id"].map(bases) == "clean"
+    gaps = accuracy_gap(shown).where(clean, accuracy_gap(fit))
+    mixed = len(set(bases.values())) > 1
+    names = {t: f"trial {t}" + (f" ({BASIS_WORDS[bases[t]]})" if mixed else "") for t in trial_ids}
+    shown = shown.assign(gap=gaps, trial=shown["trial_id"].map(names))
     with _style():
         figure, axes = _figure(1, 1)
         ax = axes[0, 0]
-        order = [f"trial {t}" for t in trial_ids]
+        order = [names[t] for t in trial_ids]
         sns.lineplot(
             data=shown, x="epoch", y="gap", hue="trial", hue_order=order, marker="o", ax=ax
         )
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.axhline(OVERFIT_GAP, color="tab:red", linestyle="--", linewidth=0.8)
-        ax.set(ylabel="train - val accuracy")
+        # Mixed, the legend names each trial's basis.
+        words = "gap" if mixed else _gap_words(set(bases.values()))
+        ax.set(ylabel=f"{words} (train - val)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize="x-small")
         figure.set_figwidth(PANEL_WIDTH * 1.6)

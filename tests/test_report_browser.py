@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_report_html import OVERFITTING, STEADY, XSS, make_run, trial
+from test_report_html import CONFIRM, OVERFITTING, STEADY, STEADY_CLEAN, XSS, make_run, trial
 
 from reports.html import write_report
+from search.store import RunStore
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -257,3 +258,40 @@ def test_markup_in_names_shows_as_text(page):
     assert f"oom: {XSS}" in text  # the error message
     assert page.evaluate("document.title") == f"Search report: markup {XSS}"
     assert page.events("Page.javascriptDialogOpening") == []
+
+
+def test_gaps_confirmation_and_refit_read_in_the_browser(devtools, tmp_path):
+    """A confirmed, refit run with clean figures for one trial: the gap headers explain
+    themselves on hover, the finalists' column sorts on its means, and the notes read."""
+    trials = [
+        trial(0, clean=STEADY_CLEAN, lr=0.01),
+        trial(1, epochs=OVERFITTING, lr=0.1),
+        trial(2, epochs=[(0.6, 0.7, 0.5, 0.72)], lr=0.3),
+    ]
+    refit = {"trial_id": 0, "first_epochs": 3, "fine_tune_epochs": 0, "train_images": 80}
+    run = make_run(tmp_path / "run", trials, confirm=CONFIRM, refit=refit | {"test_accuracy": 1.0})
+    for trial_id, mean in [(0, 0.79), (2, 0.71)]:
+        RunStore(run).finish_trial(
+            trial_id,
+            {"confirm_mean": mean, "confirm_sd": 0.01, "confirm_val_loss": 0.5, "confirm_runs": 4},
+        )
+    page = Page(devtools, write_report(run).resolve().as_uri())
+    assert page.errors() == []
+    titles = page.evaluate(
+        "Object.fromEntries(Array.from(document.querySelectorAll('#leaderboard-table th'),"
+        " (h) => [h.textContent, h.title]))"
+    )
+    assert titles["gap_clean"].startswith("clean gap, the one judged")
+    assert titles["gap_fit"].startswith("fit-time gap, for comparison")
+    column = list(titles).index("confirm")
+    page.click(f"#leaderboard-table th:nth-child({column + 1})")
+    assert leaderboard_column(page, column) == [
+        "0.7100 \u00b1 0.0100 (4 runs)",
+        "0.7900 \u00b1 0.0100 (4 runs)",
+        "",  # not a finalist: last
+    ]
+    text = page.evaluate("document.body.innerText")
+    assert "Confirmed with 3 seeds" in text
+    assert "refit_model.keras, trial 0 retrained on train + validation (80 images)" in text
+    assert "trials 1, 2 (gap_basis = fit)" in text
+    assert page.errors() == []

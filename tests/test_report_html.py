@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reports import plots
 from reports.html import TOP_TRIALS, format_value, write_report
+from search.stats import accuracy_interval
 from search.store import RunStore
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -56,8 +58,18 @@ OVERFITTING = [
 STEADY = [(0.8, 0.6, 0.7, 0.65), (0.6, 0.7, 0.5, 0.75), (0.5, 0.78, 0.45, 0.8)]
 
 
-def trial(trial_id, status="complete", epochs=STEADY, error=None, **hparams) -> dict:
-    return {"trial_id": trial_id, "status": status, "epochs": epochs, "error": error, "hp": hparams}
+def trial(trial_id, status="complete", epochs=STEADY, error=None, clean=None, **hparams) -> dict:
+    """A trial to store; `clean` is its per-epoch (train_loss_clean, train_accuracy_clean), as
+    --clean-train-eval every records them (without it, the trial is stored as older runs were,
+    under the old column names)."""
+    return {
+        "trial_id": trial_id,
+        "status": status,
+        "epochs": epochs,
+        "clean": clean,
+        "error": error,
+        "hp": hparams,
+    }
 
 
 def make_run(run_dir: Path, trials: list[dict], **info) -> Path:
@@ -67,6 +79,7 @@ def make_run(run_dir: Path, trials: list[dict], **info) -> Path:
     store.write_run_info(INFO | info)
     for t in trials:
         store.begin_trial(t["trial_id"], t["hp"])
+        clean = t["clean"] or [(None, None)] * len(t["epochs"])
         for epoch, (loss, acc, val_loss, val_acc) in enumerate(t["epochs"], start=1):
             store.append_epoch(
                 {
@@ -76,6 +89,8 @@ def make_run(run_dir: Path, trials: list[dict], **info) -> Path:
                     "accuracy": acc,
                     "val_loss": val_loss,
                     "val_accuracy": val_acc,
+                    "train_loss_clean": clean[epoch - 1][0],
+                    "train_accuracy_clean": clean[epoch - 1][1],
                     "seconds": 1.5,
                     "phase": "train",
                 }
@@ -87,10 +102,19 @@ def make_run(run_dir: Path, trials: list[dict], **info) -> Path:
                 "best_epoch": best + 1,
                 "val_accuracy": val_acc,
                 "val_loss": val_loss,
-                "train_accuracy": acc,
-                "gap": acc - val_acc,
                 "n_params": 1234,
             }
+            if t["clean"]:
+                clean_loss, clean_acc = t["clean"][best]
+                results |= {
+                    "train_accuracy_fit": acc,
+                    "gap_fit": acc - val_acc,
+                    "train_accuracy_clean": clean_acc,
+                    "train_loss_clean": clean_loss,
+                    "gap_clean": clean_acc - val_acc,
+                }
+            else:
+                results |= {"train_accuracy": acc, "gap": acc - val_acc}
         else:
             results = {}
         if t["status"] != "running":
@@ -199,7 +223,7 @@ def card(html: str, title: str) -> str:
     """A summary card's text, tags dropped."""
     found = re.search(rf'<div class="card">{title}<b>(.*?)</b>(.*?)</div>', html)
     assert found, f"no {title} card"
-    return " ".join(found.groups())
+    return re.sub(r"<[^>]*>", "", " ".join(found.groups()).replace("<br>", " "))
 
 
 def test_the_test_card_says_why_a_finished_run_has_no_test_score(tmp_path):
@@ -227,6 +251,148 @@ def test_the_test_card_says_why_a_finished_run_has_no_test_score(tmp_path):
     running = make_run(tmp_path / "running", [trial(0)], status="running")
     assert card(write_report(running).read_text(), "test accuracy") == (
         "not yet best model, once the search ends"
+    )
+
+
+# STEADY's (train_loss_clean, train_accuracy_clean) per epoch: without augmentation and dropout
+# training accuracy is higher, so at the kept epoch (3) the clean gap is +0.10, an overfit,
+# where the fit-time one is -0.02.
+STEADY_CLEAN = [(0.7, 0.66), (0.5, 0.8), (0.4, 0.9)]
+
+
+def leaderboard_headers(html: str) -> dict[str, str]:
+    """The page leaderboard's header names and their tooltips."""
+    head = html[html.index('id="leaderboard-table"') :]
+    head = head[: head.index("</thead>")]
+    return {
+        name: title for title, name in re.findall(r'<th scope="col" title="([^"]*)">([^<]*)<', head)
+    }
+
+
+def test_the_report_says_which_gap_its_verdicts_judged(tmp_path):
+    mixed = make_run(
+        tmp_path / "mixed",
+        [trial(0, clean=STEADY_CLEAN, lr=0.01), trial(1, epochs=OVERFITTING, lr=0.1)],
+    )
+    html = write_report(mixed).read_text()
+    board = pd.read_csv(mixed / "leaderboard.csv").set_index("trial_id")
+    clean, fit = board.loc[0], board.loc[1]
+    assert (clean["gap_basis"], clean["verdict"]) == ("clean", "overfit")
+    assert (clean["gap"], clean["gap_clean"], clean["gap_fit"]) == pytest.approx((0.1, 0.1, -0.02))
+    assert fit["gap_basis"] == "fit" and pd.isna(fit["gap_clean"])
+    assert fit["gap"] == pytest.approx(fit["gap_fit"])
+    headers = leaderboard_headers(html)
+    assert "gap" not in headers, "gap_basis names which of the two shown gaps was judged"
+    assert {"gap_clean", "gap_fit", "gap_basis"} <= set(headers)
+    assert "the one judged" in headers["gap_clean"] and "augmentation" in headers["gap_fit"]
+    basis = re.search(r'<p id="gap-basis">(.*?)</p>', html, re.S)[1]
+    assert "1 trial judged on the clean gap" in basis
+    assert "1 trial without clean figures is judged on the fit-time gap" in basis
+    assert "trial 1 (" in basis
+    assert "clean, or fit-time for the 1 without clean figures" in html  # the scatter's caption
+    assert "fit-time for the others (named in the legend)" in html  # the gap per epoch's
+    assert card(html, re.escape("clean gap (train &minus; val)")) == "+0.1000 overfit"
+    details = html[html.index('id="trial-0"') :]
+    details = details[: details.index("</details>")]
+    assert re.search(
+        r'<th class="text" title="clean gap, the one judged[^"]*">gap_clean</th>', details
+    )
+    assert re.search(r'title="fit-time gap, for comparison[^"]*">gap_fit</th><td>-0.0200<', details)
+    assert 'id="confirmed"' not in html and "refit_model.keras" not in html
+
+    older = write_report(make_run(tmp_path / "older", [trial(0)])).read_text()
+    assert "<b>This run has no clean figures</b>" in older
+    assert card(older, re.escape("fit-time gap (train &minus; val)")) == (
+        "-0.0200 underfit, judged on the fit-time gap: no clean figures"
+    )
+    assert "fit-time: these trials have no clean figure for every epoch" in older
+    every = write_report(make_run(tmp_path / "every", [trial(0, clean=STEADY_CLEAN)])).read_text()
+    assert "Every verdict in this run judges the clean gap (1 trial)." in every
+    assert "clean (inference-mode training accuracy every epoch)" in every
+
+
+def test_the_gap_per_epoch_never_mixes_clean_and_fit_time_figures_in_a_line():
+    epochs = pd.DataFrame(
+        {
+            "trial_id": [0, 0, 1, 1, 2],
+            "train_accuracy_clean": [0.7, 0.8, None, 0.9, None],  # trial 1: the best epoch only
+        }
+    )
+    assert plots.gap_bases_per_trial(epochs, [0, 1, 2, 3]) == {
+        0: "clean",
+        1: "fit",
+        2: "fit",
+        3: "fit",
+    }
+    assert plots.gap_bases_per_trial(epochs.drop(columns="train_accuracy_clean"), [0]) == {0: "fit"}
+
+
+CONFIRM = {"top": 2, "seeds": 3, "winner": 0, "exported_run": 2, "exported_seed": 200048}
+
+
+def test_a_confirmed_run_shows_the_finalists_means_and_the_exported_run(tmp_path):
+    trials = [
+        trial(0, lr=0.01),  # val 0.80
+        trial(1, epochs=OVERFITTING, lr=0.1),  # val 0.70, not a finalist
+        trial(2, epochs=[(0.6, 0.7, 0.5, 0.72)], lr=0.3),  # val 0.72
+    ]
+    run = make_run(tmp_path, trials, confirm=CONFIRM)
+    store = RunStore(run)
+    for trial_id, mean, sd in [(0, 0.79, 0.012), (2, 0.71, 0.02)]:
+        confirmed = {"confirm_mean": mean, "confirm_sd": sd, "confirm_val_loss": 0.5}
+        store.finish_trial(trial_id, confirmed | {"confirm_runs": 4})
+    html = write_report(run).read_text()
+    board = pd.read_csv(run / "leaderboard.csv")
+    assert list(board["trial_id"]) == [0, 2, 1]
+    assert list(board["confirm_mean"].fillna(0)) == pytest.approx([0.79, 0.71, 0])
+    assert list(board["confirm_runs"].fillna(0)) == [4, 4, 0]
+    headers = leaderboard_headers(html)
+    assert "confirm" in headers and "confirm_mean" not in headers
+    column = list(headers).index("confirm")
+    rows = re.findall(r"<tr>(<td.*?)</tr>", html[html.index('id="leaderboard-table"') :])[:3]
+    cells = [
+        re.findall(r'<td class="[^"]*" data-sort="([^"]*)">([^<]*)</td>', r)[column] for r in rows
+    ]
+    assert cells == [
+        ("0.79", "0.7900 \u00b1 0.0120 (4 runs)"),  # sorted on the mean
+        ("0.71", "0.7100 \u00b1 0.0200 (4 runs)"),
+        ("", ""),
+    ]
+    note = re.search(r'<p class="note" id="confirmed">(.*?)</p>', html, re.S)[1]
+    assert note.startswith(
+        "Confirmed with 3 seeds: the 2 best trials (<code>--confirm-top 2</code>)"
+    )
+    assert "Trial 0 won; <code>best_model.keras</code> is its run 2, seed 200048." in note
+    assert card(html, "best trial") == "0 ranked by mean val accuracy of its runs"
+    assert card(html, "val accuracy").endswith("; mean of its runs 0.7900 \u00b1 0.0120 (4 runs)")
+    details = html[html.index('id="trial-2"') :]
+    assert ">confirm_runs</th><td>4</td>" in details[: details.index("</details>")]
+
+
+def test_the_test_card_shows_the_refit_models_score_beside_the_best_models(tmp_path):
+    low, high = accuracy_interval(1.0, 8)
+    refit = {
+        "trial_id": 0,
+        "first_epochs": 3,
+        "fine_tune_epochs": 0,
+        "train_images": 80,
+        "test_accuracy": 1.0,
+        "test_accuracy_low": low,
+        "test_accuracy_high": high,
+    }
+    run = make_run(tmp_path / "refit", [trial(0)], refit=refit)
+    (run / "best_model.keras").write_bytes(b"a model")
+    RunStore(run).set_test_accuracy(0, 0.875)
+    shown = card(write_report(run).read_text(), "test accuracy")
+    assert shown == (
+        "0.8750 best model, on the test split (95% CI 0.5291\u20130.9776, n = 8) "
+        "refit_model.keras, trial 0 retrained on train + validation (80 images) for 3 epochs: "
+        "1.0000 (95% CI 0.6756\u20131.0000, n = 8)"
+    )
+    tuned = refit | {"first_epochs": 1, "fine_tune_epochs": 4, "test_accuracy": None}
+    run = make_run(tmp_path / "tuned", [trial(0)], refit=tuned)
+    assert card(write_report(run).read_text(), "test accuracy").endswith(
+        "for 1 epoch, then 4 fine-tuning: not scored, the data has no test images"
     )
 
 
