@@ -29,6 +29,7 @@ from reports.analysis import (
     rank,
 )
 from reports.mistakes import GALLERY_CAP, best_model_outcomes
+from search.model_card import refit_epochs
 from search.stats import TIE_P, mcnemar_exact, predicted_classes
 from search.store import HP_PREFIX, INTERVAL_SPLITS, STATUSES, RunStore
 
@@ -455,13 +456,6 @@ def test_card(store: RunStore, info: dict, best: dict | None) -> tuple[str, str]
     if not store.best_model_path.exists():
         return "not scored", "no best_model.keras in the run directory"
     return "-", "scored only for the best model by val accuracy"
-
-
-def refit_epochs(refit: dict) -> str:
-    """The epochs a refit trained: the first phase's, then the fine-tune phase's if any."""
-    first, tuned = refit.get("first_epochs"), refit.get("fine_tune_epochs")
-    text = f"{first} epoch{'' if first == 1 else 's'}"
-    return f"{text}, then {tuned} fine-tuning" if tuned else text
 
 
 def refit_note(store: RunStore, info: dict) -> str:

@@ -1,11 +1,14 @@
 """MODEL_CARD.md for an exported model, written from the run store alone.
 
-It reads run.json, trials.csv and best_hparams.json (through `RunStore`) and says what the model
-was trained on, how the data was split, which hyperparameters won, how well they did on the
-validation and held-out test splits, how far training and validation accuracy drifted apart,
-and which of the documents' baselines in the same run it beat. Baseline trials are those with
-a `hp_baseline` (the `baselines` space) or `baseline` column set, or whose hyperparameters are
-exactly a preset of the run's space (`--enqueue`d from `spaces.baselines.for_space`).
+It reads run.json, trials.csv, epochs.csv and best_hparams.json (through `RunStore`) and says
+what the model was trained on, how the data was split, which hyperparameters won, how well they
+did on the validation and held-out test splits, how far training and validation accuracy drifted
+apart (the clean gap the verdict judges, and the fit-time one beside it), and which of the
+documents' baselines in the same run it beat. Where the run has them, it also reports the refit
+model's test accuracy (`--refit`) and the finalists' means over their seeds (`--confirm-top`).
+Baseline trials are those with a `hp_baseline` (the `baselines` space) or `baseline` column
+set, or whose hyperparameters are exactly a preset of the run's space (`--enqueue`d from
+`spaces.baselines.for_space`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reports.analysis import OVERFIT_GAP, analyse_trials
 from search.data import TEST_FRACTION, VALIDATION_FRACTION
 from search.errors import UsageError
 from search.stats import accuracy_interval
@@ -40,7 +44,10 @@ def write_model_card(run_dir: Path, output_dir: Path) -> Path:
 
 def model_card(store: RunStore) -> str:
     info = store.read_run_info()
-    trials = store.trials()
+    # The verdict and the gap it judged (gap_basis), as the report reads them.
+    trials = analyse_trials(
+        store.trials(), store.epochs(), warmup_epochs=info.get("warmup_epochs", 0)
+    )
     best_hparams = store.read_best_hparams()
     best = trials[trials["trial_id"] == best_hparams["trial_id"]].iloc[0]
     sections = [
@@ -49,6 +56,7 @@ def model_card(store: RunStore) -> str:
         _split(info),
         _hyperparameters(best_hparams["hyperparameters"]),
         _results(best, info),
+        *([_confirmation(trials, info["confirm"])] if info.get("confirm") else []),
         _baselines(trials, best, info["space"]),
     ]
     return "\n\n".join(sections) + "\n"
@@ -162,8 +170,9 @@ def _split(info: dict) -> str:
             "",
             rules.get(info["layout"], f"layout {info['layout']}."),
             "The test split is never used to choose: only the best trial's model is scored on "
-            "it, once, at the end. Trials are ranked by validation accuracy, then lower "
-            "validation loss.",
+            "it, once, at the end. Trials are ranked by validation accuracy"
+            + (" (a confirmed finalist's mean over its runs)" if info.get("confirm") else "")
+            + ", then lower validation loss.",
         ]
     )
 
@@ -174,31 +183,127 @@ def _hyperparameters(hparams: dict) -> str:
     return "\n".join(["## Hyperparameters", "", _table(("name", "value"), rows)])
 
 
+def refit_epochs(refit: dict) -> str:
+    """The epochs a refit trained (run.json's `refit`): the first phase's, then the fine-tune
+    phase's if any."""
+    first, tuned = refit.get("first_epochs"), refit.get("fine_tune_epochs")
+    text = f"{first} epoch{'' if first == 1 else 's'}"
+    return f"{text}, then {tuned} fine-tuning" if tuned else text
+
+
+def _refit(info: dict) -> tuple[str, str] | None:
+    """--refit's model: its test accuracy, in the best model's format, and how it was trained;
+    None when the run has no refit."""
+    refit = info.get("refit")
+    if not refit:
+        return None
+    test = _with_interval(refit.get("test_accuracy"), _split_size(info, "test"))
+    trained = (
+        f"trial {refit.get('trial_id')}'s configuration trained again with its seed on the "
+        f"training and validation images together ({refit.get('train_images')} images) for "
+        f"{refit_epochs(refit)}, the epochs that reached its kept weights, with no early "
+        f"stopping"
+    )
+    return test, trained
+
+
+def _gap_basis(best: pd.Series) -> str:
+    if best.get("gap_basis") == "clean":
+        return (
+            "The verdict judges the clean gap: training accuracy in inference mode (no "
+            "augmentation, no dropout) on a fixed, seeded sample of training images the size of "
+            "the validation split, minus validation accuracy. The fit-time figures, Keras's "
+            "running accuracy during the epoch, are shown for comparison: augmentation, dropout "
+            "and weights that move through the epoch hold them down, so their gap is often "
+            "negative."
+        )
+    return (
+        "This trial has no clean figures (stored before they were measured, or run with "
+        "`--clean-train-eval off`), so its verdict judges the fit-time gap: Keras's running "
+        "training accuracy, with augmentation and dropout on, minus validation accuracy. A "
+        "negative fit-time gap says that training was made harder, not that the model "
+        "generalises better than it fits."
+    )
+
+
+def _verdict_text(best: pd.Series) -> str:
+    if pd.isna(best.get("verdict")):
+        return "n/a"
+    basis = "clean" if best.get("gap_basis") == "clean" else "fit-time"
+    return f"{best['verdict']} (judged on the {basis} gap; overfit above {OVERFIT_GAP:+.2f})"
+
+
 def _results(best: pd.Series, info: dict) -> str:
     test = _with_interval(best["test_accuracy"], _split_size(info, "test"))
+    refit = _refit(info)
     rows = [
         (
             "validation accuracy",
             _with_interval(best["val_accuracy"], _split_size(info, "validation")),
         ),
         ("validation loss", _number(best["val_loss"])),
-        ("training accuracy", _number(best["train_accuracy_fit"])),
-        ("gap (training - validation accuracy)", _number(best["gap_fit"], signed=True)),
+        ("training accuracy, clean", _number(best.get("train_accuracy_clean"))),
+        ("training accuracy, fit-time", _number(best["train_accuracy_fit"])),
+        ("gap, clean (training - validation accuracy)", _number(best["gap_clean"], signed=True)),
+        ("gap, fit-time (training - validation accuracy)", _number(best["gap_fit"], signed=True)),
+        ("verdict", _verdict_text(best)),
         ("test accuracy", test),
+        *([("test accuracy, refit model", refit[0])] if refit else []),
     ]
+    lines = ["## Results", ""]
+    lines.append(f"Test accuracy: {test}." if test != "n/a" else "Test accuracy: not scored.")
+    if refit:
+        lines += ["", f"Refit model, `refit_model.keras`: test accuracy {refit[0]}; {refit[1]}."]
     return "\n".join(
         [
-            "## Results",
+            *lines,
             "",
-            f"Test accuracy: {test}." if test != "n/a" else "Test accuracy: not scored.",
-            "",
-            "Read at the kept epoch (the lowest validation loss). Training accuracy is "
-            "measured with dropout and augmentation active, so a negative gap is real. "
+            "Read at the kept epoch (the lowest validation loss). " + _gap_basis(best) + " "
             "Intervals are Wilson 95% intervals for the split's n images.",
             "",
             _table(("measure", "value"), rows),
         ]
     )
+
+
+def _confirmation(trials: pd.DataFrame, confirm: dict) -> str:
+    """--confirm-top: the ranking followed each finalist's mean over its runs; which run of the
+    winner was exported."""
+    confirmed = trials.reindex(columns=["confirm_mean"])["confirm_mean"].notna()
+    finalists = trials[confirmed].sort_values(
+        ["confirm_mean", "confirm_val_loss", "trial_id"], ascending=[False, True, True]
+    )
+    rows = [
+        (
+            int(row["trial_id"]),
+            _int(row.get("confirm_runs")),
+            f"{_number(row['confirm_mean'])} \u00b1 {_number(row.get('confirm_sd'))}",
+            _number(row["val_accuracy"]),
+        )
+        for row in finalists.to_dict("records")
+    ]
+    run = confirm.get("exported_run")
+    exported = "the search's own run" if run == 0 else f"confirmation run {run}"
+    lines = [
+        "## Confirmation",
+        "",
+        f"The ranking followed the mean validation accuracy of each finalist's runs: the "
+        f"{confirm.get('top')} best trials were each trained {confirm.get('seeds')} more times "
+        f"with fresh seeds (`--confirm-top {confirm.get('top')} --confirm-seeds "
+        f"{confirm.get('seeds')}`). Trial {confirm.get('winner')} won; the exported model is its "
+        f"run {run} ({exported}, seed {confirm.get('exported_seed')}).",
+    ]
+    if run != 0:
+        lines.append(
+            "The validation and training figures under Results are the search's own run of "
+            "the trial; the test accuracy is the exported model's."
+        )
+    header = ("trial", "runs", "val accuracy, mean \u00b1 sd", "val accuracy, search's run")
+    return "\n".join([*lines, "", _table(header, rows)])
+
+
+def _int(value) -> str:
+    return "n/a" if value is None or pd.isna(value) else str(int(value))
 
 
 def trial_hyperparameters(row: dict) -> dict:
@@ -226,6 +331,7 @@ def _baselines(trials: pd.DataFrame, best: pd.Series, space: str) -> str:
             int(row["trial_id"]),
             row["status"],
             _number(row["val_accuracy"]),
+            _number(row["gap_clean"], signed=True),
             _number(row["gap_fit"], signed=True),
             _verdict(row, best),
         )
@@ -242,7 +348,18 @@ def _baselines(trials: pd.DataFrame, best: pd.Series, space: str) -> str:
             f"The best trial beat {beaten} of the run's {len(rows)} baseline trials on "
             f"validation accuracy.",
             "",
-            _table(("baseline", "trial", "status", "val accuracy", "gap", "vs best"), rows),
+            _table(
+                (
+                    "baseline",
+                    "trial",
+                    "status",
+                    "val accuracy",
+                    "gap clean",
+                    "gap fit-time",
+                    "vs best",
+                ),
+                rows,
+            ),
         ]
     )
 

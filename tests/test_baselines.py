@@ -378,6 +378,10 @@ def card_table(card: str) -> dict[str, str]:
     return dict(rows)
 
 
+# "x% (95% CI a-b, n = N)": an accuracy with the Wilson interval of the split's N images.
+CI = r"([\d.]+)% \(95% CI ([\d.]+)\u2013([\d.]+), n = (\d+)\)"
+
+
 def test_model_card_reports_the_store(tiny_run, tmp_path):
     _, store = tiny_run
     path = write_model_card(store.run_dir, tmp_path)
@@ -390,10 +394,7 @@ def test_model_card_reports_the_store(tiny_run, tmp_path):
         ("validation accuracy", "val_accuracy", "validation"),
         ("test accuracy", "test_accuracy", "test"),
     ]:
-        # "x% (95% CI a-b, n = N)": the Wilson interval of the split's N images.
-        found = re.fullmatch(
-            r"([\d.]+)% \(95% CI ([\d.]+)\u2013([\d.]+), n = (\d+)\)", table[measure]
-        )
+        found = re.fullmatch(CI, table[measure])
         assert found, table[measure]
         n = sum(info["counts"][split].values())
         assert int(found[4]) == n
@@ -403,16 +404,137 @@ def test_model_card_reports_the_store(tiny_run, tmp_path):
             (100 * low, 100 * high), abs=0.05
         )
     assert f"Test accuracy: {table['test accuracy']}." in card
-    assert float(table["training accuracy"]) == pytest.approx(best["train_accuracy_fit"], abs=5e-5)
-    assert float(table["gap (training - validation accuracy)"]) == pytest.approx(
-        best["gap_fit"], abs=5e-5
+    # Clean first: the verdict judges it; the fit-time figures beside it for comparison.
+    for measure, column in [
+        ("training accuracy, clean", "train_accuracy_clean"),
+        ("training accuracy, fit-time", "train_accuracy_fit"),
+        ("gap, clean (training - validation accuracy)", "gap_clean"),
+        ("gap, fit-time (training - validation accuracy)", "gap_fit"),
+    ]:
+        # Four places, rounded half to even: 0.03125 is written 0.0312.
+        assert float(table[measure]) == pytest.approx(best[column], abs=5.1e-5), measure
+    assert list(table).index("gap, clean (training - validation accuracy)") < list(table).index(
+        "gap, fit-time (training - validation accuracy)"
     )
+    assert re.fullmatch(r"(overfit|underfit|fit) \(judged on the clean gap; .*\)", table["verdict"])
+    assert "The verdict judges the clean gap" in card
+    assert "## Confirmation" not in card and "refit" not in card
     for name, value in store.read_best_hparams()["hyperparameters"].items():
         assert table[f"`{name}`"] == f"`{value}`"
     assert re.search(r"^\| `cats` \| 24 \| 16 \| 4 \|$", card, flags=re.MULTILINE)
     assert f"split seed {info['split_seed']}" in card
     assert "Skipped (unreadable) files: 0." in card
     assert "no baseline trials" in card
+
+
+def hand_made_store(run_dir, clean: bool, **info) -> RunStore:
+    """A finished two-trial run written through RunStore, without training: trial 0 (val 0.80)
+    is the best; with `clean`, both have clean figures, else they are stored as older runs
+    were (train_accuracy and gap, read as the fit-time ones)."""
+    store = RunStore(run_dir)
+    store.create()
+    counts = {"train": {"cats": 40, "dogs": 40}, "validation": {"cats": 80, "dogs": 80}}
+    store.write_run_info(
+        {
+            "name": "hand-made",
+            "space": "scratch",
+            "backend": "keras-tuner",
+            "algorithm": "random",
+            "image_size": 32,
+            "class_names": ["cats", "dogs"],
+            "counts": counts | {"test": {"cats": 100, "dogs": 100}},
+            "data": "/data/pets",
+            "layout": "train/validation",
+            "split_seed": 1337,
+            "status": "finished",
+        }
+        | info
+    )
+    for trial_id, (fit, val, clean_acc) in enumerate([(0.78, 0.80, 0.90), (0.70, 0.72, 0.74)]):
+        store.begin_trial(trial_id, {"filters": 16 * (trial_id + 1)})
+        for epoch in (1, 2):
+            store.append_epoch(
+                {
+                    "trial_id": trial_id,
+                    "epoch": epoch,
+                    "loss": 0.6 / epoch,
+                    "accuracy": fit - 0.1 * (2 - epoch),
+                    "val_loss": 0.6 / epoch,
+                    "val_accuracy": val - 0.1 * (2 - epoch),
+                    "train_loss_clean": 0.5 / epoch if clean else None,
+                    "train_accuracy_clean": clean_acc - 0.1 * (2 - epoch) if clean else None,
+                    "phase": "train",
+                }
+            )
+        results = {"status": "complete", "best_epoch": 2, "val_accuracy": val, "val_loss": 0.3}
+        if clean:
+            results |= {"train_accuracy_fit": fit, "gap_fit": fit - val}
+            results |= {"train_accuracy_clean": clean_acc, "gap_clean": clean_acc - val}
+        else:
+            results |= {"train_accuracy": fit, "gap": fit - val}
+        store.finish_trial(trial_id, results | {"n_params": 1000, "duration_s": 3.0})
+    store.set_test_accuracy(0, 0.985)
+    text = json.dumps({"trial_id": 0, "hyperparameters": {"filters": 16}})
+    store.best_hparams_path.write_text(text, encoding="utf-8")
+    return store
+
+
+def test_model_card_reports_the_refit_and_the_confirmation(tmp_path):
+    low, high = wilson_interval(199, 200)
+    refit = {
+        "trial_id": 0,
+        "first_epochs": 5,
+        "fine_tune_epochs": 3,
+        "train_images": 240,
+        "test_accuracy": 0.995,
+        "test_accuracy_low": low,
+        "test_accuracy_high": high,
+    }
+    confirm = {"top": 2, "seeds": 3, "winner": 0, "exported_run": 2, "exported_seed": 200048}
+    store = hand_made_store(tmp_path / "run", clean=True, refit=refit, confirm=confirm)
+    for trial_id, mean, sd in [(0, 0.79, 0.012), (1, 0.71, 0.02)]:
+        confirmed = {"confirm_mean": mean, "confirm_sd": sd, "confirm_val_loss": 0.3}
+        store.finish_trial(trial_id, confirmed | {"confirm_runs": 4})
+    card = write_model_card(store.run_dir, tmp_path).read_text(encoding="utf-8")
+    table = card_table(card)
+    best, refitted = (
+        re.fullmatch(CI, table["test accuracy"]),
+        re.fullmatch(CI, table["test accuracy, refit model"]),
+    )
+    assert best.groups()[::3] == ("98.50", "200")
+    assert refitted.groups() == ("99.50", f"{100 * low:.1f}", f"{100 * high:.1f}", "200")
+    assert (
+        f"Refit model, `refit_model.keras`: test accuracy {table['test accuracy, refit model']}; "
+        "trial 0's configuration trained again with its seed on the training and validation "
+        "images together (240 images) for 5 epochs, then 3 fine-tuning," in card
+    )
+    confirmation = card[card.index("## Confirmation") : card.index("## Baselines")]
+    assert "The ranking followed the mean validation accuracy of each finalist's runs" in card
+    assert "`--confirm-top 2 --confirm-seeds 3`" in confirmation
+    assert "Trial 0 won; the exported model is its run 2 (confirmation run 2, seed 200048)." in (
+        confirmation
+    )
+    assert "the test accuracy is the exported model's" in confirmation
+    finalists = re.findall(r"^\| (\d) \| (\d) \| (.+?) \| (.+?) \|$", confirmation, re.M)
+    assert finalists == [
+        ("0", "4", "0.7900 \u00b1 0.0120", "0.8000"),
+        ("1", "4", "0.7100 \u00b1 0.0200", "0.7200"),
+    ]
+    assert "(a confirmed finalist's mean over its runs)" in card
+    assert table["verdict"].startswith("overfit (judged on the clean gap")  # +0.10 clean
+
+
+def test_model_card_of_an_older_run_says_its_verdict_judged_the_fit_time_gap(tmp_path):
+    store = hand_made_store(tmp_path / "run", clean=False)
+    card = write_model_card(store.run_dir, tmp_path).read_text(encoding="utf-8")
+    table = card_table(card)
+    assert table["training accuracy, clean"] == "n/a"
+    assert table["gap, clean (training - validation accuracy)"] == "n/a"
+    assert table["gap, fit-time (training - validation accuracy)"] == "-0.0200"
+    assert table["verdict"].startswith("underfit (judged on the fit-time gap")
+    assert "This trial has no clean figures" in card
+    assert "## Confirmation" not in card and "refit" not in card
+    assert re.fullmatch(CI, table["test accuracy"])
 
 
 def test_model_card_names_the_baselines_the_best_trial_beat(baselines_run, tmp_path):
