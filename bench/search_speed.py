@@ -4,12 +4,15 @@
    (--fix mode=frozen and no augmentation, the trials the feature cache serves), same seed,
    trial count, epochs and patience for both:
    a. the naive anchor: a plain Keras Tuner `RandomSearch` whose HyperModel reads the images
-      the documents' way, `image_dataset_from_directory` in every trial, no cache;
+      the documents' way, `image_dataset_from_directory(...).prefetch(AUTOTUNE)` in every
+      trial, no cache;
    b. ours: `python run_search.py --space transfer --fix ...` as a user runs it (a fresh run
       directory and cache folder each time, so decoding and feature extraction are timed).
    Wall time covers the whole search; for ours also the process start, the test score and
    the report. Best val accuracy is read the same way for both: at each trial's lowest
    validation loss (the epoch EarlyStopping restores), on the same 800 validation images.
+   Both arms run at least twice, alternated, and the table gives each arm's median with its
+   min-max, and the speed-up with the range over every pairing of runs.
 2. Input pipeline: a trial's model (the transfer space's default, frozen base with
    augmentation, so no cache applies) trained from our in-memory uint8 arrays, against the same
    model fed one batch already in memory as a tensor (the model-bound limit), and against
@@ -20,8 +23,10 @@
 
 Writes bench/results/search_speed.json and the table in bench/README.md.
 
-    python bench/search_speed.py            # 20 trials: about 45 minutes on 2 CPU cores
-    python bench/search_speed.py --quick    # 32 px, tiny budgets, into bench/quick/
+    python bench/search_speed.py            # 20 trials: about 75 minutes on 2 CPU cores
+    python bench/search_speed.py --quick    # 32 px, 40 images a class, tiny budgets,
+                                            # into bench/quick/: a minute or two
+    python bench/search_speed.py --quick --trials 1 --rss-trials 0 --data DIR --out DIR
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -73,15 +79,24 @@ FROZEN_NO_AUGMENTATION = (
 )
 SEED, SPLIT_SEED, BATCH = 42, 1337, 32
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
+# --quick's budgets, on QUICK_IMAGES of each class per split: a minute or two on 2 CPU cores
+# whatever the data, still two runs of each arm.
+QUICK = {"trials": 2, "epochs": 2, "repeats": 2, "naive_repeats": 2, "rss_trials": 2}
+QUICK_IMAGES = 40
 TARGETS = {"speedup": 20.0, "accuracy_points": 0.5, "pipeline": 0.95, "rss_mb": 300.0}
 
 
-def linked_split(root: Path, target: Path) -> Path:
+def linked_split(root: Path, target: Path, per_class: int | None = None) -> Path:
     """Our train/validation split as a folder of symlinks, so the naive anchor reads exactly
-    the images ours trains and validates on, with image_dataset_from_directory."""
+    the images ours trains and validates on, with image_dataset_from_directory; `per_class`
+    keeps only the first that many of each class in each split."""
     _, class_names, files = list_splits(root, SPLIT_SEED)
     for split in ("train", "validation"):
+        kept: Counter[int] = Counter()
         for path, label in files[split]:
+            kept[label] += 1
+            if per_class is not None and kept[label] > per_class:
+                continue
             folder = target / split / class_names[label]
             folder.mkdir(parents=True, exist_ok=True)
             (folder / path.name).symlink_to(path.resolve())
@@ -89,7 +104,10 @@ def linked_split(root: Path, target: Path) -> Path:
 
 
 def documents_dataset(folder: Path, size: int, shuffle: bool) -> tf.data.Dataset:
-    return keras.utils.image_dataset_from_directory(
+    """A split read as the documents read it: seeds 001-004 build every dataset with
+    image_dataset_from_directory and then `.prefetch(buffer_size=AUTOTUNE)` (seed 000 uses
+    Keras's older ImageDataGenerator, which has no tf.data pipeline to prefetch)."""
+    dataset = keras.utils.image_dataset_from_directory(
         folder,
         label_mode="binary",
         image_size=(size, size),
@@ -98,6 +116,7 @@ def documents_dataset(folder: Path, size: int, shuffle: bool) -> tf.data.Dataset
         seed=SEED,
         verbose=False,
     )
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 class DocumentsWay(kt.HyperModel):
@@ -156,10 +175,10 @@ def naive_search(ctx, folder, pinned, trials, epochs, patience, directory) -> di
     }
 
 
-def our_search(trials, epochs, patience, size, runs: Path, name: str, extra=()) -> dict:
+def our_search(trials, epochs, patience, size, data: Path, runs: Path, name: str, extra=()) -> dict:
     command = [
         *(sys.executable, str(REPO / "run_search.py"), "--space", "transfer"),
-        *("--data", str(DATA), "--weights", str(WEIGHTS), "--image-size", str(size)),
+        *("--data", str(data), "--weights", str(WEIGHTS), "--image-size", str(size)),
         *("--max-trials", str(trials), "--epochs", str(epochs), "--patience", str(patience)),
         *("--seed", str(SEED), "--batch-size", str(BATCH)),
         *("--runs-dir", str(runs), "--name", name, "--cache-dir", str(runs / f"{name}-cache")),
@@ -219,9 +238,31 @@ def _images_per_s(model_fit, n_images: int, epochs: int) -> float:
     return round(n_images / statistics.median(times.seconds[1:]), 1)
 
 
-def pipeline_speed(ctx: SpaceContext, folder: Path, epochs: int) -> dict:
+def memory_growth(trials: int, size: int, data: Path, scratch: Path) -> dict:
+    """Resident memory after each of `trials` one-epoch trials of the whole transfer space;
+    0 trials leaves the part out (tests/test_bench.py does)."""
+    if not trials:
+        return {"status": "not run (--rss-trials 0)"}
+    print("memory", flush=True)
+    whole = our_search(trials, 1, 1, size, data, scratch / "runs", "rss")
+    rss = whole["rss_mb"]
+    return {
+        "status": "run",
+        "trials": len(rss),
+        "image_size": size,
+        "first_mb": rss[0],
+        "last_mb": rss[-1],
+        "max_mb": max(rss),
+        "growth_mb": round(rss[-1] - rss[0], 1),
+        "per_trial_mb": rss,
+        "statuses": whole["statuses"],
+        "features": whole["features"],
+    }
+
+
+def pipeline_speed(ctx: SpaceContext, root: Path, folder: Path, epochs: int) -> dict:
     """Images/s of one trial's model fed three ways, after the first epoch."""
-    data = load_image_data(DATA, ctx.image_size, SPLIT_SEED)
+    data = load_image_data(root, ctx.image_size, SPLIT_SEED)
     x, y = data.train.x, data.train.y
     steps = len(y) // BATCH
 
@@ -317,19 +358,30 @@ def machine() -> dict:
 
 
 def summarize(naive: list[dict], ours: list[dict], pipeline: dict, rss: dict, gpu: dict) -> dict:
-    naive_rate = statistics.median(r["trials_per_hour"] for r in naive)
-    ours_rate = statistics.median(r["trials_per_hour"] for r in ours)
+    naive_rates = [r["trials_per_hour"] for r in naive]
+    ours_rates = [r["trials_per_hour"] for r in ours]
+    naive_rate = round(statistics.median(naive_rates), 1)  # of two runs: their mean
+    ours_rate = round(statistics.median(ours_rates), 1)
     naive_best = statistics.median(r["best_val_accuracy"] for r in naive)
     ours_best = statistics.median(r["best_val_accuracy"] for r in ours)
     return {
+        "naive_runs": len(naive),
+        "ours_runs": len(ours),
         "naive_trials_per_hour": naive_rate,
+        "naive_trials_per_hour_range": [min(naive_rates), max(naive_rates)],
         "ours_trials_per_hour": ours_rate,
+        "ours_trials_per_hour_range": [min(ours_rates), max(ours_rates)],
         "speedup": round(ours_rate / naive_rate, 1),
+        # Over every pairing of one run of ours with one of the anchor's.
+        "speedup_range": [
+            round(min(ours_rates) / max(naive_rates), 1),
+            round(max(ours_rates) / min(naive_rates), 1),
+        ],
         "naive_best_val_accuracy": naive_best,
         "ours_best_val_accuracy": ours_best,
         "accuracy_difference_points": round((ours_best - naive_best) * 100, 2),
         "pipeline_fraction_of_limit": pipeline["ours_fraction_of_limit"],
-        "rss_growth_mb": rss["growth_mb"],
+        "rss_growth_mb": rss.get("growth_mb"),
         "mixed_precision_ratio": gpu.get("ratio"),
     }
 
@@ -343,18 +395,26 @@ def table(results: dict) -> str:
     def walls(runs):
         return ", ".join(f"{x['wall_s']:.0f}" for x in runs)
 
+    def spread(median: float, bounds: list[float], unit: str = "") -> str:
+        return f"{median}{unit} ({bounds[0]}\u2013{bounds[1]}{unit})"
+
     lines = [
         f"Measured {results['date']} on {m['cpu']} ({m['cpu_cores']} cores, {m['memory_gib']} GiB"
         f", {'GPU: ' + ', '.join(m['gpus']) if m['gpus'] else 'no GPU'}), TensorFlow "
         f"{m['tensorflow']}, Keras {m['keras']}. {budget['image_size']} px, {budget['trials']} "
         f"trials of {budget['epochs']} epochs (patience {budget['patience']}), seed {SEED}; "
-        f"ours repeated {len(ours)}x, the naive anchor {len(naive)}x; medians.",
+        f"ours repeated {len(ours)}x, the naive anchor (image_dataset_from_directory with "
+        f"prefetch) {len(naive)}x, alternated; medians, with min\u2013max over the runs.",
         "",
         "| measure | naive Keras Tuner | ours | target |",
         "|---|---|---|---|",
-        f"| trials/hour (frozen, no augmentation) | {s['naive_trials_per_hour']} | "
-        f"{s['ours_trials_per_hour']} | ours >= {TARGETS['speedup']:.0f}x naive |",
-        f"| speed-up | | **{s['speedup']}x** | >= {TARGETS['speedup']:.0f}x |",
+        f"| trials/hour (frozen, no augmentation): median (min\u2013max) | "
+        f"{spread(s['naive_trials_per_hour'], s['naive_trials_per_hour_range'])} | "
+        f"{spread(s['ours_trials_per_hour'], s['ours_trials_per_hour_range'])} | "
+        f"ours >= {TARGETS['speedup']:.0f}x naive |",
+        f"| speed-up: ratio of medians (range over every pairing of runs) | | "
+        f"**{s['speedup']}x** ({s['speedup_range'][0]}\u2013{s['speedup_range'][1]}x) | "
+        f">= {TARGETS['speedup']:.0f}x |",
         f"| wall time per search, s (each run) | {walls(naive)} | {walls(ours)} | |",
         f"| best val accuracy | {s['naive_best_val_accuracy']:.4f} | "
         f"{s['ours_best_val_accuracy']:.4f} ({s['accuracy_difference_points']:+.2f} points) | "
@@ -366,7 +426,9 @@ def table(results: dict) -> str:
         f"| training images/s, Keras's NumPy adapter | | {p['keras_numpy_images_per_s']} "
         f"({p['keras_numpy_fraction_of_limit']:.0%}) | |",
         f"| RSS over {r['trials']} trials, MiB | | {r['first_mb']} -> {r['last_mb']} "
-        f"(growth {r['growth_mb']:+}, peak {r['max_mb']}) | growth < {TARGETS['rss_mb']:.0f} |",
+        f"(growth {r['growth_mb']:+}, peak {r['max_mb']}) | growth < {TARGETS['rss_mb']:.0f} |"
+        if r["status"] == "run"
+        else f"| RSS, MiB | | {r['status']} | growth < {TARGETS['rss_mb']:.0f} |",
         f"| GPU mixed precision / float32 | | {gpu.get('ratio', gpu['status'])} | >= 1.8x |",
     ]
     return "\n".join(lines)
@@ -386,18 +448,36 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of ours")
-    parser.add_argument("--naive-repeats", type=int, default=1, help="runs of the naive anchor")
-    parser.add_argument("--rss-trials", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of ours (at least 2)")
+    parser.add_argument(
+        "--naive-repeats", type=int, default=2, help="runs of the naive anchor (at least 2)"
+    )
+    parser.add_argument(
+        "--rss-trials", type=int, default=30, help="trials of the memory part (0 skips it)"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="32 px, tiny budgets: checks the script"
     )
+    parser.add_argument(
+        "--data", type=Path, default=DATA, help="image folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="folder for search_speed.json and a README.md with the table "
+        "(default: bench/results and bench/README.md; bench/quick with --quick)",
+    )
     args = parser.parse_args()
+    if args.quick:  # tiny budgets by default; a value given on the command line still wins
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args()
     size = 32 if args.quick else 160
-    if args.quick:
-        args.trials, args.epochs, args.repeats, args.naive_repeats, args.rss_trials = 2, 2, 1, 1, 3
-    out = REPO / "bench" / ("quick" if args.quick else "results")
-    readme = (out / "README.md") if args.quick else REPO / "bench" / "README.md"
+    if min(args.repeats, args.naive_repeats) < 2:
+        parser.error("both arms run at least twice, so that the table shows their spread")
+    results_dir = REPO / "bench" / "results"
+    out = (args.out or (REPO / "bench" / "quick" if args.quick else results_dir)).resolve()
+    # The committed table lives in bench/README.md; any other folder gets a README of its own.
+    readme = REPO / "bench" / "README.md" if out == results_dir else out / "README.md"
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(SEED)
     ctx = SpaceContext(size, 2, str(WEIGHTS), 1.0)
@@ -406,7 +486,10 @@ def main() -> None:
     fix_args = [part for pair in FROZEN_NO_AUGMENTATION for part in ("--fix", pair)]
     with tempfile.TemporaryDirectory(prefix="search-speed-") as scratch:
         scratch = Path(scratch)
-        folder = linked_split(DATA, scratch / "split")
+        data = args.data
+        if args.quick:  # a few images of each class, so the check is quick whatever the data
+            data = linked_split(args.data, scratch / "quick-data", QUICK_IMAGES)
+        folder = linked_split(data, scratch / "split")
         budget = (args.trials, args.epochs, args.patience)
         naive, ours = [], []
         # Alternated, so a slow spell of the machine touches both.
@@ -416,23 +499,11 @@ def main() -> None:
                 naive.append(naive_search(ctx, folder, pinned, *budget, scratch / f"kt{index}"))
             if index < args.repeats:
                 print(f"our run {index + 1}", flush=True)
-                ours.append(our_search(*budget, size, scratch / "runs", f"ours{index}", fix_args))
+                runs = scratch / "runs"
+                ours.append(our_search(*budget, size, data, runs, f"ours{index}", fix_args))
         print("input pipeline", flush=True)
-        pipeline = pipeline_speed(ctx, folder, epochs=2 if args.quick else 6)
-        print("memory", flush=True)
-        whole = our_search(args.rss_trials, 1, 1, 32 if args.quick else 64, scratch / "runs", "rss")
-    rss = whole["rss_mb"]
-    memory = {
-        "trials": len(rss),
-        "image_size": 32 if args.quick else 64,
-        "first_mb": rss[0],
-        "last_mb": rss[-1],
-        "max_mb": max(rss),
-        "growth_mb": round(rss[-1] - rss[0], 1),
-        "per_trial_mb": rss,
-        "statuses": whole["statuses"],
-        "features": whole["features"],
-    }
+        pipeline = pipeline_speed(ctx, data, folder, epochs=2 if args.quick else 6)
+        memory = memory_growth(args.rss_trials, 32 if args.quick else 64, data, scratch)
     gpu = precision_speed(size, 3)
     results = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -443,6 +514,9 @@ def main() -> None:
             "epochs": args.epochs,
             "patience": args.patience,
             "fixed": list(FROZEN_NO_AUGMENTATION),
+            "data": str(args.data),
+            "images_per_class": QUICK_IMAGES if args.quick else None,  # per split; None: all
+            "naive_input": "image_dataset_from_directory(...).prefetch(tf.data.AUTOTUNE)",
         },
         "naive": naive,
         "ours": ours,
