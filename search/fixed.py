@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 import keras_tuner as kt
 import numpy as np
-from keras_tuner.src.engine import hyperparameters as HP
 
 from search.errors import UsageError
 
+HP = kt.engine.hyperparameters
 GRID_POINTS = 10  # of a range the space gives no step, as Keras Tuner's grid takes
 
 
@@ -126,7 +126,7 @@ def pinned_space(declared: kt.HyperParameters, fixed: dict[str, object]) -> kt.H
             if hp.name in fixed:
                 pinned.Fixed(hp.name, fixed[hp.name])
             else:
-                pinned._register(hp)
+                pinned.merge([hp], overwrite=False)  # keeps its own conditions
     return pinned
 
 

@@ -24,6 +24,7 @@ from types import ModuleType
 import keras
 import numpy as np
 
+from search import compat
 from search.data import ImageData
 from search.devices import is_out_of_memory
 from search.errors import Restart, first_line
@@ -197,10 +198,9 @@ def _diverged(rows: list[dict]) -> bool:
 
 def _hparams_callback(hp, log_dir: Path, trial_id: int) -> keras.callbacks.Callback:
     """TensorBoard's HParams record of this trial, written the way Keras Tuner writes it."""
-    from keras_tuner.src.engine import tuner_utils
     from tensorboard.plugins.hparams import api as hparams_api
 
-    hparams = tuner_utils.convert_hyperparams_to_hparams(hp, hparams_api)
+    hparams = compat.tensorboard_hparams(hp, hparams_api)
     return hparams_api.KerasCallback(writer=str(log_dir), hparams=hparams, trial_id=str(trial_id))
 
 
@@ -486,7 +486,7 @@ class TrialRunner:
             model.jit_compile = False
         elif self.settings.jit == "on":
             # Nested layers too (the augmentation block), as Keras's own check walks them.
-            blocking = [layer.name for layer in model._flatten_layers() if not layer.supports_jit]
+            blocking = [layer.name for layer in compat.all_layers(model) if not layer.supports_jit]
             with warnings.catch_warnings():  # Keras's own warning names no layer
                 warnings.simplefilter("ignore", UserWarning)
                 model.jit_compile = True

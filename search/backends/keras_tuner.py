@@ -9,11 +9,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
 import keras_tuner as kt
 
+from search import compat
 from search.backends import ALGORITHMS
 from search.errors import Restart, SearchStopped
 from search.trial import TrialRunner
@@ -54,6 +56,13 @@ def _declared(space: ModuleType, ctx: SpaceContext) -> kt.HyperParameters:
     return oracle.get_space()
 
 
+ORACLES = {
+    "random": kt.oracles.RandomSearchOracle,
+    "bayesian": kt.oracles.BayesianOptimizationOracle,
+    "grid": kt.oracles.GridSearchOracle,
+}
+
+
 def make_oracle(
     algorithm: str,
     max_trials: int,
@@ -61,44 +70,50 @@ def make_oracle(
     seed: int,
     max_consecutive_failures: int,
     hyperparameters: kt.HyperParameters | None = None,
+    queued: Sequence[dict] = (),
 ) -> kt.Oracle:
-    """The oracle; `hyperparameters` is a space with pinned values (search.fixed)."""
+    """The oracle, its first trials taking the `queued` values; `hyperparameters` is a space
+    with pinned values (search.fixed)."""
     common = {
         "objective": OBJECTIVE,
         "seed": seed,
         "max_consecutive_failed_trials": max_consecutive_failures,
         "hyperparameters": hyperparameters,
+        "queued": queued,
     }
-    if algorithm == "random":
-        return kt.oracles.RandomSearchOracle(max_trials=max_trials, **common)
-    if algorithm == "bayesian":
-        return kt.oracles.BayesianOptimizationOracle(max_trials=max_trials, **common)
-    if algorithm == "hyperband":
-        return kt.oracles.HyperbandOracle(max_epochs=epochs, factor=3, **common)
-    if algorithm == "grid":
-        return kt.oracles.GridSearchOracle(max_trials=max_trials, **common)
+    if algorithm == "hyperband":  # its budget is epochs, not trials
+        return _queueing(kt.oracles.HyperbandOracle)(max_epochs=epochs, factor=3, **common)
+    if algorithm in ORACLES:
+        return _queueing(ORACLES[algorithm])(max_trials=max_trials, **common)
     raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
 
 
-def queue_first(oracle: kt.Oracle, queued: list[dict]) -> None:
-    """Keras Tuner's counterpart of Optuna's enqueue_trial: the run's first trials take the
-    given values (defaults fill the rest), then the oracle proposes as usual. Counting the
-    oracle's trials makes this resume-safe: a resumed run does not queue them again."""
-    propose = oracle.populate_space
+@functools.cache  # one subclass per oracle class
+def _queueing(oracle_class: type[kt.Oracle]) -> type[kt.Oracle]:
+    """`oracle_class` whose first trials take the `queued` values (defaults fill the rest), then
+    propose as usual: Keras Tuner's counterpart of Optuna's enqueue_trial, through
+    `populate_space`, the documented override point of a custom Oracle. Counting the oracle's
+    trials makes this resume-safe: a resumed run does not queue them again."""
 
-    def populate_space(trial_id):
-        index = len(oracle.trials)  # the trial being created is not registered yet
-        if index >= len(queued):
-            return propose(trial_id)
-        hp = oracle.get_space()
-        hp.values.update(queued[index])
-        hp.ensure_active_values()
-        return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": hp.values}
+    class QueueingOracle(oracle_class):
+        def __init__(self, *args, queued: Sequence[dict] = (), **kwargs):
+            super().__init__(*args, **kwargs)
+            self.queued = list(queued)
 
-    oracle.populate_space = populate_space
+        def populate_space(self, trial_id: str) -> dict:
+            index = len(self.trials)  # the trial being created is not registered yet
+            if index >= len(self.queued):
+                return super().populate_space(trial_id)
+            hp = self.get_space()
+            hp.values.update(self.queued[index])
+            hp.ensure_active_values()
+            return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": hp.values}
+
+    QueueingOracle.__name__ = QueueingOracle.__qualname__ = f"Queueing{oracle_class.__name__}"
+    return QueueingOracle
 
 
-class StoreTuner(kt.engine.base_tuner.BaseTuner):
+class StoreTuner(compat.KnownSpaceTuner):
     """Runs each trial the oracle creates through the shared trial runner.
 
     Hyperband trials carry `tuner/epochs` and `tuner/initial_epoch`; a trial that continues an
@@ -114,10 +129,10 @@ class StoreTuner(kt.engine.base_tuner.BaseTuner):
             oracle, hypermodel, directory=str(directory), project_name="kt", overwrite=False
         )
 
-    def _populate_initial_space(self):
+    def known_space(self) -> kt.HyperParameters:
         # The space was learnt once per process (declared_space); building the model several
         # times again to learn it, as Keras Tuner does, costs seconds per search.
-        self.oracle.update_space(declared_space(self.hypermodel.space, self.hypermodel.ctx))
+        return declared_space(self.hypermodel.space, self.hypermodel.ctx)
 
     def _checkpoint(self, trial_id: str) -> Path:
         return Path(self.get_trial_dir(trial_id)) / "checkpoint.weights.h5"
@@ -170,13 +185,13 @@ def search(
         seed,
         max_consecutive_failures,
         hyperparameters,
+        queued,
     )
-    queue_first(oracle, list(queued))
     tuner = StoreTuner(oracle, SpaceHyperModel(space, ctx), runner, runner.store.run_dir)
     try:
         tuner.search(verbose=1 if verbose else 0)
     except RuntimeError as error:
-        if "consecutive failures" not in str(error):
+        if not compat.too_many_failures(error):
             raise
         failed = (
             runner.store.trials()

@@ -23,6 +23,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 from optuna_integration import KerasPruningCallback
 
+from search import compat
 from search.backends import GRID_MAX_POINTS, PRUNERS, SAMPLERS
 from search.errors import SearchStopped, UsageError, first_line
 from search.fixed import grid_size, grid_space
@@ -64,7 +65,7 @@ def suggest(trial: optuna.Trial, hp) -> object:
     raise TypeError(f"no Optuna distribution for {type(hp).__name__} {hp.name!r}")
 
 
-class OptunaHyperParameters(kt.HyperParameters):
+class OptunaHyperParameters(compat.RegisteringHyperParameters):
     """Keras Tuner's `HyperParameters`, whose values an Optuna trial chooses.
 
     Spaces call Int/Float/Choice/Boolean/Fixed and conditional_scope as usual; a hyperparameter
@@ -77,14 +78,13 @@ class OptunaHyperParameters(kt.HyperParameters):
         super().__init__()
         self.trial, self.fixed = trial, fixed or {}
 
-    def _register(self, hyperparameter, overwrite=False):
+    def on_register(self, hyperparameter: HP.HyperParameter) -> None:
         name = hyperparameter.name
         if self.is_active(hyperparameter) and name not in self.values:
             if name in self.fixed:
                 self.values[name] = self.trial.suggest_categorical(name, [self.fixed[name]])
             else:
                 self.values[name] = suggest(self.trial, hyperparameter)
-        return super()._register(hyperparameter, overwrite)
 
 
 def checked_grid(
@@ -253,14 +253,18 @@ def _beat_for_silent_trials(study: optuna.Study, beaten: set[int]) -> None:
     RUNNING for ever, and the run waiting on it. So this worker gives each RUNNING trial older
     than the grace period one heartbeat: a live trial beats every interval anyway, and a dead
     one goes stale a grace period later, to be failed and retried like any other."""
-    interval = study._storage.get_heartbeat_interval()
+    storage = compat.study_storage(study)
+    interval = storage.get_heartbeat_interval()
     if interval is None:
         return
     started_before = datetime.now() - timedelta(seconds=GRACE_BEATS * interval)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial._trial_id not in beaten and trial.datetime_start < started_before:
-            study._storage.record_heartbeat(trial._trial_id)
-            beaten.add(trial._trial_id)
+        if trial.number not in beaten and trial.datetime_start < started_before:
+            study_id = storage.get_study_id_from_name(study.study_name)
+            storage.record_heartbeat(
+                storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            )
+            beaten.add(trial.number)
 
 
 def grid_point(grid: dict[str, list], index: int) -> dict:

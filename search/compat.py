@@ -1,0 +1,142 @@
+"""Every use of a private Keras Tuner, Optuna or Keras API, and only here.
+
+Each item names the internal it relies on, why the public API does not do, and the versions
+it was checked with; tests/test_compat.py exercises each one against the installed library, so
+an upgrade that changes one fails there, by name, instead of somewhere in a search.
+tests/test_compat.py also fails when a private third-party API is used outside this module.
+
+Checked with Keras 3.15.0, Keras Tuner 1.4.8 and Optuna 5.0.0.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import keras
+import keras_tuner as kt
+from keras_tuner.src.engine import tuner_utils
+
+if TYPE_CHECKING:  # Optuna is imported only by runs that use it
+    import optuna
+
+
+# Keras Tuner
+
+
+class KnownSpaceTuner(kt.engine.base_tuner.BaseTuner):
+    """A tuner whose oracle is given a space learnt beforehand (`known_space`), instead of
+    building the model several times over to learn it.
+
+    Relies on `BaseTuner._populate_initial_space`, which `BaseTuner.__init__` calls on a new
+    (not reloaded) project to fill the oracle's space. Its docstring keeps it as the override
+    point for AutoKeras, but it is private and no public hook exists: the space cannot be passed
+    in, as the tuner learns it before any public method runs.
+    """
+
+    def known_space(self) -> kt.HyperParameters:
+        raise NotImplementedError
+
+    def _populate_initial_space(self) -> None:
+        self.oracle.update_space(self.known_space())
+
+
+class RegisteringHyperParameters(kt.HyperParameters):
+    """Keras Tuner's `HyperParameters` with a hook, `on_register`, run as a space declares each
+    hyperparameter for the first time, before its default value is given.
+
+    Relies on `HyperParameters._register(hp, overwrite)`: every declaration (Int, Float,
+    Choice, Boolean, Fixed, merge) passes through it, and it keeps a value already in `values`
+    instead of the default. The public declaring methods offer no hook, and overriding all five
+    would rebuild each hyperparameter from the private current conditions.
+    """
+
+    def on_register(self, hyperparameter: kt.engine.hyperparameters.HyperParameter) -> None:
+        """Called with each newly declared hyperparameter; it may set `self.values[name]`."""
+
+    def _register(
+        self, hyperparameter: kt.engine.hyperparameters.HyperParameter, overwrite: bool = False
+    ) -> object:
+        self.on_register(hyperparameter)
+        return super()._register(hyperparameter, overwrite)
+
+
+def too_many_failures(error: BaseException) -> bool:
+    """Whether `error` is a Keras Tuner oracle's stop after `max_consecutive_failed_trials`
+    failed trials in a row.
+
+    Relies on the text of the `RuntimeError` `Oracle._check_consecutive_failures` raises
+    ("Number of consecutive failures exceeded the limit of N"): Keras Tuner raises no dedicated
+    error class for it, and other RuntimeErrors must still propagate.
+    """
+    return isinstance(error, RuntimeError) and "consecutive failures" in str(error)
+
+
+def tensorboard_hparams(hp: kt.HyperParameters, hparams_api: object) -> dict:
+    """TensorBoard's HParams domain and value of each active hyperparameter of `hp`, as Keras
+    Tuner's own TensorBoard logging writes them.
+
+    Relies on `keras_tuner.src.engine.tuner_utils.convert_hyperparams_to_hparams`, which Keras
+    Tuner uses internally and does not export; rewriting it would have to follow its mapping of
+    each hyperparameter type to a domain for the HParams dashboard to match Keras Tuner's.
+    """
+    return tuner_utils.convert_hyperparams_to_hparams(hp, hparams_api)
+
+
+# Optuna
+
+
+def study_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage `study` reads and writes (Optuna's cached wrapper of the one it was opened
+    with), for heartbeats.
+
+    Relies on `Study._storage`: a study does not expose its storage, and the heartbeats must go
+    through the one the study uses. Optuna's own `optuna.storages.fail_stale_trials(study)`
+    reads it the same way.
+    """
+    return study._storage
+
+
+# Keras
+
+
+class Consumer(NamedTuple):
+    """A call of a layer (or other operation) on a tensor in a functional graph."""
+
+    operation: keras.Operation
+    output: keras.KerasTensor
+
+
+def call_count(layer: keras.layers.Layer) -> int:
+    """How many times `layer` is called in the functional graphs built so far.
+
+    Relies on `Operation._inbound_nodes`, one node per call; Keras 3 has no public count.
+    """
+    return len(layer._inbound_nodes)
+
+
+def call_output(layer: keras.layers.Layer) -> keras.KerasTensor:
+    """The output of `layer`'s first call in the outer functional graph.
+
+    Relies on `Operation._inbound_nodes[0].output_tensors`: for a nested model `layer.output`
+    is its inner graph's output, which cannot start a model on the outer graph.
+    """
+    return layer._inbound_nodes[0].output_tensors[0]
+
+
+def consumers(layer: keras.layers.Layer) -> list[Consumer]:
+    """The calls that take `layer`'s output, each with its (first) output.
+
+    Relies on `Operation._outbound_nodes` and each node's `operation` and `output_tensors`:
+    Keras 3 has no public way to walk a functional graph forward from a layer.
+    """
+    return [Consumer(node.operation, node.output_tensors[0]) for node in layer._outbound_nodes]
+
+
+def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """`model`, its layers and every layer nested in them.
+
+    Relies on `Layer._flatten_layers()`, the walk Keras's own XLA check (`model_supports_jit`)
+    makes: `model.layers` lists only the top level, and matching Keras's check means naming
+    exactly the layers that keep a model from compiling.
+    """
+    return list(model._flatten_layers())
