@@ -134,9 +134,11 @@ def confirm_finalists(runner: TrialRunner, top: int, seeds: int) -> dict | None:
     winner = int(store.best_trial()["trial_id"])
     run = exported_run(runs, winner, int(best["trial_id"]))
     if run:
-        model = _run_store(store.run_dir, winner, run).best_model_path
+        kept = _run_store(store.run_dir, winner, run)
         trial = store.trials().set_index("trial_id").loc[winner]
-        store.adopt_best(model, winner, trial_values(trial, declared))
+        store.adopt_best(kept.best_model_path, winner, trial_values(trial, declared))
+        # The report's mistakes are best_model.keras's: its validation predictions go with it.
+        store.save_predictions(winner, "validation", kept.predictions(winner, "validation"))
     exported = runs[(runs["trial_id"] == winner) & (runs["run"] == run)].iloc[0]
     return {
         "top": top,
