@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from datetime import datetime
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from reports.analysis import (
     rank,
 )
 from reports.mistakes import GALLERY_CAP, best_model_outcomes
+from search.atomic import atomic_write
 from search.model_card import refit_epochs
 from search.stats import TIE_P, mcnemar_exact, predicted_classes
 from search.store import HP_PREFIX, INTERVAL_SPLITS, STATUSES, RunStore
@@ -586,9 +586,7 @@ def _script(environment: Environment) -> dict:
 def _write_atomic(path: Path, text: str) -> None:
     """Write then rename, so a browser reloading mid-search never reads half a report; the
     temporary name is per process, as several search workers may write the report at once."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"), per_process=True)
 
 
 def write_report(

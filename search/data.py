@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from search.atomic import atomic_folder
 from search.errors import UsageError, first_line
 
 DEFAULT_DATASET = "cats_and_dogs_filtered"
@@ -307,17 +308,13 @@ def _load_cache(folder: Path):
 def _decode_cached(files: dict[str, list], size: int, workers: int, folder: Path):
     """Decode into a temporary folder beside `folder` and rename it into place, so a crash
     never leaves a half-written cache that looks complete."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    splits, skipped, counts = _decode_splits(files, size, workers, tmp)
-    _write_meta(tmp, splits, skipped, counts)
-    del splits  # the memory maps point into tmp: reopen them at their final place
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process finished the same cache first
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def write(tmp: Path) -> None:
+        # The memory maps point into tmp and die with this call: reopened at their final place.
+        splits, skipped, counts = _decode_splits(files, size, workers, tmp)
+        _write_meta(tmp, splits, skipped, counts)
+
+    atomic_folder(folder, write)  # another process may finish the same cache first
     return _load_cache(folder)
 
 

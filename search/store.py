@@ -3,7 +3,7 @@
 runs/<name>/
   run.json          command line, space, back end, data, classes, counts, skipped files, versions
   trials.csv        one row per trial (TRIAL_COLUMNS, with one hp_<name> column per hyperparameter)
-  epochs.csv        one row per trained epoch (EPOCH_COLUMNS), written after every epoch
+  epochs.csv        one row per trained epoch (EPOCH_COLUMNS), appended after every epoch
   best_model.keras  the best trial's model at its best epoch
   best_hparams.json that trial's hyperparameters
   predictions/      per-image predicted probabilities (float32): <split>-trial-<id>.npy holds a
@@ -11,24 +11,30 @@ runs/<name>/
                     image files and true labels (validation for every complete trial, test for
                     the best model only)
 
-Every write goes to a temporary file that is then renamed over the old one, so a reader (or a
-resumed run) never sees a half-written file, and a crash loses at most the epoch in progress.
+Every write but an epoch's goes to a temporary file that is then renamed over the old one, so a
+reader (or a resumed run) never sees a half-written file. An epoch is one line appended to
+epochs.csv (rewriting the file made each epoch cost time proportional to the whole run); a line
+a kill cut short is ignored by readers and dropped by the next writer, so a crash loses at most
+the epoch in progress.
 """
 
 from __future__ import annotations
 
+import csv
 import fcntl
+import io
 import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from search.atomic import atomic_write
 from search.errors import UsageError
 from search.stats import accuracy_interval
 
@@ -107,13 +113,6 @@ def _renamed(row: dict) -> dict:
     return row
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    # The suffix stays last: Keras saves a model only to a name ending in .keras.
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _clean(value):
     """JSON- and CSV-friendly scalars: numpy types to Python, NaN to None."""
     if hasattr(value, "item"):
@@ -151,7 +150,13 @@ class RunStore:
     def _read_rows(path: Path) -> list[dict]:
         if not path.exists():
             return []
-        frame = pd.read_csv(path).astype(object)
+        text = path.read_text(encoding="utf-8")
+        # Every line is written whole with its newline, so text after the last newline is an
+        # epoch line a kill cut short (appends are not atomic): that epoch was never recorded.
+        text = text[: text.rfind("\n") + 1]
+        if not text:
+            return []
+        frame = pd.read_csv(io.StringIO(text)).astype(object)
         return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
     @contextmanager
@@ -161,18 +166,33 @@ class RunStore:
             yield
 
     @contextmanager
-    def _rows(self) -> Iterator[tuple[dict[int, dict], list[dict]]]:
-        """Trial rows by id and epoch rows, re-read under the lock and written back after."""
+    def _rows(self) -> Iterator[dict[int, dict]]:
+        """Trial rows by id, re-read under the lock and written back to trials.csv after."""
         with self._locked():
             trials = {r["trial_id"]: r for r in self._read_rows(self.trials_csv)}
-            epochs = self._read_rows(self.epochs_csv)
-            yield trials, epochs
-            _atomic_write(
+            yield trials
+            atomic_write(
                 self.trials_csv, lambda p: self._trial_frame(trials).to_csv(p, index=False)
             )
-            _atomic_write(
-                self.epochs_csv, lambda p: self._epoch_frame(epochs).to_csv(p, index=False)
-            )
+
+    def _write_epochs(self, epochs: list[dict]) -> None:
+        """Rewrite epochs.csv whole (the caller holds the lock)."""
+        atomic_write(self.epochs_csv, lambda p: self._epoch_frame(epochs).to_csv(p, index=False))
+
+    def _epoch_file_current(self) -> bool:
+        """Whether epochs.csv exists, has the current header and ends with a whole line (the
+        caller holds the lock): then an epoch can be appended to it."""
+        try:
+            with open(self.epochs_csv, "rb") as handle:
+                header = handle.readline().decode("utf-8").rstrip("\n")
+                handle.seek(0, os.SEEK_END)
+                if handle.tell() == 0:
+                    return False
+                handle.seek(-1, os.SEEK_END)
+                whole = handle.read(1) == b"\n"
+        except FileNotFoundError:
+            return False
+        return whole and header == ",".join(EPOCH_COLUMNS)
 
     @contextmanager
     def exclusive_run(self) -> Iterator[None]:
@@ -207,7 +227,7 @@ class RunStore:
     # run.json
     def write_run_info(self, info: dict) -> None:
         text = json.dumps(info, indent=2, default=str)
-        _atomic_write(self.run_json, lambda p: p.write_text(text, encoding="utf-8"))
+        atomic_write(self.run_json, lambda p: p.write_text(text, encoding="utf-8"))
 
     def read_run_info(self) -> dict:
         return json.loads(self.run_json.read_text(encoding="utf-8"))
@@ -231,36 +251,56 @@ class RunStore:
         return pd.DataFrame(epochs, columns=EPOCH_COLUMNS)
 
     def begin_trial(self, trial_id: int, hparams: dict) -> None:
-        """Mark a trial running. A retried trial (after a crash) starts its epoch history anew."""
-        with self._rows() as (trials, epochs):
-            epochs[:] = [r for r in epochs if r["trial_id"] != trial_id]
+        """Mark a trial running. A retried trial (after a crash) starts its epoch history anew:
+        the one change that rewrites epochs.csv, and only when that trial has rows there (or
+        the file is yet to be made: it exists, with its header, once a trial has begun)."""
+        with self._rows() as trials:
+            epochs = self._read_rows(self.epochs_csv)
+            kept = [r for r in epochs if r["trial_id"] != trial_id]
+            if len(kept) < len(epochs) or not self.epochs_csv.exists():
+                self._write_epochs(kept)
             row = {"trial_id": trial_id, "status": "running"}
             trials[trial_id] = row | {f"{HP_PREFIX}{k}": _clean(v) for k, v in hparams.items()}
 
     def append_epoch(self, row: dict) -> None:
-        with self._rows() as (_, epochs):
-            epochs.append({c: _clean(row.get(c)) for c in EPOCH_COLUMNS})
+        """Append one line to epochs.csv, synced to disk before the lock is let go."""
+        values = {c: _clean(row.get(c)) for c in EPOCH_COLUMNS}
+        with self._locked():
+            if not self._epoch_file_current():
+                # New, older-headed, or ending in a torn line: rewritten whole once (readers
+                # never see a file without its header), then appended to.
+                self._write_epochs([*self._read_rows(self.epochs_csv), values])
+                return
+            line = io.StringIO()
+            # Formatted as pandas' to_csv writes a row (None as empty), so both read the same.
+            csv.writer(line, lineterminator="\n").writerow(
+                "" if v is None else v for v in values.values()
+            )
+            with open(self.epochs_csv, "a", encoding="utf-8") as handle:
+                handle.write(line.getvalue())
+                handle.flush()
+                os.fsync(handle.fileno())
 
     def finish_trial(self, trial_id: int, results: dict, hparams: dict | None = None) -> None:
         """Record a trial's outcome (status, metrics, error) on its row, with the
         hyperparameters it ended with (an Optuna trial samples them while building), and the
         95% intervals of its accuracies."""
-        with self._rows() as (trials, _):
+        with self._rows() as trials:
             hp = {f"{HP_PREFIX}{k}": v for k, v in (hparams or {}).items()}
             trials[trial_id].update({k: _clean(v) for k, v in (hp | results).items()})
             self._add_intervals([trials[trial_id]])
 
     def replace_all(self, trial_rows: list[dict], epoch_rows: list[dict]) -> None:
         """Rewrite both tables, as when rebuilding the store from an Optuna study."""
-        with self._rows() as (trials, epochs):
+        with self._rows() as trials:
             trials.clear()
             trials.update({r["trial_id"]: {k: _clean(v) for k, v in r.items()} for r in trial_rows})
-            epochs[:] = [{c: _clean(r.get(c)) for c in EPOCH_COLUMNS} for r in epoch_rows]
+            self._write_epochs([{c: _clean(r.get(c)) for c in EPOCH_COLUMNS} for r in epoch_rows])
             self._add_intervals(trials.values())
 
     def set_test_accuracy(self, trial_id: int, accuracy: float) -> None:
         """Only the trial whose model is best_model.keras carries a test score."""
-        with self._rows() as (trials, _):
+        with self._rows() as trials:
             for row in trials.values():
                 row["test_accuracy"] = _clean(accuracy) if row["trial_id"] == trial_id else None
             self._add_intervals(trials.values())
@@ -298,7 +338,7 @@ class RunStore:
             with open(path, "wb") as handle:  # np.save would append .npy to a path
                 np.save(handle, array)
 
-        _atomic_write(self._predictions_path(trial_id, split), write)
+        atomic_write(self._predictions_path(trial_id, split), write)
 
     def predictions(self, trial_id: int, split: str) -> np.ndarray | None:
         """What `save_predictions` stored, or None (a run from before predictions were kept,
@@ -314,7 +354,7 @@ class RunStore:
         )
         self.predictions_dir.mkdir(parents=True, exist_ok=True)
         path = self.predictions_dir / f"{split}-images.json"
-        _atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+        atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
     def split_images(self, split: str) -> tuple[list[str], np.ndarray] | None:
         """The files and labels `save_split_images` stored, or None."""
@@ -379,7 +419,7 @@ class RunStore:
             text = json.dumps(
                 {"trial_id": trial_id, "hyperparameters": hparams}, indent=2, default=_clean
             )
-            _atomic_write(self.best_hparams_path, lambda p: p.write_text(text, encoding="utf-8"))
+            atomic_write(self.best_hparams_path, lambda p: p.write_text(text, encoding="utf-8"))
             return True
 
     def reconcile(self) -> None:
@@ -405,15 +445,15 @@ class RunStore:
         """Another model of the run beside best_model.keras (the refit one), written whole or
         not at all."""
         path = self.run_dir / filename
-        _atomic_write(path, model.save)
+        atomic_write(path, model.save)
         return path
 
     def set_confirmation(self, summary: pd.DataFrame, runs: pd.DataFrame) -> None:
         """Record --confirm-top's runs in confirm.csv, and each finalist's mean, spread and run
         count on its trials.csv row, which the ranking then follows."""
-        _atomic_write(self.run_dir / "confirm.csv", lambda p: runs.to_csv(p, index=False))
+        atomic_write(self.run_dir / "confirm.csv", lambda p: runs.to_csv(p, index=False))
         by_trial = summary.set_index("trial_id").to_dict("index")
-        with self._rows() as (trials, _):
+        with self._rows() as trials:
             for trial_id, row in trials.items():
                 values = by_trial.get(trial_id, dict.fromkeys(CONFIRM_COLUMNS))
                 row.update({k: _clean(values[k]) for k in CONFIRM_COLUMNS})
@@ -421,8 +461,8 @@ class RunStore:
     def adopt_best(self, model_path: Path, trial_id: int, hparams: dict) -> None:
         """Make another run's model of `trial_id` (a confirmation run's) best_model.keras."""
         with self._locked():
-            _atomic_write(self.best_model_path, lambda p: shutil.copyfile(model_path, p))
+            atomic_write(self.best_model_path, lambda p: shutil.copyfile(model_path, p))
             text = json.dumps(
                 {"trial_id": trial_id, "hyperparameters": hparams}, indent=2, default=_clean
             )
-            _atomic_write(self.best_hparams_path, lambda p: p.write_text(text, encoding="utf-8"))
+            atomic_write(self.best_hparams_path, lambda p: p.write_text(text, encoding="utf-8"))
