@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from search import compat
+from search.atomic import atomic_folder, atomic_write
 from search.data import ImageData
 from search.devices import is_out_of_memory
 from search.inputs import evaluation_dataset
@@ -62,11 +62,6 @@ class FrozenSplit:
     pool: keras.Model | None = None
 
 
-def _base_output(base: keras.layers.Layer) -> keras.KerasTensor:
-    # The base's output in the outer model's graph; `base.output` is its inner graph's output.
-    return base._inbound_nodes[0].output_tensors[0]
-
-
 def split_frozen_base(model: keras.Model) -> FrozenSplit | None:
     """The model cut at its frozen base, or None when the base's features can change between
     epochs: no base, a trainable base, a base used twice, or a random or trainable layer
@@ -75,9 +70,9 @@ def split_frozen_base(model: keras.Model) -> FrozenSplit | None:
         base = model.get_layer(BACKBONE)
     except ValueError:
         return None
-    if base.trainable or len(base._inbound_nodes) != 1:
+    if base.trainable or compat.call_count(base) != 1:
         return None
-    features = _base_output(base)
+    features = compat.call_output(base)  # in the outer model's graph
     front = keras.Model(model.inputs, features, name="frozen_front")
     if any(layer is not base and not isinstance(layer, PASS_THROUGH) for layer in front.layers):
         return None
@@ -90,10 +85,10 @@ def split_frozen_base(model: keras.Model) -> FrozenSplit | None:
 
 def _pooled(base: keras.layers.Layer) -> keras.KerasTensor | None:
     """The output of the global pooling that is the base's only consumer, else None."""
-    consumers = base._outbound_nodes
+    consumers = compat.consumers(base)
     if len(consumers) != 1 or not isinstance(consumers[0].operation, POOLING):
         return None
-    return consumers[0].output_tensors[0]
+    return consumers[0].output
 
 
 def _pooling_signature(pool: keras.Model) -> str:
@@ -210,16 +205,12 @@ class FeatureCache:
 
     @staticmethod
     def _save(path: Path, features: dict[str, np.ndarray]) -> None:
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for name, array in features.items():
-            np.save(tmp / f"{name}.npy", array)
-        shutil.rmtree(path, ignore_errors=True)  # a damaged earlier copy
-        try:
-            os.replace(tmp, path)  # readers never see a half-written folder
-        except OSError:  # another worker saved the same features first
-            shutil.rmtree(tmp, ignore_errors=True)
+        def write(tmp: Path) -> None:
+            for name, array in features.items():
+                np.save(tmp / f"{name}.npy", array)
+
+        # Readers never see a half-written folder; an earlier copy here was damaged (_load).
+        atomic_folder(path, write, replace=True)
 
     # Phase-one heads: a fine-tune trial starts from the head an earlier trial trained on the
     # same features with the same first-stage hyperparameters and training settings.
@@ -249,13 +240,11 @@ class FeatureCache:
             return
         weights, record = paths
         weights.parent.mkdir(parents=True, exist_ok=True)
-        tmp = weights.with_name(f"{key}.{os.getpid()}.tmp.weights.h5")
-        split.head.save_weights(tmp)
-        os.replace(tmp, weights)
+        # Per process: workers training the same head may save it at once.
+        atomic_write(weights, split.head.save_weights, per_process=True)
         # The record is written last: a head counts as saved only once it exists.
-        tmp_record = record.with_name(f"{key}.{os.getpid()}.tmp.json")
-        tmp_record.write_text(json.dumps({"trial_id": trial_id, "rows": rows}), encoding="utf-8")
-        os.replace(tmp_record, record)
+        text = json.dumps({"trial_id": trial_id, "rows": rows})
+        atomic_write(record, lambda p: p.write_text(text, encoding="utf-8"), per_process=True)
 
     def load_head(self, key: str, split: FrozenSplit) -> tuple[int, list[dict]] | None:
         """Load a saved head into `split`'s head layers; its trial id and epoch rows, or None."""
