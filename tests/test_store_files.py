@@ -93,11 +93,13 @@ def test_an_epochs_csv_with_an_older_header_is_rewritten_under_the_current_one(t
     ("name", "per_process", "expected"),
     [
         ("best_model.keras", False, ".best_model.tmp.keras"),
-        ("abc.weights.h5", True, f".abc.{os.getpid()}.tmp.weights.h5"),
+        ("abc.weights.h5", True, ".abc.{pid}.tmp.weights.h5"),
         (".trial_3.keras", False, ".trial_3.tmp.keras"),
     ],
 )
 def test_temporary_names_keep_every_suffix_last(tmp_path, name, per_process, expected):
+    # The pid is filled in here, not in the ids: pytest-xdist workers must collect alike.
+    expected = expected.format(pid=os.getpid())
     assert temporary_path(tmp_path / name, per_process=per_process).name == expected
 
 
