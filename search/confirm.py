@@ -19,7 +19,7 @@ import keras_tuner as kt
 import pandas as pd
 
 from search.backends.keras_tuner import declared_space
-from search.fixed import check_enqueued
+from search.fixed import check_enqueued, hyperparameters_of
 from search.store import HP_PREFIX, RunStore, rank_trials
 from search.trial import TrialRunner
 
@@ -36,12 +36,6 @@ def trial_values(trial: pd.Series, declared: kt.HyperParameters) -> dict:
         if k.startswith(HP_PREFIX) and not k.startswith(f"{HP_PREFIX}tuner/") and pd.notna(v)
     }
     return check_enqueued([values], declared, {}, f"trial {trial.name}")[0]
-
-
-def _hyperparameters(values: dict) -> kt.HyperParameters:
-    hp = kt.HyperParameters()
-    hp.values.update(values)
-    return hp
 
 
 def _run_store(run_dir: Path, trial_id: int, run: int) -> RunStore:
@@ -67,7 +61,7 @@ def _confirmation_run(
             reuse_heads=False,  # a fresh seed for both phases, not the finalist's first stage
             announce_as=f"confirm trial {trial_id} run {run} (seed {seed})",
         )
-        again.run(trial_id, _hyperparameters(values))
+        again.run(trial_id, hyperparameters_of(values))
         done = store.completed(trial_id)
     row = {"trial_id": trial_id, "run": run, "seed": seed}
     if done is None:

@@ -165,3 +165,11 @@ def _grid_values(hp) -> list:
 
 def grid_size(grid: dict[str, list]) -> int:
     return math.prod(len(values) for values in grid.values())
+
+
+def hyperparameters_of(values: dict) -> kt.HyperParameters:
+    """A stored point's values as HyperParameters that a space reads back as it builds;
+    Keras Tuner Hyperband's `tuner/` bookkeeping left out."""
+    hp = kt.HyperParameters()
+    hp.values.update({k: v for k, v in values.items() if not k.startswith("tuner/")})
+    return hp

@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass
 
 import keras
-import keras_tuner as kt
 import numpy as np
 import pandas as pd
 
 from search.data import ImageData
+from search.fixed import hyperparameters_of
 from search.inputs import evaluation_dataset, training_dataset
 from search.stats import accuracy_interval
 from search.store import RunStore
@@ -48,13 +48,6 @@ def refit_plan(epochs: pd.DataFrame, best_epoch: int, warmup_epochs: int = 0) ->
     return RefitPlan(int(first_best), best_epoch - int(first["epoch"].max()))
 
 
-def _hyperparameters(values: dict) -> kt.HyperParameters:
-    """The trial's values, read back by the space as it builds; Hyperband's bookkeeping left out."""
-    hp = kt.HyperParameters()
-    hp.values.update({k: v for k, v in values.items() if not k.startswith("tuner/")})
-    return hp
-
-
 def refit_best(
     store: RunStore, space, ctx: SpaceContext, data: ImageData, settings: TrainSettings
 ) -> dict | None:
@@ -71,7 +64,7 @@ def refit_best(
     keras.backend.clear_session(free_memory=True)
     keras.mixed_precision.set_global_policy(settings.precision)
     keras.utils.set_random_seed(settings.seed + trial_id)  # the trial's own seed
-    hp = _hyperparameters(store.read_best_hparams()["hyperparameters"])
+    hp = hyperparameters_of(store.read_best_hparams()["hyperparameters"])
     model = space.build(hp, ctx)
     # Validation images join the training set: nothing is held out but the test split.
     x = np.concatenate([data.train.x, data.validation.x])
