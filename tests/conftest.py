@@ -71,6 +71,11 @@ def tiny_data(tiny_folder):
     return load_image_data(tiny_folder, image_size=32)
 
 
+def cli_env() -> dict[str, str]:
+    """The environment a command of the project runs in: this session's Keras cache."""
+    return os.environ | {"KERAS_HOME": str(KERAS_HOME)}
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `python run_search.py ARGS` as a user would, in a separate process."""
     return subprocess.run(
@@ -79,7 +84,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=os.environ | {"KERAS_HOME": str(KERAS_HOME)},
+        env=cli_env(),
     )
 
 

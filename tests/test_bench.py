@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import ModuleType
 
-from conftest import KERAS_HOME, REPO
+from conftest import REPO, cli_env
 
 SEARCH_SPEED = REPO / "bench" / "search_speed.py"
 
@@ -74,7 +73,7 @@ def test_quick_mode_runs_both_arms_twice_and_writes_their_spread(
         capture_output=True,
         text=True,
         timeout=600,
-        env=os.environ | {"KERAS_HOME": str(KERAS_HOME)},
+        env=cli_env(),
     )
     print(f"search_speed.py --quick on the tiny folder: {time.perf_counter() - started:.0f}s")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -12,7 +12,6 @@ import argparse
 import ast
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import KERAS_HOME, REPO, error_lines, run_cli
+from conftest import REPO, cli_env, error_lines, run_cli
 
 from search.data import load_image_data
 from search.store import HP_PREFIX, RunStore
@@ -390,7 +389,7 @@ def peak_rss_of(argv: list[str]) -> tuple[subprocess.CompletedProcess, int]:
         text=True,
         timeout=600,
         cwd=REPO,
-        env=os.environ | {"KERAS_HOME": str(KERAS_HOME)},
+        env=cli_env(),
     )
     return result, int(result.stdout.strip().splitlines()[-1]) * 1024
 
@@ -516,7 +515,7 @@ def test_a_sampler_whose_package_is_missing_is_refused_before_any_trial(
         text=True,
         timeout=300,
         cwd=REPO,
-        env=os.environ | {"KERAS_HOME": str(KERAS_HOME)},
+        env=cli_env(),
     )
     assert result.returncode == 2, result.stderr[-2000:]
     [line] = error_lines(result)
