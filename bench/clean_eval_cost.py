@@ -1,7 +1,7 @@
 """What --clean-train-eval costs (issue 18): the share of a trial's time spent measuring the
 clean training accuracy, in one process run.
 
-Each arm is a one-trial search as a user runs it (`search.run.run_search`, a fresh run directory
+Each arm is a one-trial search as a user runs it (`search.steps.run_search`, a fresh run directory
 and cache each time), on a subset of cats_and_dogs_filtered at 64 px: 100 training and 63
 validation photos per class (a fifth of those become test), so the clean sample is 100 of the
 200 training images. The spaces, each with --clean-train-eval every and off, side by side, the
@@ -45,7 +45,7 @@ import pandas as pd  # noqa: E402
 from search_speed import machine  # noqa: E402
 
 from search import trial  # noqa: E402
-from search.run import SearchConfig, run_search  # noqa: E402
+from search.steps import SearchConfig, run_search  # noqa: E402
 from search.store import RunStore  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "cats_and_dogs_filtered"

@@ -48,9 +48,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
-from search.model_card import trial_hyperparameters  # noqa: E402
+from search.schema import FINISHED_STATUSES, trial_hyperparameters  # noqa: E402
 from search.stats import accuracy_interval  # noqa: E402
-from search.store import FINISHED_STATUSES, RunStore  # noqa: E402
+from search.store import RunStore  # noqa: E402
 from spaces.baselines import PRESETS, for_space, preset_of  # noqa: E402
 
 DATA = "../shared/data/cats_and_dogs_filtered"

@@ -262,7 +262,7 @@ def memory_growth(trials: int, size: int, data: Path, scratch: Path) -> dict:
 
 def pipeline_speed(ctx: SpaceContext, root: Path, folder: Path, epochs: int) -> dict:
     """Images/s of one trial's model fed three ways, after the first epoch."""
-    data = load_image_data(root, ctx.image_size, SPLIT_SEED)
+    data = load_image_data(root, ctx.image_size, split_seed=SPLIT_SEED)
     x, y = data.train.x, data.train.y
     steps = len(y) // BATCH
 

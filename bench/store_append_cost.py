@@ -47,7 +47,8 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 import pandas as pd  # noqa: E402
 
 from search.atomic import atomic_write  # noqa: E402
-from search.store import EPOCH_COLUMNS, RunStore, _clean  # noqa: E402
+from search.schema import EPOCH_COLUMNS  # noqa: E402
+from search.store import RunStore, _clean  # noqa: E402
 
 RESULT = REPO / "bench" / "results" / "store_append_cost.json"
 TRIALS, EPOCHS = 200, 50

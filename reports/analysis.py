@@ -18,7 +18,8 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from search.store import AT_BEST_COLUMNS, HP_PREFIX, rank_trials
+from search.schema import AT_BEST_COLUMNS, BASELINE_COLUMNS, HP_PREFIX, TUNER_PREFIX, TrialStatus
+from search.store import rank_trials
 
 # Overfitting onset: validation loss rises for ONSET_K epochs in a row while training loss falls.
 ONSET_K = 2
@@ -43,8 +44,7 @@ MEASURE_COLUMNS = [
     "verdict",
 ]
 # Keras Tuner's Hyperband bookkeeping (tuner/epochs, tuner/bracket...) is not a hyperparameter.
-BOOKKEEPING_PREFIX = f"{HP_PREFIX}tuner/"
-BASELINE_COLUMNS = (f"{HP_PREFIX}baseline", "baseline")
+BOOKKEEPING_PREFIX = f"{HP_PREFIX}{TUNER_PREFIX}"
 
 
 def _column(curve: pd.DataFrame, name: str) -> pd.Series:
@@ -256,7 +256,7 @@ def rank(
     if by == "val_accuracy":
         ranked = rank_trials(table)
     elif by == "penalised":
-        done = table[table["status"] == "complete"]
+        done = table[table["status"] == TrialStatus.COMPLETE]
         ranked = done.assign(score=penalised_score(done, penalty)).sort_values(
             ["score", "val_loss", "trial_id"], ascending=[False, True, True], kind="stable"
         )
@@ -302,7 +302,7 @@ def best_so_far(trials: pd.DataFrame) -> pd.DataFrame:
     """
     ordered = trials.sort_values("trial_id")
     elapsed = ordered["duration_s"].astype(float).fillna(0).cumsum()
-    history = ordered.assign(elapsed_s=elapsed)[ordered["status"] == "complete"]
+    history = ordered.assign(elapsed_s=elapsed)[ordered["status"] == TrialStatus.COMPLETE]
     history = history[["trial_id", "val_accuracy", "elapsed_s"]].astype({"trial_id": int})
     return history.assign(best_so_far=history["val_accuracy"].cummax())
 
@@ -332,7 +332,7 @@ def importance_study(trials: pd.DataFrame) -> optuna.Study:
     A hyperparameter inactive in a trial is left out of that trial's params, which is how Optuna
     records a conditional parameter.
     """
-    done = trials[trials["status"] == "complete"]
+    done = trials[trials["status"] == TrialStatus.COMPLETE]
     varying = [c for c in hyperparameter_columns(done) if done[c].dropna().nunique() > 1]
     distributions = {c.removeprefix(HP_PREFIX): _distribution(done[c].dropna()) for c in varying}
     frozen = []
@@ -356,7 +356,7 @@ def importance_study(trials: pd.DataFrame) -> optuna.Study:
 
 def conditional_hyperparameters(trials: pd.DataFrame) -> list[str]:
     """Hyperparameters some complete trials did not use (inactive), named without hp_."""
-    done = trials[trials["status"] == "complete"]
+    done = trials[trials["status"] == TrialStatus.COMPLETE]
     return [
         c.removeprefix(HP_PREFIX)
         for c in hyperparameter_columns(done)

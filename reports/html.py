@@ -30,8 +30,9 @@ from reports.analysis import (
 from reports.mistakes import GALLERY_CAP, best_model_outcomes
 from search.atomic import atomic_write
 from search.model_card import refit_epochs
+from search.schema import HP_PREFIX, INTERVAL_SPLITS, STATUSES, TrialStatus
 from search.stats import TIE_P, mcnemar_exact, predicted_classes
-from search.store import HP_PREFIX, INTERVAL_SPLITS, STATUSES, RunStore
+from search.store import RunStore
 
 # A finalist's validation accuracy over its --confirm-top runs (trials.csv, search/confirm.py):
 # kept apart in leaderboard.csv, shown as one "mean ± sd (n runs)" column on the page.
@@ -511,7 +512,7 @@ def report_context(
     info = store.read_run_info()
     trials, epochs = store.trials(), store.epochs()
     table = analyse_trials(trials, epochs, k, info.get("warmup_epochs", 0))
-    complete = [int(t) for t in trials.loc[trials["status"] == "complete", "trial_id"]]
+    complete = [int(t) for t in trials.loc[trials["status"] == TrialStatus.COMPLETE, "trial_id"]]
     board = leaderboard(table, rank_by, penalty, validation_correct(store, complete))
     hp_columns = hyperparameter_columns(trials)
     baseline = baseline_column(table)
@@ -572,7 +573,7 @@ def report_context(
         "history_png": None if history.empty else plots.optimization_history(history),
         "hyperparameters": _hyperparameter_section(trials, hp_columns),
         "trials": _trial_details(table, hp_columns, set(shown)),
-        "failed": table[table["status"] == "failed"].to_dict("records"),
+        "failed": table[table["status"] == TrialStatus.FAILED].to_dict("records"),
     }
 
 

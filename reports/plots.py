@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from reports.analysis import OVERFIT_GAP, accuracy_gap, is_numeric
-from search.store import HP_PREFIX
+from search.schema import HP_PREFIX, TrialStatus
 
 DPI = 96
 PANEL_WIDTH = 3.1
@@ -223,7 +223,7 @@ def _hyperparameter_panel(ax: Axes, done: pd.DataFrame, column: str) -> None:
 
 def hyperparameter_effects(trials: pd.DataFrame, columns: list[str]) -> str | None:
     """Val accuracy of complete trials against each hyperparameter, one panel each."""
-    done = trials[trials["status"] == "complete"]
+    done = trials[trials["status"] == TrialStatus.COMPLETE]
     if done.empty or not columns:
         return None
     grid = min(3, len(columns))

@@ -13,12 +13,13 @@ from dataclasses import fields
 from pathlib import Path
 
 from search.backends import ALGORITHMS, BACKENDS, PRUNERS, SAMPLERS
+from search.config import SearchConfig, config_defaults
 from search.errors import Restart, SearchStopped, UsageError
+from search.workers import RUN_SEARCH
 from spaces import SPACES
 
 EXPORT_FORMATS = ("keras", "savedmodel", "tflite")
 DEFAULT_MEMORY_GROWTH_MB = 256
-RUN_SEARCH = Path(__file__).resolve().parents[1] / "run_search.py"
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 
 
@@ -77,45 +78,38 @@ def search_parser() -> OneLineParser:
     add(
         "--space",
         choices=list(SPACES),
-        default="transfer",
         help="search space (default: %(default)s)",
     )
     add(
         "--data",
-        default="cats_and_dogs_filtered",
         help="image folder: train/ + validation/ (+ test/) of class folders, or class folders; "
         "the default is found in the Keras cache or downloaded (default: %(default)s)",
     )
-    add("--backend", choices=list(BACKENDS), default="keras-tuner", help="(default: %(default)s)")
+    add("--backend", choices=list(BACKENDS), help="(default: %(default)s)")
     add(
         "--algorithm",
         choices=ALGORITHMS,
-        default="random",
         help="Keras Tuner oracle (default: %(default)s)",
     )
     add(
         "--max-trials",
         type=_positive,
-        default=10,
         help="trials in the whole run, resumed trials included; hyperband sizes its brackets "
         "from --epochs instead (default: %(default)s)",
     )
     add(
         "--epochs",
         type=_positive,
-        default=10,
         help="epochs per trial; per phase for fine-tuning (default: %(default)s)",
     )
     add(
         "--patience",
         type=_non_negative,
-        default=3,
         help="EarlyStopping patience on val_loss (default: %(default)s)",
     )
     add(
         "--warmup-epochs",
         type=_non_negative,
-        default=0,
         help="first epochs of each trial that early stopping and the pruner do not judge and "
         "whose weights are never kept (Keras's start_from_epoch): batch-norm models trained from "
         "scratch can sit at chance on validation for their first epochs (default: %(default)s)",
@@ -123,7 +117,6 @@ def search_parser() -> OneLineParser:
     add(
         "--clean-train-eval",
         choices=("every", "best", "off"),
-        default="every",
         help="measure training accuracy and loss in inference mode (no augmentation, no dropout) "
         "on a fixed sample of training images the size of the validation split: after every "
         "epoch, only for the kept weights (best), or never (off); the verdicts judge the gap "
@@ -132,25 +125,22 @@ def search_parser() -> OneLineParser:
     add(
         "--image-size",
         type=_image_size,
-        default=160,
         help="square side in pixels (default: %(default)s)",
     )
-    add("--batch-size", type=_positive, default=32, help="(default: %(default)s)")
-    add("--seed", type=int, default=42, help="search and training seed (default: %(default)s)")
+    add("--batch-size", type=_positive, help="(default: %(default)s)")
+    add("--seed", type=int, help="search and training seed (default: %(default)s)")
     add(
         "--split-seed",
         type=int,
-        default=1337,
         help="seed of the validation/test split; keep it to compare runs (default: %(default)s)",
     )
     add(
         "--weights",
-        default="imagenet",
         help="MobileNetV2 weights for the transfer space: imagenet or a no_top weights file "
         "(default: %(default)s)",
     )
     add("--name", help="run name (default: SPACE-TIMESTAMP); an existing run of that name resumes")
-    add("--runs-dir", default="runs", help="where run directories go (default: %(default)s)")
+    add("--runs-dir", help="where run directories go (default: %(default)s)")
     add(
         "--resume",
         action="store_true",
@@ -159,7 +149,6 @@ def search_parser() -> OneLineParser:
     add(
         "--max-consecutive-failures",
         type=_positive,
-        default=3,
         help="stop the search after this many failed trials in a row (default: %(default)s)",
     )
     add("--tensorboard", action="store_true", help="write TensorBoard logs with HParams to RUN/tb")
@@ -180,7 +169,6 @@ def search_parser() -> OneLineParser:
     confirm.add_argument(
         "--confirm-top",
         type=_non_negative,
-        default=0,
         metavar="K",
         help="train the K best trials again with --confirm-seeds fresh seeds each; the ranking "
         "and the exported model follow the mean validation accuracy of their runs "
@@ -189,7 +177,6 @@ def search_parser() -> OneLineParser:
     confirm.add_argument(
         "--confirm-seeds",
         type=_positive,
-        default=2,
         metavar="S",
         help="fresh seeds per --confirm-top finalist (default: %(default)s)",
     )
@@ -213,7 +200,6 @@ def search_parser() -> OneLineParser:
     speed.add_argument(
         "--max-memory-growth",
         type=_non_negative,
-        default=DEFAULT_MEMORY_GROWTH_MB,
         metavar="MIB",
         help="restart the process between trials (and resume) before it grows more than this "
         "since its first trial; TensorFlow keeps memory from every model built; 0: never "
@@ -222,14 +208,12 @@ def search_parser() -> OneLineParser:
     speed.add_argument(
         "--mixed-precision",
         choices=("auto", "on", "off"),
-        default="auto",
         help="float16 compute with float32 weights and output; auto: on for GPUs of compute "
         "capability 7.0 or higher (default: %(default)s)",
     )
     speed.add_argument(
         "--jit",
         choices=("auto", "on", "off"),
-        default="auto",
         help="XLA compilation; auto: where every layer of the model supports it "
         "(default: %(default)s)",
     )
@@ -243,11 +227,10 @@ def search_parser() -> OneLineParser:
         "note, without a GPU (default: no limit)",
     )
     optuna = parser.add_argument_group("Optuna back end (--backend optuna)")
-    optuna.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="(default: %(default)s)")
+    optuna.add_argument("--sampler", choices=SAMPLERS, help="(default: %(default)s)")
     optuna.add_argument(
         "--pruner",
         choices=PRUNERS,
-        default="median",
         help="prunes on val_accuracy after each epoch (default: %(default)s)",
     )
     optuna.add_argument(
@@ -258,7 +241,6 @@ def search_parser() -> OneLineParser:
     optuna.add_argument(
         "--workers",
         type=_positive,
-        default=1,
         help="worker processes sharing the study; they take the visible GPUs in turn, so more "
         "workers than GPUs share them "
         "(default: %(default)s)",
@@ -266,7 +248,6 @@ def search_parser() -> OneLineParser:
     optuna.add_argument(
         "--heartbeat",
         type=_positive,
-        default=60,
         help="seconds between a trial's heartbeats; a trial silent for twice that is failed "
         "and retried once (default: %(default)s)",
     )
@@ -276,7 +257,12 @@ def search_parser() -> OneLineParser:
         help="hyperparameter sets (a JSON list of objects) to run as the first trials",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    # Defaults come from SearchConfig, so the command line and the Python API agree; --fix
+    # keeps a list (argparse appends to it) and --max-memory-growth the command's own default.
+    parser.set_defaults(
+        **(config_defaults() | {"fix": [], "max_memory_growth": DEFAULT_MEMORY_GROWTH_MB})
+    )
     return parser
 
 
@@ -289,8 +275,6 @@ def _stored_settings(argv: list[str]) -> dict:
     if not run_json.exists():
         return {}
     stored = json.loads(run_json.read_text(encoding="utf-8"))
-    from search.run import SearchConfig
-
     per_process = {"data", "resume", "verbose", "worker", "worker_index"}
     keys = {f.name for f in fields(SearchConfig)} - per_process
     settings = {k: stored[k] for k in keys if k in stored}
@@ -299,8 +283,6 @@ def _stored_settings(argv: list[str]) -> dict:
 
 
 def parse_search(argv: list[str]):
-    from search.run import SearchConfig
-
     parser = search_parser()
     parser.set_defaults(**_stored_settings(argv))
     args = parser.parse_args(argv)
@@ -405,10 +387,11 @@ def run(argv: list[str]) -> int:
     if argv and argv[0] == "predict":
         return run_predict(argv[1:])
     config = parse_search(argv)
-    from search.run import run_search
+    from reports.html import write_report
+    from search.steps import run_search
 
     try:
-        store = run_search(config)
+        store = run_search(config, report=write_report)
     except Restart as restart:
         print(f"{restart}; restarting to give the memory back, then resuming", flush=True)
         sys.stderr.flush()

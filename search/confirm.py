@@ -18,10 +18,11 @@ from pathlib import Path
 import keras_tuner as kt
 import pandas as pd
 
-from search.backends.keras_tuner import declared_space
 from search.fixed import check_enqueued, hyperparameters_of
-from search.store import HP_PREFIX, RunStore, rank_trials
+from search.schema import TrialStatus, trial_hyperparameters
+from search.store import RunStore, rank_trials
 from search.trial import TrialRunner
+from spaces import declared_space
 
 CONFIRM_DIR = "confirm"
 SEED_STRIDE = 100_003  # a prime: confirmation seeds never meet the search's seed + trial id
@@ -30,11 +31,7 @@ SEED_STRIDE = 100_003  # a prime: confirmation seeds never meet the search's see
 def trial_values(trial: pd.Series, declared: kt.HyperParameters) -> dict:
     """A stored trial's active values, typed as the space declares them (trials.csv gives an
     integer column with empty cells back as floats); Hyperband's bookkeeping left out."""
-    values = {
-        k.removeprefix(HP_PREFIX): v
-        for k, v in trial.items()
-        if k.startswith(HP_PREFIX) and not k.startswith(f"{HP_PREFIX}tuner/") and pd.notna(v)
-    }
+    values = trial_hyperparameters(trial)
     return check_enqueued([values], declared, {}, f"trial {trial.name}")[0]
 
 
@@ -65,8 +62,8 @@ def _confirmation_run(
         done = store.completed(trial_id)
     row = {"trial_id": trial_id, "run": run, "seed": seed}
     if done is None:
-        return row | {"status": "failed"}
-    return row | {"status": "complete", **done[["val_accuracy", "val_loss"]].to_dict()}
+        return row | {"status": TrialStatus.FAILED}
+    return row | {"status": TrialStatus.COMPLETE, **done[["val_accuracy", "val_loss"]].to_dict()}
 
 
 def confirm_top(
@@ -81,7 +78,7 @@ def confirm_top(
         values = trial_values(trial, declared)
         own = {"trial_id": trial_id, "run": 0, "seed": runner.settings.seed + trial_id}
         figures = {"val_accuracy": trial["val_accuracy"], "val_loss": trial["val_loss"]}
-        rows.append(own | {"status": "complete"} | figures)
+        rows.append(own | {"status": TrialStatus.COMPLETE} | figures)
         for run in range(1, seeds + 1):
             seed = runner.settings.seed + trial_id + run * SEED_STRIDE
             rows.append(_confirmation_run(runner, trial_id, values, run, seed))
@@ -91,7 +88,7 @@ def confirm_top(
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Per finalist: mean and standard deviation of its complete runs' validation accuracy
     (and mean validation loss, the tie-break), and how many runs that is."""
-    complete = runs[runs["status"] == "complete"]
+    complete = runs[runs["status"] == TrialStatus.COMPLETE]
     grouped = complete.groupby("trial_id")
     return pd.DataFrame(
         {
@@ -107,7 +104,7 @@ def exported_run(runs: pd.DataFrame, winner: int, best_trial_id: int | None) -> 
     """The winner's run whose model is exported: its highest validation accuracy (then lowest
     loss) among the runs that kept a model: every confirmation run, and run 0 only when the
     search's best trial was this one (the search keeps no other trial's model)."""
-    own = runs[(runs["trial_id"] == winner) & (runs["status"] == "complete")]
+    own = runs[(runs["trial_id"] == winner) & (runs["status"] == TrialStatus.COMPLETE)]
     if best_trial_id != winner:
         own = own[own["run"] != 0]
     ordered = own.sort_values(["val_accuracy", "val_loss", "run"], ascending=[False, True, True])

@@ -336,6 +336,7 @@ def _require_images(class_names: Iterable[str], splits: dict[str, Split]) -> Non
 def load_image_data(
     root: Path,
     image_size: int,
+    *,
     split_seed: int = 1337,
     cache_dir: Path | None = None,
     workers: int | None = None,

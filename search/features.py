@@ -35,9 +35,9 @@ from search.atomic import atomic_folder, atomic_write
 from search.data import ImageData
 from search.devices import is_out_of_memory
 from search.inputs import evaluation_dataset
+from spaces import BACKBONE
 
 KEY_VERSION = "features-v2"
-BACKBONE = "backbone"
 # Layers that may sit between the image and the base without making its features vary:
 # deterministic and without trainable weights.
 PASS_THROUGH = (keras.layers.InputLayer, keras.layers.Rescaling)

@@ -17,6 +17,7 @@ import keras_tuner as kt
 import numpy as np
 
 from search.errors import UsageError
+from search.schema import TUNER_PREFIX
 
 HP = kt.engine.hyperparameters
 GRID_POINTS = 10  # of a range the space gives no step, as Keras Tuner's grid takes
@@ -171,5 +172,5 @@ def hyperparameters_of(values: dict) -> kt.HyperParameters:
     """A stored point's values as HyperParameters that a space reads back as it builds;
     Keras Tuner Hyperband's `tuner/` bookkeeping left out."""
     hp = kt.HyperParameters()
-    hp.values.update({k: v for k, v in values.items() if not k.startswith("tuner/")})
+    hp.values.update({k: v for k, v in values.items() if not k.startswith(TUNER_PREFIX)})
     return hp

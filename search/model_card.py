@@ -22,12 +22,12 @@ import pandas as pd
 from reports.analysis import OVERFIT_GAP, analyse_trials
 from search.data import TEST_FRACTION, VALIDATION_FRACTION
 from search.errors import UsageError
+from search.schema import BASELINE_COLUMNS, TUNER_PREFIX, TrialStatus, trial_hyperparameters
 from search.stats import accuracy_interval
-from search.store import HP_PREFIX, RunStore
+from search.store import RunStore
 from spaces.baselines import preset_of
 
 CARD_NAME = "MODEL_CARD.md"
-BASELINE_COLUMNS = (f"{HP_PREFIX}baseline", "baseline")
 SHOWN_SKIPPED = 20  # skipped files listed by name; the rest are counted
 
 
@@ -179,7 +179,7 @@ def _split(info: dict) -> str:
 
 def _hyperparameters(hparams: dict) -> str:
     # Hyperband's tuner/... values are Keras Tuner's bookkeeping, not the model's.
-    rows = [(f"`{k}`", f"`{v}`") for k, v in hparams.items() if not k.startswith("tuner/")]
+    rows = [(f"`{k}`", f"`{v}`") for k, v in hparams.items() if not k.startswith(TUNER_PREFIX)]
     return "\n".join(["## Hyperparameters", "", _table(("name", "value"), rows)])
 
 
@@ -306,15 +306,6 @@ def _int(value) -> str:
     return "n/a" if value is None or pd.isna(value) else str(int(value))
 
 
-def trial_hyperparameters(row: dict) -> dict:
-    """A trials.csv row's active hyperparameters (Keras Tuner's tuner/... bookkeeping left out)."""
-    return {
-        k.removeprefix(HP_PREFIX): v
-        for k, v in row.items()
-        if k.startswith(HP_PREFIX) and not k.startswith(f"{HP_PREFIX}tuner/") and not pd.isna(v)
-    }
-
-
 def baseline_name(row: dict, space: str) -> str | None:
     """The preset a trial ran: named by the baselines space or by the run, or else found by
     its values (a preset enqueued into its own space)."""
@@ -367,7 +358,7 @@ def _baselines(trials: pd.DataFrame, best: pd.Series, space: str) -> str:
 def _verdict(row: dict, best: pd.Series) -> str:
     if int(row["trial_id"]) == int(best["trial_id"]):
         return "is the best trial"
-    if row["status"] != "complete":
+    if row["status"] != TrialStatus.COMPLETE:
         return "not complete"
     if row["val_accuracy"] < best["val_accuracy"]:
         return "beaten"

@@ -22,6 +22,7 @@ from search.inputs import evaluation_dataset, training_dataset
 from search.stats import accuracy_interval
 from search.store import RunStore
 from search.trial import TrainSettings, best_row
+from spaces import Space
 from spaces.context import SpaceContext
 
 REFIT_MODEL = "refit_model.keras"
@@ -49,7 +50,12 @@ def refit_plan(epochs: pd.DataFrame, best_epoch: int, warmup_epochs: int = 0) ->
 
 
 def refit_best(
-    store: RunStore, space, ctx: SpaceContext, data: ImageData, settings: TrainSettings
+    store: RunStore,
+    *,
+    space: Space,
+    ctx: SpaceContext,
+    data: ImageData,
+    settings: TrainSettings,
 ) -> dict | None:
     """Train the best trial's configuration on training + validation images, save it as
     refit_model.keras beside best_model.keras, score it on the test split and return what
@@ -71,7 +77,7 @@ def refit_best(
     y = np.concatenate([data.train.y, data.validation.y])
     batches = training_dataset(x, y, settings.batch_size, settings.seed + trial_id)
     model.fit(batches, epochs=plan.first_epochs, verbose=0)
-    fine_tune = getattr(space, "fine_tune", None)  # a space's optional second stage
+    fine_tune = space.fine_tune  # a space's optional second stage
     if plan.fine_tune_epochs and fine_tune is not None and fine_tune(hp, model):
         last = plan.first_epochs + plan.fine_tune_epochs
         model.fit(batches, epochs=last, initial_epoch=plan.first_epochs, verbose=0)

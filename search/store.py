@@ -36,62 +36,26 @@ import pandas as pd
 
 from search.atomic import atomic_write
 from search.errors import UsageError
+from search.schema import (
+    CONFIRM_COLUMNS,
+    EPOCH_COLUMNS,
+    FINISHED_STATUSES,
+    HP_PREFIX,
+    INTEGER_COLUMNS,
+    INTERVAL_SPLITS,
+    LOST_WORKER,
+    RENAMED_COLUMNS,
+    TRIAL_COLUMNS,
+    TrialStatus,
+)
 from search.stats import accuracy_interval
-
-# A trial's figures at its best epoch (the kept weights): "_clean" ones in inference mode on a
-# fixed training sample, "_fit" ones Keras's running figures during fit (search/trial.py).
-AT_BEST_COLUMNS = [
-    "best_epoch",
-    "val_accuracy",
-    "val_loss",
-    "train_accuracy_clean",
-    "train_loss_clean",
-    "gap_clean",
-    "train_accuracy_fit",
-    "gap_fit",
-]
-TRIAL_COLUMNS = [
-    "trial_id",
-    "status",
-    *AT_BEST_COLUMNS,
-    "test_accuracy",
-    "duration_s",
-    "n_params",
-    "error",
-]
-EPOCH_COLUMNS = [
-    "trial_id",
-    "epoch",
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "train_loss_clean",
-    "train_accuracy_clean",
-    "seconds",
-    "phase",
-]
-# trials.csv columns renamed since runs were first stored: older runs read under the new names.
-RENAMED_COLUMNS = {"train_accuracy": "train_accuracy_fit", "gap": "gap_fit"}
-INTEGER_COLUMNS = ("trial_id", "best_epoch", "n_params")
-FINISHED_STATUSES = ("complete", "failed", "pruned")  # trials with a verdict
-STATUSES = (*FINISHED_STATUSES, "running", "interrupted")
-# The error of a trial whose worker died: Optuna fails it and retries it, and, like an
-# interrupted trial, it does not count toward --max-trials.
-LOST_WORKER = "worker stopped (no heartbeat)"
-HP_PREFIX = "hp_"
-# Accuracies that get Wilson 95% interval columns (<name>_low, <name>_high), by the split whose
-# image count (run.json's counts) they were measured on.
-INTERVAL_SPLITS = {"val_accuracy": "validation", "test_accuracy": "test"}
-# A finalist's figures over its --confirm-top runs (search/confirm.py).
-CONFIRM_COLUMNS = ("confirm_mean", "confirm_sd", "confirm_val_loss", "confirm_runs")
 
 
 def rank_trials(trials: pd.DataFrame) -> pd.DataFrame:
     """Complete trials, best first: highest val accuracy, then lower val loss, then the earlier
     trial. Never a signed gap: a negative one can reward augmentation, not generalisation. A
     trial confirmed with more seeds (--confirm-top) is ranked by the mean of its runs."""
-    done = trials[trials["status"] == "complete"]
+    done = trials[trials["status"] == TrialStatus.COMPLETE]
     accuracy, loss = done["val_accuracy"], done["val_loss"]
     if "confirm_mean" in done:
         accuracy = done["confirm_mean"].fillna(accuracy)
@@ -259,7 +223,7 @@ class RunStore:
             kept = [r for r in epochs if r["trial_id"] != trial_id]
             if len(kept) < len(epochs) or not self.epochs_csv.exists():
                 self._write_epochs(kept)
-            row = {"trial_id": trial_id, "status": "running"}
+            row = {"trial_id": trial_id, "status": TrialStatus.RUNNING}
             trials[trial_id] = row | {f"{HP_PREFIX}{k}": _clean(v) for k, v in hparams.items()}
 
     def append_epoch(self, row: dict) -> None:
@@ -373,7 +337,7 @@ class RunStore:
     def completed(self, trial_id: int) -> pd.Series | None:
         """The stored row of a trial that completed, or None."""
         trials = self.trials()
-        row = trials[(trials["trial_id"] == trial_id) & (trials["status"] == "complete")]
+        row = trials[(trials["trial_id"] == trial_id) & (trials["status"] == TrialStatus.COMPLETE)]
         return None if row.empty else row.iloc[0]
 
     def best_trial(self) -> pd.Series | None:
@@ -394,7 +358,7 @@ class RunStore:
         """Whether a complete trial with these results would rank first now. Others never
         become best later (the best only improves), so their models need not be saved."""
         rows = [r for r in self.trials().to_dict("records") if r["trial_id"] != trial_id]
-        rows.append(results | {"trial_id": trial_id, "status": "complete"})
+        rows.append(results | {"trial_id": trial_id, "status": TrialStatus.COMPLETE})
         return int(rank_trials(pd.DataFrame(rows)).iloc[0]["trial_id"]) == trial_id
 
     def stage_model(self, model, trial_id: int) -> None:
@@ -427,7 +391,7 @@ class RunStore:
         trials = self.trials().set_index("trial_id")
         for staged in self.run_dir.glob(".trial_*.keras"):
             trial_id = int(staged.name.split("_")[1].split(".")[0])
-            if trial_id in trials.index and trials.loc[trial_id, "status"] == "complete":
+            if trial_id in trials.index and trials.loc[trial_id, "status"] == TrialStatus.COMPLETE:
                 row = trials.loc[trial_id]
                 hparams = {
                     k[len(HP_PREFIX) :]: _clean(v)

@@ -16,21 +16,23 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
-from types import ModuleType
 
 import keras
 import numpy as np
 
 from search import compat
+from search.config import SearchConfig
 from search.data import ImageData
 from search.devices import is_out_of_memory
 from search.errors import Restart, first_line
 from search.features import FeatureCache, FrozenSplit, split_frozen_base
 from search.inputs import evaluation_dataset, subset_dataset, training_dataset
+from search.schema import TrialStatus
 from search.store import RunStore
+from spaces import Space
 from spaces.context import SpaceContext
 
 HEAD_STEPS_PER_EXECUTION = 32
@@ -40,16 +42,25 @@ CLEAN_KEYS = ("train_accuracy_clean", "train_loss_clean")
 
 @dataclass(frozen=True)
 class TrainSettings:
-    epochs: int = 10
-    patience: int = 3
-    batch_size: int = 32
-    seed: int = 42
-    verbose: bool = False
-    tensorboard: bool = False
-    jit: str = "auto"  # XLA: "auto" (Keras's choice), "on" or "off"
+    """How every trial of a run trains; the defaults are the search's (SearchConfig)."""
+
+    epochs: int = SearchConfig.epochs
+    patience: int = SearchConfig.patience
+    batch_size: int = SearchConfig.batch_size
+    seed: int = SearchConfig.seed
+    verbose: bool = SearchConfig.verbose
+    tensorboard: bool = SearchConfig.tensorboard
+    jit: str = SearchConfig.jit  # XLA: "auto" (Keras's choice), "on" or "off"
     precision: str = "float32"  # Keras dtype policy: "float32" or "mixed_float16"
-    warmup_epochs: int = 0  # epochs 1..N are never judged nor kept (Keras's start_from_epoch)
-    clean_train_eval: str = "every"  # one of CLEAN_EVAL
+    # Epochs 1..N are never judged nor kept (Keras's start_from_epoch).
+    warmup_epochs: int = SearchConfig.warmup_epochs
+    clean_train_eval: str = SearchConfig.clean_train_eval  # one of CLEAN_EVAL
+
+    @classmethod
+    def of(cls, config: SearchConfig, precision: str) -> TrainSettings:
+        """A search's settings for its trials, at the dtype policy its devices chose."""
+        shared = {f.name: getattr(config, f.name) for f in fields(cls) if f.name != "precision"}
+        return cls(**shared, precision=precision)
 
 
 @dataclass
@@ -209,7 +220,7 @@ class TrialRunner:
 
     def __init__(
         self,
-        space: ModuleType,
+        space: Space,
         ctx: SpaceContext,
         data: ImageData,
         store: RunStore,
@@ -267,7 +278,11 @@ class TrialRunner:
                 seconds = round(time.perf_counter() - start, 3)
                 self.store.finish_trial(
                     trial_id,
-                    {"status": "interrupted", "error": "interrupted", "duration_s": seconds},
+                    {
+                        "status": TrialStatus.INTERRUPTED,
+                        "error": "interrupted",
+                        "duration_s": seconds,
+                    },
                 )
                 raise
             except Exception as failure:  # any error in build or fit fails this trial only
@@ -291,23 +306,23 @@ class TrialRunner:
         result.rss_mb = resident_mb()
         if result.rss_mb is not None:
             self._resident.append(result.rss_mb)
-        if pruned and result.status == "complete":
-            result.status = "pruned"
-        if result.status == "complete" and self.store.would_lead(trial_id, result.row()):
+        if pruned and result.status == TrialStatus.COMPLETE:
+            result.status = TrialStatus.PRUNED
+        if result.status == TrialStatus.COMPLETE and self.store.would_lead(trial_id, result.row()):
             # Staged before the row says complete, so the best complete trial always has its
             # model; a trial that cannot be best is not saved at all.
             self.store.stage_model(model, trial_id)
-        if result.status == "complete":  # before its row says so, as its model is
+        if result.status == TrialStatus.COMPLETE:  # before its row says so, as its model is
             self.store.save_predictions(trial_id, "validation", fit.predictions)
         if on_result is not None:
             on_result(result, hp.values)
         self.store.finish_trial(trial_id, result.row(), hp.values)
-        if result.status == "complete":
+        if result.status == TrialStatus.COMPLETE:
             self.store.promote(trial_id, hp.values)
         self._announce(result)
         if self.after_trial is not None:
             self.after_trial()
-        return result, (model if result.status == "complete" else None)
+        return result, (model if result.status == TrialStatus.COMPLETE else None)
 
     def check_memory(self) -> None:
         """Raise Restart, between trials, when the next trial would likely take the process
@@ -345,7 +360,7 @@ class TrialRunner:
             self._fit(model, hp, fit, "train", initial_epoch, last)
         else:
             self._train_head(frozen, hp, fit, initial_epoch, last)
-        fine_tune = getattr(self.space, "fine_tune", None)
+        fine_tune = self.space.fine_tune
         if fit.rows and not _diverged(fit.rows) and fine_tune and fine_tune(hp, model):
             self._fine_tune(model, hp, fit)
         if fit.rows and not _diverged(fit.rows):
@@ -393,7 +408,7 @@ class TrialRunner:
             steps_per_execution=HEAD_STEPS_PER_EXECUTION,
         )
         fit.phase = _Phase(frozen.head, features["train"], features["validation"])
-        if self.reuse_heads and self._fine_tunes(hp) and initial_epoch == 0:
+        if self.reuse_heads and self.space.fine_tunes(hp) and initial_epoch == 0:
             reused = self.features.load_head(head_key, frozen)
             if reused is not None:
                 fit.head_from_trial, rows = reused
@@ -406,12 +421,7 @@ class TrialRunner:
             self.features.save_head(head_key, frozen, fit.trial_id, fit.rows)
 
     def _phase_one_values(self, hp) -> dict:
-        second_stage = getattr(self.space, "SECOND_STAGE", ())
-        return {k: v for k, v in hp.values.items() if k not in second_stage}
-
-    def _fine_tunes(self, hp) -> bool:
-        fine_tunes = getattr(self.space, "fine_tunes", None)
-        return bool(fine_tunes and fine_tunes(hp))
+        return {k: v for k, v in hp.values.items() if k not in self.space.second_stage}
 
     def _replay_epoch(self, fit: _Fit, row: dict) -> None:
         row = row | {"trial_id": fit.trial_id}
@@ -518,13 +528,15 @@ class TrialRunner:
         if not error and not rows:
             error = "no epoch was trained"
         if error:
-            return TrialResult(trial_id, "failed", duration, error=error, n_params=n_params)
+            return TrialResult(
+                trial_id, TrialStatus.FAILED, duration, error=error, n_params=n_params
+            )
         best = self._best(rows)
         clean = clean or {k: best.get(k) for k in CLEAN_KEYS}
         train_clean = clean["train_accuracy_clean"]
         return TrialResult(
             trial_id,
-            "complete",
+            TrialStatus.COMPLETE,
             duration,
             best_epoch=best["epoch"],
             val_accuracy=best["val_accuracy"],
@@ -541,7 +553,7 @@ class TrialRunner:
         total = f"/{self.max_trials}" if self.max_trials else ""
         name = self.announce_as or f"trial {self.store.finished_count()}{total}"
         head = f"{name} {result.status}"
-        if result.status in ("complete", "pruned"):
+        if result.status in (TrialStatus.COMPLETE, TrialStatus.PRUNED):
             best = self.store.best_trial()
             best_text = "-" if best is None else f"{best['val_accuracy']:.3f}"
             gap = (

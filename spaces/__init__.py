@@ -1,7 +1,8 @@
-"""Search spaces. Each module declares one space with `build(hp, ctx) -> keras.Model`.
+"""Search spaces: what is searched, written against Keras Tuner's `HyperParameters` API.
 
-Spaces are written against Keras Tuner's `HyperParameters` API and know nothing of the back
-end that samples them. A space with a second training stage also has `fine_tune(hp, model)`.
+A space knows nothing of the back end that samples it. Each module declares one `Space`
+(`SPACE = Space(...)` at its end) around its `build(hp, ctx) -> keras.Model`; the optional
+parts of a space are the `Space` fields with defaults, documented below.
 Adding a space: one module here plus one line in `SPACES`.
 
 Modules are imported on first use, so listing the spaces (as `--help` does) needs no Keras.
@@ -9,8 +10,19 @@ Modules are imported on first use, so listing the spaces (as `--help` does) need
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
-from types import ModuleType
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from spaces.context import SpaceContext
+
+if TYPE_CHECKING:
+    import keras
+    import keras_tuner as kt
 
 SPACES: dict[str, str] = {
     "scratch": "the documents' small CNN: conv depth, filters, kernel, BatchNorm, dropout",
@@ -21,8 +33,74 @@ SPACES: dict[str, str] = {
     "baselines": "the documents' own models as fixed presets of the spaces above, each run once",
 }
 
+# The backbone contract: a pretrained base is one nested model named BACKBONE. When it is
+# frozen and only weightless, deterministic layers stand before it, the runner computes its
+# features once per run and trains only the head on them (search/features.py).
+BACKBONE = "backbone"
 
-def get_space(name: str) -> ModuleType:
+
+def _never(hp: kt.HyperParameters) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Space:
+    """One search space.
+
+    Required:
+        name: the space's name, as `--space` takes it.
+        build(hp, ctx): declares its hyperparameters on `hp` (Keras Tuner's API) and returns
+            a compiled model for the run's `ctx`.
+
+    Optional, for a space with a second training stage (transfer's fine-tuning):
+        fine_tune(hp, model): prepares the trained `model` for a second stage and recompiles
+            it; False when this point has none. The runner trains the second stage for up to
+            --epochs more epochs and keeps the first stage's weights if it never beats them.
+        fine_tunes(hp): whether the point `hp` has a second stage, known without a model.
+        second_stage: names of the hyperparameters only the second stage reads: two points
+            that differ only in them share their first stage (a reused head).
+        uses_backbone: the space builds a pretrained MobileNetV2 (under the BACKBONE
+            contract), so the run resolves --weights before anything is created.
+    """
+
+    name: str
+    build: Callable[[kt.HyperParameters, SpaceContext], keras.Model]
+    fine_tune: Callable[[kt.HyperParameters, keras.Model], bool] | None = None
+    fine_tunes: Callable[[kt.HyperParameters], bool] = _never
+    second_stage: tuple[str, ...] = ()
+    uses_backbone: bool = False
+
+
+def get_space(name: str) -> Space:
     if name not in SPACES:
         raise ValueError(f"unknown space {name!r}; choose one of {', '.join(SPACES)}")
-    return importlib.import_module(f"spaces.{name}")
+    return importlib.import_module(f"spaces.{name}").SPACE
+
+
+def as_hypermodel(space: Space, ctx: SpaceContext) -> kt.HyperModel:
+    """`space` for the run's `ctx` as a Keras Tuner HyperModel."""
+    import keras_tuner as kt
+
+    class SpaceHyperModel(kt.HyperModel):
+        def build(self, hp):
+            return space.build(hp, ctx)
+
+    return SpaceHyperModel(name=space.name)
+
+
+def declared_space(space: Space, ctx: SpaceContext) -> kt.HyperParameters:
+    """Every hyperparameter a space declares, conditional ones included, found the way Keras
+    Tuner finds them (building the model until every conditional scope has been active)."""
+    return _declared(space, ctx).copy()
+
+
+@functools.cache  # each discovery builds the model several times
+def _declared(space: Space, ctx: SpaceContext) -> kt.HyperParameters:
+    import keras_tuner as kt
+
+    oracle = kt.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=1)
+    # Pretrained weights never change which hyperparameters are declared; loading them would.
+    hypermodel = as_hypermodel(space, dataclasses.replace(ctx, weights=None))
+    with tempfile.TemporaryDirectory() as scratch:
+        kt.engine.base_tuner.BaseTuner(oracle, hypermodel, directory=scratch, overwrite=True)
+    return oracle.get_space()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import keras
 
-from spaces import blocks, scratch
+from spaces import Space, blocks, scratch
 from spaces.context import SpaceContext
 
 
@@ -16,3 +16,6 @@ def build(hp, ctx: SpaceContext) -> keras.Model:
     inputs = blocks.image_input(ctx)
     x = blocks.augmentation(hp, inputs)
     return scratch.classifier_model(hp, ctx, inputs, blocks.scaling(x, "rescale"))
+
+
+SPACE = Space(name="augment", build=build)

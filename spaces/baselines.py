@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from spaces import get_space
+from spaces import Space, get_space
 from spaces.context import SpaceContext
 
 if TYPE_CHECKING:
@@ -436,5 +436,9 @@ def build(hp, ctx: SpaceContext) -> keras.Model:
 def fine_tune(hp, model: keras.Model) -> bool:
     """The preset's second stage, where its space has one (the TF tutorial's fine-tuning)."""
     name = hp.get("baseline")
-    second_stage = getattr(get_space(PRESETS[name].space), "fine_tune", None)
+    second_stage = get_space(PRESETS[name].space).fine_tune
     return second_stage is not None and second_stage(preset_hyperparameters(name), model)
+
+
+# Presets are whole points: none shares a first stage with another, so none is reused.
+SPACE = Space(name="baselines", build=build, fine_tune=fine_tune, uses_backbone=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import keras
 
-from spaces import blocks, scratch
+from spaces import Space, blocks, scratch
 from spaces.context import SpaceContext
 
 
@@ -17,3 +17,6 @@ def build(hp, ctx: SpaceContext) -> keras.Model:
     x = blocks.augmentation(hp, inputs)
     x = blocks.scaling(x, hp.Choice("scaling", blocks.SCALINGS, default="rescale"))
     return scratch.classifier_model(hp, ctx, inputs, x)
+
+
+SPACE = Space(name="preprocess", build=build)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from spaces import blocks
+from spaces import Space, blocks
 from spaces.context import SpaceContext
 
 MAX_BLOCKS = 4
@@ -87,3 +87,6 @@ def classifier_model(hp, ctx: SpaceContext, inputs, x) -> keras.Model:
 def build(hp, ctx: SpaceContext) -> keras.Model:
     inputs = blocks.image_input(ctx)
     return classifier_model(hp, ctx, inputs, blocks.scaling(inputs, "rescale"))
+
+
+SPACE = Space(name="scratch", build=build)

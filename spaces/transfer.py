@@ -15,10 +15,9 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from spaces import blocks
+from spaces import BACKBONE, Space, blocks
 from spaces.context import SpaceContext
 
-BACKBONE = "backbone"
 DROPOUT_POSITIONS = ["after_dense", "before_dense"]
 # Read only by the second stage: trials that differ only in these share their first stage.
 SECOND_STAGE = ("mode", "fine_tune_at", "fine_tune_learning_rate")
@@ -110,3 +109,13 @@ def fine_tune(hp, model: keras.Model) -> bool:
     optimizer = keras.optimizers.RMSprop(hp.get("fine_tune_learning_rate"))
     model.compile(optimizer=optimizer, loss=model.loss, metrics=["accuracy"])
     return True
+
+
+SPACE = Space(
+    name="transfer",
+    build=build,
+    fine_tune=fine_tune,
+    fine_tunes=fine_tunes,
+    second_stage=SECOND_STAGE,
+    uses_backbone=True,
+)

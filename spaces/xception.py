@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from spaces import blocks
+from spaces import Space, blocks
 from spaces.context import SpaceContext
 
 MAX_BLOCK_FILTERS = 728
@@ -54,3 +54,6 @@ def build(hp, ctx: SpaceContext) -> keras.Model:
     model = keras.Model(inputs, blocks.classifier(x, ctx.num_classes), name="small_xception")
     lr = hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=3e-4)
     return blocks.compile_model(model, keras.optimizers.Adam(lr), ctx.num_classes)
+
+
+SPACE = Space(name="xception", build=build)

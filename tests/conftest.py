@@ -97,7 +97,8 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_folder, tmp_path_factory):
     """A finished two-trial Keras Tuner search of the scratch space on the tiny folder."""
-    from search.run import SearchConfig, run_search
+    from reports.html import write_report
+    from search.steps import SearchConfig, run_search
 
     config = SearchConfig(
         space="scratch",
@@ -109,7 +110,7 @@ def tiny_run(tiny_folder, tmp_path_factory):
         name="tiny",
         runs_dir=str(tmp_path_factory.mktemp("runs")),
     )
-    return config, run_search(config)
+    return config, run_search(config, report=write_report)
 
 
 def _postgres_binary(name: str) -> str | None:

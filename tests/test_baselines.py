@@ -22,8 +22,8 @@ from search.backends.optuna import OptunaHyperParameters
 from search.data import decode_image
 from search.model_card import write_model_card
 from search.predict import describe, predict_files, predict_target
-from search.run import SearchConfig, describe_run, run_search, score_best_on_test
 from search.stats import wilson_interval
+from search.steps import SearchConfig, describe_run, run_search, score_best_on_test
 from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
 from spaces import baselines, get_space, transfer
@@ -327,7 +327,9 @@ def test_for_space_has_only_that_spaces_presets():
 def test_two_stage_preset_trains_both_stages_as_a_trial(ctx, tiny_data, tmp_path):
     store = RunStore(tmp_path / "run")
     store.create()
-    runner = TrialRunner(baselines, ctx, tiny_data, store, TrainSettings(epochs=1, batch_size=16))
+    runner = TrialRunner(
+        baselines.SPACE, ctx, tiny_data, store, TrainSettings(epochs=1, batch_size=16)
+    )
     result, _ = runner.run(0, trial_hp("tf_transfer_fine_tune"))
     assert result.status == "complete", result.error
     assert list(store.epochs()["phase"]) == ["train", "fine_tune"]
@@ -346,11 +348,14 @@ def baselines_run(ctx, tiny_data, tmp_path_factory) -> RunStore:
     store = RunStore(tmp_path_factory.mktemp("runs") / "b")
     store.create()
     store.write_run_info(
-        describe_run(config, tiny_data, ctx, [], "float32") | {"status": "finished"}
+        describe_run(config, data=tiny_data, ctx=ctx, devices=[], precision="float32")
+        | {"status": "finished"}
     )
     settings = TrainSettings(epochs=1, batch_size=16)
-    runner = TrialRunner(baselines, ctx, tiny_data, store, settings, max_trials=2)
-    kt_backend.search(baselines, ctx, runner, "random", 2, 7, 3, False)
+    runner = TrialRunner(baselines.SPACE, ctx, tiny_data, store, settings, max_trials=2)
+    kt_backend.run_tuner(
+        runner, algorithm="random", max_trials=2, seed=7, max_consecutive_failures=3
+    )
     score_best_on_test(store, tiny_data)
     return store
 

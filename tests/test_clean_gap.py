@@ -23,7 +23,7 @@ from reports.analysis import (
 )
 from search.cli import main
 from search.features import FeatureCache
-from search.run import SearchConfig
+from search.steps import SearchConfig
 from search.store import RunStore, rank_trials
 from search.trial import TrainSettings, TrialRunner, clean_sample
 from search.workers import worker_argv

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import types
 
 import keras
 import keras_tuner as kt
@@ -15,14 +14,14 @@ from search.backends import optuna as backend
 from search.data import load_image_data
 from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner, best_row
+from spaces import Space
 from spaces.context import SpaceContext
 
 
-def prior_only_space() -> types.ModuleType:
+def prior_only_space() -> Space:
     """A model that sees no pixels (they are scaled to 0) and learns the training classes' prior
     through its bias alone. Training is mostly cats and validation mostly dogs, so every epoch
     predicts "cat" more confidently and the validation loss rises from the first epoch on."""
-    space = types.ModuleType("prior_only")
 
     def build(hp, ctx):
         inputs = keras.Input(ctx.input_shape)
@@ -31,8 +30,7 @@ def prior_only_space() -> types.ModuleType:
         model.compile(keras.optimizers.Adam(0.05), "binary_crossentropy", metrics=["accuracy"])
         return model
 
-    space.build = build
-    return space
+    return Space(name="prior_only", build=build)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from conftest import error_lines, run_cli
 from search.errors import UsageError
 from search.export import FORMATS, LABELS_NAME, TRAINING_ONLY, export_best, inference_model
 from search.predict import describe, predict_target
-from search.run import SearchConfig, run_search
+from search.steps import SearchConfig, run_search
 from search.store import RunStore
 
 # Every augmentation layer the spaces have, so the best model certainly carries them all.

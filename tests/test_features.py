@@ -12,7 +12,7 @@ from conftest import link_images
 
 from search.data import load_image_data
 from search.features import FeatureCache, feature_key, split_frozen_base
-from search.run import SearchConfig, run_search
+from search.steps import SearchConfig, run_search
 from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
 from spaces import get_space, transfer
@@ -101,7 +101,7 @@ def cached_runner(
     store.create()
     cache = cache or FeatureCache(data, tmp_path / "cache")
     settings = TrainSettings(epochs=3, patience=3, batch_size=16)
-    return TrialRunner(transfer, ctx, data, store, settings, features=cache)
+    return TrialRunner(transfer.SPACE, ctx, data, store, settings, features=cache)
 
 
 def test_a_cached_trial_is_the_full_model_on_raw_images(tiny_data, tmp_path, weights_file):

@@ -6,11 +6,10 @@ import optuna
 import pytest
 from conftest import error_lines, run_cli
 
-from search.backends.keras_tuner import declared_space
 from search.errors import UsageError
 from search.fixed import agreeing, check_enqueued, parse_fixed, pinned_space
-from search.run import SearchConfig, run_search
-from spaces import get_space
+from search.steps import SearchConfig, run_search
+from spaces import declared_space, get_space
 from spaces.context import SpaceContext
 
 

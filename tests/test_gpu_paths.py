@@ -25,12 +25,12 @@ from search.cli import parse_search
 from search.devices import configure_devices, is_out_of_memory
 from search.features import FeatureCache, FrozenSplit
 from search.inputs import training_dataset
-from search.run import SearchConfig
+from search.steps import SearchConfig
 from search.store import RunStore
 from search.trial import StopOnNaN, TrainSettings, TrialRunner
 from search.weights import _not_downloaded
 from search.workers import worker_argv, worker_gpu
-from spaces import get_space
+from spaces import Space, get_space
 from spaces.context import SpaceContext
 
 
@@ -65,7 +65,7 @@ def probed(*args, **kwargs):
     sys.exit(0)
 
 devices.configure_devices = probed
-from search.run import SearchConfig, run_search
+from search.steps import SearchConfig, run_search
 run_search(SearchConfig(**json.loads(sys.argv[1])))
 print("configure_devices was never called")
 """
@@ -181,20 +181,18 @@ def test_a_cudnn_allocation_failure_is_retried_at_half_batch(tiny_data, tmp_path
     """cuDNN reports failed allocations as internal errors, which TensorFlow raises from a
     graph as UnknownError: the trial is retried at half its batch, as for OOM."""
 
-    class Space:
-        @staticmethod
-        def build(hp, ctx):
-            inputs = keras.Input(ctx.input_shape)
-            x = allocation_fails_above(8, cudnn_oom())(inputs)
-            outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(x))
-            model = keras.Model(inputs, outputs)
-            model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
-            return model
+    def build(hp, ctx):
+        inputs = keras.Input(ctx.input_shape)
+        x = allocation_fails_above(8, cudnn_oom())(inputs)
+        outputs = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(x))
+        model = keras.Model(inputs, outputs)
+        model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+        return model
 
     store = RunStore(tmp_path / "run")
     store.create()
     settings = TrainSettings(epochs=1, batch_size=16)
-    runner = TrialRunner(Space, SpaceContext(32, 2), tiny_data, store, settings)
+    runner = TrialRunner(Space("cudnn", build), SpaceContext(32, 2), tiny_data, store, settings)
     result, _ = runner.run(0, kt.HyperParameters())
     assert "out of memory at batch 16; retrying once at batch 8" in capsys.readouterr().out
     assert (result.status, result.batch_size) == ("complete", 8)

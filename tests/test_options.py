@@ -26,7 +26,8 @@ import pytest
 from conftest import REPO, cli_env, error_lines, run_cli
 
 from search.data import load_image_data
-from search.store import HP_PREFIX, RunStore
+from search.schema import HP_PREFIX
+from search.store import RunStore
 
 TESTS = Path(__file__).parent
 ONE_GB = 2**30
@@ -213,7 +214,7 @@ def check_confirmed_and_refit(store: RunStore, result) -> None:
     winner = info["confirm"]["winner"]
     assert winner == summary["confirm_mean"].idxmax() == int(store.best_trial()["trial_id"])
     exported = runs[(runs["trial_id"] == winner) & (runs["run"] == info["confirm"]["exported_run"])]
-    data = load_image_data(Path(info["data"]), 32, info["split_seed"])
+    data = load_image_data(Path(info["data"]), 32, split_seed=info["split_seed"])
     model = keras.saving.load_model(store.best_model_path, safe_mode=True)
     _, accuracy = model.evaluate(data.validation.x, data.validation.y, verbose=0)
     assert accuracy == pytest.approx(float(exported["val_accuracy"].iloc[0]), abs=1e-6)

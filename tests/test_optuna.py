@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from collections.abc import Callable
 
 import keras
@@ -24,11 +23,11 @@ from conftest import REPO, error_lines, link_images, run_cli
 from optuna.trial import TrialState
 
 from search.backends import optuna as backend
-from search.backends.keras_tuner import declared_space
 from search.data import load_image_data
-from search.store import HP_PREFIX, RunStore
+from search.schema import HP_PREFIX
+from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
-from spaces import SPACES, get_space
+from spaces import SPACES, Space, declared_space, get_space
 from spaces.context import SpaceContext
 
 HP = kt.engine.hyperparameters
@@ -73,9 +72,8 @@ def test_both_back_ends_see_the_same_space(name, weights_file):
         assert seen[hp_name] == expected_distribution(hp), hp_name
 
 
-def bad_region_space() -> types.ModuleType:
+def bad_region_space() -> Space:
     """A space with a bad region: `broken` models predict the minority class whatever they see."""
-    space = types.ModuleType("bad_region")
 
     def build(hp, ctx):
         inputs = keras.Input(ctx.input_shape)
@@ -98,8 +96,7 @@ def bad_region_space() -> types.ModuleType:
         )
         return model
 
-    space.build = build
-    return space
+    return Space(name="bad_region", build=build)
 
 
 def bad_region_runner(data, run_dir, settings: TrainSettings) -> TrialRunner:
@@ -119,13 +116,13 @@ def test_pruning_stops_a_trial_in_the_bad_region(tmp_path):
     study = backend.open_study(
         f"sqlite:///{tmp_path / 'study.db'}",
         "prune",
-        optuna.samplers.RandomSampler(seed=0),
-        backend.make_pruner("median", 4),
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=backend.make_pruner("median", 4),
         heartbeat_s=60,
     )
     good = [{"broken": False, "learning_rate": rate} for rate in (0.1, 0.09, 0.08)]
     backend.enqueue(study, [*good, {"broken": True, "learning_rate": 0.1}])
-    backend.search(study, runner, max_trials=4, pruning=True, max_consecutive_failures=3)
+    backend.run_trials(study, runner, max_trials=4, pruning=True, max_consecutive_failures=3)
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
     pruned = study.get_trials()[3]
@@ -198,8 +195,10 @@ def test_the_workers_lock_is_held_until_the_queued_trial_runs(
         url = request.getfixturevalue("postgres_url")
         witness = LockWitness(advisory_lock_held(url))
     pruner = optuna.pruners.NopPruner()
-    study = backend.open_study(url, f"lock-{tmp_path.name}", witness, pruner, heartbeat_s=60)
-    backend.search(
+    study = backend.open_study(
+        url, f"lock-{tmp_path.name}", sampler=witness, pruner=pruner, heartbeat_s=60
+    )
+    backend.run_trials(
         study, runner, max_trials=2, pruning=False, max_consecutive_failures=3, storage_url=url
     )
     assert len(study.trials) == 2
@@ -369,7 +368,7 @@ def test_a_killed_worker_leaves_the_others_running(tmp_path, postgres_url):
 
 
 def test_enqueued_sets_run_first_and_only_once(tiny_folder, tmp_path):
-    from search.run import SearchConfig, run_search
+    from search.steps import SearchConfig, run_search
 
     sets = [{"conv_blocks": 1, "filters_1": 32, "learning_rate": 0.001, "pooling": "global_avg"}]
     (tmp_path / "baselines.json").write_text(json.dumps(sets))

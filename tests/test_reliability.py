@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 
 import keras
 import keras_tuner as kt
@@ -17,15 +16,14 @@ from conftest import REPO, error_lines
 from search.errors import UsageError
 from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
-from spaces import get_space
+from spaces import Space, get_space
 from spaces.context import SpaceContext
 
 pytestmark = pytest.mark.failure
 
 
-def oversized_space() -> types.ModuleType:
+def oversized_space() -> Space:
     """A model whose dense kernel (3072 x 2**26 floats, ~800 GB) cannot be allocated."""
-    space = types.ModuleType("oversized")
 
     def build(hp, ctx):
         inputs = keras.Input(ctx.input_shape)
@@ -34,8 +32,7 @@ def oversized_space() -> types.ModuleType:
         model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
         return model
 
-    space.build = build
-    return space
+    return Space(name="oversized", build=build)
 
 
 def test_failure_out_of_memory_is_retried_at_half_batch_then_recorded(tiny_data, tmp_path, capsys):

@@ -18,8 +18,8 @@ from test_report_html import make_run, trial
 from reports.html import write_report
 from reports.mistakes import GALLERY_CAP, split_outcome
 from reports.plots import _hyperparameter_panel
-from search.run import SearchConfig, run_search
 from search.stats import predicted_classes, wilson_interval
+from search.steps import SearchConfig, run_search
 from search.store import RunStore
 
 HOSTILE = "<img src=x onerror=alert(1)>.jpg"

@@ -13,8 +13,9 @@ import pytest
 from conftest import KERAS_HOME, error_lines, run_cli
 
 from search.errors import UsageError
-from search.run import SearchConfig, run_search
-from search.store import EPOCH_COLUMNS, TRIAL_COLUMNS, RunStore
+from search.schema import EPOCH_COLUMNS, TRIAL_COLUMNS
+from search.steps import SearchConfig, run_search
+from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
 from spaces import get_space
 from spaces.context import SpaceContext
@@ -214,7 +215,9 @@ def test_search_stops_after_consecutive_failures_and_names_the_error(tiny_data, 
     runner.ctx = bad
     runner.space = get_space("transfer")
     with pytest.raises(SearchStopped, match="stopped after 2 failed trials in a row") as stop:
-        backend.search(get_space("scratch"), SpaceContext(32, 2), runner, "random", 5, 1, 2, False)
+        backend.run_tuner(
+            runner, algorithm="random", max_trials=5, seed=1, max_consecutive_failures=2
+        )
     assert "missing.weights.h5" in str(stop.value) and "\n" not in str(stop.value)
     trials = runner.store.trials()
     assert list(trials["status"]) == ["failed", "failed"]

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from search.atomic import atomic_folder, atomic_write, temporary_path
-from search.store import EPOCH_COLUMNS, RunStore
+from search.schema import EPOCH_COLUMNS
+from search.store import RunStore
 
 
 def epoch(trial_id: int, number: int, phase: str = "head") -> dict:

@@ -1,12 +1,53 @@
 """Back ends turn a space into trials; all of them train through `search.trial.TrialRunner`.
 
-Adding a back end: one module here with a `search(...)` function, and its name in BACKENDS.
-The option values live here so that the command line can list them without importing a back end.
+A back end is a module with the three functions of `Backend`. Adding one means one module in
+this package and one line in `BACKENDS`; `get_backend` imports it on first use. The option
+values live here so that the command line can list them without importing a back end.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    import keras_tuner as kt
+
+    from search.config import SearchConfig
+    from search.steps import PreparedRun
+    from search.trial import TrialRunner
+
+
+class Backend(Protocol):
+    """What a back-end module provides (a module satisfies this protocol with functions)."""
+
+    def check_options(self, config: SearchConfig) -> None:
+        """Refuse, with a UsageError, options this back end cannot run, before anything of
+        the run is created."""
+
+    def grid(self, config: SearchConfig, declared: kt.HyperParameters) -> dict | None:
+        """For a grid search, the values walked per hyperparameter of `declared` (the space
+        with --fix applied), sized and checked before any trial; None for any other search."""
+
+    def search(self, run: PreparedRun, runner: TrialRunner) -> None:
+        """Propose trials of `run` and train each with `runner.run`, until the run's budget is
+        spent; resumes what the run store and the back end's own state hold. Only the process
+        that owns the run (`run.owner`, not a --workers worker) queues `run.first_trials`."""
+
+
+class Registered(NamedTuple):
+    module: str
+    about: str
+
+
 BACKENDS = {
-    "keras-tuner": "Keras Tuner oracles (random, bayesian, hyperband, grid)",
-    "optuna": "Optuna samplers and pruners on a persistent study (SQLite or PostgreSQL)",
+    "keras-tuner": Registered(
+        "search.backends.keras_tuner", "Keras Tuner oracles (random, bayesian, hyperband, grid)"
+    ),
+    "optuna": Registered(
+        "search.backends.optuna",
+        "Optuna samplers and pruners on a persistent study (SQLite or PostgreSQL)",
+    ),
 }
 ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "grid")
@@ -18,3 +59,9 @@ SAMPLER_NEEDS = {
 }
 # An Optuna grid is materialised whole (GridSampler lists every point): a larger one is refused.
 GRID_MAX_POINTS = 10_000
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown back end {name!r}; choose one of {', '.join(BACKENDS)}")
+    return importlib.import_module(BACKENDS[name].module)

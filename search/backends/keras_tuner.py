@@ -6,20 +6,24 @@ The oracle state lives in runs/<name>/kt/, so rerunning the same run resumes it
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
+from typing import TYPE_CHECKING
 
 import keras_tuner as kt
 
 from search import compat
 from search.backends import ALGORITHMS
-from search.errors import Restart, SearchStopped
+from search.errors import Restart, SearchStopped, UsageError
+from search.fixed import grid_space
+from search.schema import TUNER_PREFIX, TrialStatus
 from search.trial import TrialRunner
-from spaces.context import SpaceContext
+from spaces import as_hypermodel, declared_space
+
+if TYPE_CHECKING:
+    from search.config import SearchConfig
+    from search.steps import PreparedRun
 
 OBJECTIVE = kt.Objective("val_accuracy", direction="max")
 
@@ -27,33 +31,6 @@ OBJECTIVE = kt.Objective("val_accuracy", direction="max")
 class RestartSearch(kt.errors.FatalError, Restart):
     """Restart that Keras Tuner lets through, leaving the trial it just created to be retried
     by the resumed run, as after a crash."""
-
-
-class SpaceHyperModel(kt.HyperModel):
-    """A space module as a Keras Tuner HyperModel (the oracle builds it to learn the space)."""
-
-    def __init__(self, space: ModuleType, ctx: SpaceContext):
-        super().__init__(name=space.__name__.rsplit(".", 1)[-1])
-        self.space, self.ctx = space, ctx
-
-    def build(self, hp):
-        return self.space.build(hp, self.ctx)
-
-
-def declared_space(space: ModuleType, ctx: SpaceContext) -> kt.HyperParameters:
-    """Every hyperparameter a space declares, conditional ones included, found the way Keras
-    Tuner finds them (building the model until every conditional scope has been active)."""
-    return _declared(space, ctx).copy()
-
-
-@functools.cache  # each discovery builds the model several times
-def _declared(space: ModuleType, ctx: SpaceContext) -> kt.HyperParameters:
-    oracle = kt.oracles.RandomSearchOracle(objective=OBJECTIVE, max_trials=1)
-    # Pretrained weights never change which hyperparameters are declared; loading them would.
-    hypermodel = SpaceHyperModel(space, dataclasses.replace(ctx, weights=None))
-    with tempfile.TemporaryDirectory() as scratch:
-        kt.engine.base_tuner.BaseTuner(oracle, hypermodel, directory=scratch, overwrite=True)
-    return oracle.get_space()
 
 
 ORACLES = {
@@ -65,6 +42,7 @@ ORACLES = {
 
 def make_oracle(
     algorithm: str,
+    *,
     max_trials: int,
     epochs: int,
     seed: int,
@@ -121,18 +99,20 @@ class StoreTuner(compat.KnownSpaceTuner):
     Hyperband tuner does.
     """
 
-    def __init__(
-        self, oracle: kt.Oracle, hypermodel: SpaceHyperModel, runner: TrialRunner, directory: Path
-    ):
+    def __init__(self, oracle: kt.Oracle, runner: TrialRunner, directory: Path):
         self.runner = runner
         super().__init__(
-            oracle, hypermodel, directory=str(directory), project_name="kt", overwrite=False
+            oracle,
+            as_hypermodel(runner.space, runner.ctx),
+            directory=str(directory),
+            project_name="kt",
+            overwrite=False,
         )
 
     def known_space(self) -> kt.HyperParameters:
         # The space was learnt once per process (declared_space); building the model several
         # times again to learn it, as Keras Tuner does, costs seconds per search.
-        return declared_space(self.hypermodel.space, self.hypermodel.ctx)
+        return declared_space(self.runner.space, self.runner.ctx)
 
     def _checkpoint(self, trial_id: str) -> Path:
         return Path(self.get_trial_dir(trial_id)) / "checkpoint.weights.h5"
@@ -147,11 +127,11 @@ class StoreTuner(compat.KnownSpaceTuner):
         if done is not None:
             # Finished before a crash that came before Keras Tuner saved it: never train twice.
             return {"val_accuracy": done["val_accuracy"], "val_loss": done["val_loss"]}
-        parent = hp.values.get("tuner/trial_id")
+        parent = hp.values.get(f"{TUNER_PREFIX}trial_id")
         # Hyperband's tuner/epochs is the epoch to reach, as in fit(epochs=, initial_epoch=);
         # the runner takes the number of epochs to train.
-        initial_epoch = hp.values.get("tuner/initial_epoch", 0)
-        target = hp.values.get("tuner/epochs")
+        initial_epoch = hp.values.get(f"{TUNER_PREFIX}initial_epoch", 0)
+        target = hp.values.get(f"{TUNER_PREFIX}epochs")
         result, model = self.runner.run(
             int(trial.trial_id),
             hp,
@@ -159,35 +139,64 @@ class StoreTuner(compat.KnownSpaceTuner):
             initial_epoch=initial_epoch,
             initial_weights=self._checkpoint(parent) if parent else None,
         )
-        if result.status != "complete":
+        if result.status != TrialStatus.COMPLETE:
             raise kt.errors.FailedTrialError(result.error)
-        if "tuner/epochs" in hp.values:
+        if f"{TUNER_PREFIX}epochs" in hp.values:
             model.save_weights(self._checkpoint(trial.trial_id))
         return {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss}
 
 
-def search(
-    space: ModuleType,
-    ctx: SpaceContext,
+def check_options(config: SearchConfig) -> None:
+    if config.workers > 1 or config.storage:
+        raise UsageError(
+            "--workers and --storage need --backend optuna; Keras Tuner runs in parallel "
+            "through its chief/worker mode (see the README)"
+        )
+
+
+def grid(config: SearchConfig, declared: kt.HyperParameters) -> dict | None:
+    """Keras Tuner walks its grid lazily: it is only sized, for the user to see what
+    --max-trials covers."""
+    return grid_space(declared) if config.algorithm == "grid" else None
+
+
+def search(run: PreparedRun, runner: TrialRunner) -> None:
+    config = run.config
+    run_tuner(
+        runner,
+        algorithm=config.algorithm,
+        max_trials=config.max_trials,
+        seed=config.seed,
+        max_consecutive_failures=config.max_consecutive_failures,
+        verbose=config.verbose,
+        queued=run.first_trials,
+        hyperparameters=run.declared if run.fixed else None,
+    )
+
+
+def run_tuner(
     runner: TrialRunner,
+    *,
     algorithm: str,
     max_trials: int,
     seed: int,
     max_consecutive_failures: int,
-    verbose: bool,
-    queued: list[dict] = (),
+    verbose: bool = False,
+    queued: Sequence[dict] = (),
     hyperparameters: kt.HyperParameters | None = None,
 ) -> None:
+    """A Keras Tuner search of `runner`'s space, its trials trained by `runner`;
+    `hyperparameters` is the space with --fix values pinned."""
     oracle = make_oracle(
         algorithm,
-        max_trials,
-        runner.settings.epochs,
-        seed,
-        max_consecutive_failures,
-        hyperparameters,
-        queued,
+        max_trials=max_trials,
+        epochs=runner.settings.epochs,
+        seed=seed,
+        max_consecutive_failures=max_consecutive_failures,
+        hyperparameters=hyperparameters,
+        queued=queued,
     )
-    tuner = StoreTuner(oracle, SpaceHyperModel(space, ctx), runner, runner.store.run_dir)
+    tuner = StoreTuner(oracle, runner, runner.store.run_dir)
     try:
         tuner.search(verbose=1 if verbose else 0)
     except RuntimeError as error:
@@ -195,7 +204,7 @@ def search(
             raise
         failed = (
             runner.store.trials()
-            .query("status == 'failed'")["error"]
+            .query(f"status == '{TrialStatus.FAILED}'")["error"]
             .tail(max_consecutive_failures)
         )
         raise SearchStopped(

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import time
 import warnings
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras_tuner as kt
 import optuna
@@ -24,11 +26,17 @@ from optuna.trial import TrialState
 from optuna_integration import KerasPruningCallback
 
 from search import compat
-from search.backends import GRID_MAX_POINTS, PRUNERS, SAMPLERS
+from search.backends import GRID_MAX_POINTS, PRUNERS, SAMPLER_NEEDS, SAMPLERS
 from search.errors import SearchStopped, UsageError, first_line
 from search.fixed import grid_size, grid_space
-from search.store import HP_PREFIX, LOST_WORKER, RunStore, file_lock
+from search.schema import HP_PREFIX, LOST_WORKER, TrialStatus
+from search.store import RunStore, file_lock
 from search.trial import TrialResult, TrialRunner
+from search.workers import run_workers
+
+if TYPE_CHECKING:
+    from search.config import SearchConfig
+    from search.steps import PreparedRun
 
 OBJECTIVE = "val_accuracy"
 POLL_S = 1.0  # how often an idle worker looks for a stale trial to retry
@@ -205,7 +213,7 @@ def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
         ) from None
 
 
-def open_study(url: str, name: str, sampler, pruner, heartbeat_s: int) -> optuna.Study:
+def open_study(url: str, name: str, *, sampler, pruner, heartbeat_s: int) -> optuna.Study:
     return optuna.create_study(
         storage=open_storage(url, heartbeat_s),
         study_name=name,
@@ -230,7 +238,7 @@ def _judged(trial: optuna.trial.FrozenTrial) -> bool:
 
 def _our_failure(trial: optuna.trial.FrozenTrial) -> bool:
     result = trial.user_attrs.get("result") or {}
-    return trial.state == TrialState.FAIL and result.get("status") == "failed"
+    return trial.state == TrialState.FAIL and result.get("status") == TrialStatus.FAILED
 
 
 def retry_unjudged(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -284,7 +292,7 @@ def _next_grid_point(study: optuna.Study, grid: dict[str, list]) -> int | None:
 
 
 def _reserve_trial(
-    study: optuna.Study, max_trials: int, beaten: set[int], grid: dict[str, list] | None
+    study: optuna.Study, *, max_trials: int, beaten: set[int], grid: dict[str, list] | None
 ) -> bool:
     """Queue one more trial unless the budget, or the grid, is spent. The caller holds the
     workers' lock. A grid search queues its next point with all its values."""
@@ -316,7 +324,7 @@ OWN_ATTRS = ("epochs", "hparams", "result", "interrupted")
 
 
 def objective(
-    runner: TrialRunner, trial: optuna.Trial, pruning: bool, fixed: dict | None = None
+    runner: TrialRunner, trial: optuna.Trial, *, pruning: bool, fixed: dict | None = None
 ) -> float:
     # A retried trial starts with a copy of the failed one's attributes: start afresh.
     for key in OWN_ATTRS:
@@ -346,9 +354,9 @@ def objective(
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)  # not counted: a resumed run replaces it
         raise
-    if result.status == "pruned":
+    if result.status == TrialStatus.PRUNED:
         raise optuna.TrialPruned(f"pruned at epoch {len(epochs)}")
-    if result.status == "failed":
+    if result.status == TrialStatus.FAILED:
         raise TrialFailed(result.error)
     return result.val_accuracy
 
@@ -367,6 +375,7 @@ def _check_failures(study: optuna.Study, limit: int) -> None:
 def _run_next_trial(
     study: optuna.Study,
     runner: TrialRunner,
+    *,
     max_trials: int,
     pruning: bool,
     fixed: dict | None,
@@ -382,20 +391,95 @@ def _run_next_trial(
     and Optuna would sample one beyond the budget."""
     with contextlib.ExitStack() as reservation:
         reservation.enter_context(lock)
-        if not _reserve_trial(study, max_trials, beaten, grid):
+        if not _reserve_trial(study, max_trials=max_trials, beaten=beaten, grid=grid):
             return False
 
         def run_reserved(trial: optuna.Trial) -> float:
             reservation.close()
-            return objective(runner, trial, pruning, fixed)
+            return objective(runner, trial, pruning=pruning, fixed=fixed)
 
         study.optimize(run_reserved, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
     return True
 
 
-def search(
+def check_options(config: SearchConfig) -> None:
+    _check_sampler_installed(config.sampler)
+    if config.workers > 1 and (config.storage is None or config.storage.startswith("sqlite")):
+        raise UsageError(
+            f"--workers {config.workers} needs a server database: SQLite is not for parallel "
+            f"writers (Optuna FAQ); pass --storage postgresql://USER@HOST/DB"
+        )
+    if config.storage is not None:
+        open_storage(config.storage, config.heartbeat)  # fails fast on a bad or unreachable URL
+
+
+def _check_sampler_installed(sampler: str) -> None:
+    """A sampler whose module Optuna imports only when it first samples fails every trial but
+    the first without it: refuse it before any trial, naming what to install."""
+    if sampler not in SAMPLER_NEEDS:
+        return
+    module, install = SAMPLER_NEEDS[sampler]
+    try:
+        importlib.import_module(module)  # an installed but broken package counts as missing
+    except ImportError as error:
+        raise UsageError(
+            f"--sampler {sampler} needs the {module} package, which cannot be imported "
+            f"({first_line(error)}): {install}, or pick another --sampler"
+        ) from None
+
+
+def grid(config: SearchConfig, declared: kt.HyperParameters) -> dict | None:
+    return checked_grid(declared) if config.sampler == "grid" else None
+
+
+def storage_url(config: SearchConfig, store: RunStore) -> str:
+    """The study's database: --storage, or the embedded default, SQLite in the run directory."""
+    return config.storage or f"sqlite:///{(store.run_dir / 'study.db').absolute()}"
+
+
+def search(run: PreparedRun, runner: TrialRunner) -> None:
+    """Open (or resume) the run's study and run its trials: in this process, or, with
+    --workers, in worker processes that each run this function on the same study. The owner
+    queues the first trials and rebuilds the run store from the study at the end."""
+    config = run.config
+    if not config.verbose:  # our one line per trial replaces Optuna's own
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage_url(config, run.store)
+    study = open_study(
+        url,
+        config.run_name(),
+        sampler=None,  # seeded below, from the trials the study already holds
+        pruner=make_pruner(config.pruner, config.epochs, config.warmup_epochs),
+        heartbeat_s=config.heartbeat,
+    )
+    seed = sampler_seed(config.seed, config.worker_index, len(study.trials))
+    study.sampler = make_sampler(config.sampler, seed)
+    if run.owner:
+        enqueue(study, run.first_trials)
+    try:
+        if config.workers > 1 and run.owner:
+            gpus = len(run.devices)
+            run_workers(config, config.workers, gpus if gpus > 1 else 0)
+        else:
+            run_trials(
+                study,
+                runner,
+                max_trials=config.max_trials,
+                pruning=config.pruner != "none",
+                max_consecutive_failures=config.max_consecutive_failures,
+                fixed=run.fixed,
+                storage_url=url,
+                grid=run.grid,
+            )
+    finally:
+        if run.owner:
+            sync_store(study, run.store)
+
+
+def run_trials(
     study: optuna.Study,
     runner: TrialRunner,
+    *,
     max_trials: int,
     pruning: bool,
     max_consecutive_failures: int,
@@ -410,7 +494,17 @@ def search(
     while True:
         runner.check_memory()  # before a trial is reserved, so none is left half-done
         lock = budget_lock(storage_url, study.study_name, lock_path)
-        if _run_next_trial(study, runner, max_trials, pruning, fixed, lock, beaten, grid):
+        reserved = _run_next_trial(
+            study,
+            runner,
+            max_trials=max_trials,
+            pruning=pruning,
+            fixed=fixed,
+            lock=lock,
+            beaten=beaten,
+            grid=grid,
+        )
+        if reserved:
             _check_failures(study, max_consecutive_failures)
         elif _others_running(study):
             # A running trial may belong to a worker that died: stay until it ends or its
@@ -422,10 +516,10 @@ def search(
 
 def _status(trial: optuna.trial.FrozenTrial) -> str:
     return {
-        TrialState.COMPLETE: "complete",
-        TrialState.PRUNED: "pruned",
-        TrialState.FAIL: "failed",
-    }.get(trial.state, "running")
+        TrialState.COMPLETE: TrialStatus.COMPLETE,
+        TrialState.PRUNED: TrialStatus.PRUNED,
+        TrialState.FAIL: TrialStatus.FAILED,
+    }.get(trial.state, TrialStatus.RUNNING)
 
 
 def _retries(study_trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
@@ -447,7 +541,7 @@ def sync_store(study: optuna.Study, store: RunStore) -> None:
         # A judged trial keeps our verdict even if its worker died before telling the study.
         row |= t.user_attrs.get("result") or {"status": _status(t)}
         if t.user_attrs.get("interrupted"):
-            row |= {"status": "interrupted", "error": "interrupted"}
+            row |= {"status": TrialStatus.INTERRUPTED, "error": "interrupted"}
         elif t.state == TrialState.FAIL and not _judged(t):
             again = retried_as.get(t.number)
             row["error"] = LOST_WORKER + (

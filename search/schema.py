@@ -1,0 +1,90 @@
+"""The run store's schema: trial statuses, the columns of trials.csv and epochs.csv, and the
+prefixes of hyperparameter names. Everything that reads or writes a run spells them from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+import pandas as pd
+
+
+class TrialStatus(StrEnum):
+    """A trial's status in trials.csv (like Keras Tuner's `TrialStatus` and Optuna's
+    `TrialState`); a `str`, so it compares equal to the text stored in the CSV."""
+
+    COMPLETE = "complete"
+    FAILED = "failed"
+    PRUNED = "pruned"
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+
+
+FINISHED_STATUSES = (TrialStatus.COMPLETE, TrialStatus.FAILED, TrialStatus.PRUNED)  # judged
+STATUSES = tuple(TrialStatus)
+# The error of a trial whose worker died: Optuna fails it and retries it, and, like an
+# interrupted trial, it does not count toward --max-trials.
+LOST_WORKER = "worker stopped (no heartbeat)"
+
+HP_PREFIX = "hp_"  # trials.csv: one hp_<name> column per hyperparameter
+# Keras Tuner's Hyperband bookkeeping values (tuner/epochs, tuner/trial_id, ...): not part of a
+# model's configuration.
+TUNER_PREFIX = "tuner/"
+# Where a trial names the documents' model it reproduces: the baselines space's hyperparameter,
+# or the column --with-baselines adds.
+BASELINE_COLUMNS = (f"{HP_PREFIX}baseline", "baseline")
+
+# A trial's figures at its best epoch (the kept weights): "_clean" ones in inference mode on a
+# fixed training sample, "_fit" ones Keras's running figures during fit (search/trial.py).
+AT_BEST_COLUMNS = [
+    "best_epoch",
+    "val_accuracy",
+    "val_loss",
+    "train_accuracy_clean",
+    "train_loss_clean",
+    "gap_clean",
+    "train_accuracy_fit",
+    "gap_fit",
+]
+TRIAL_COLUMNS = [
+    "trial_id",
+    "status",
+    *AT_BEST_COLUMNS,
+    "test_accuracy",
+    "duration_s",
+    "n_params",
+    "error",
+]
+EPOCH_COLUMNS = [
+    "trial_id",
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "train_loss_clean",
+    "train_accuracy_clean",
+    "seconds",
+    "phase",
+]
+# trials.csv columns renamed since runs were first stored: older runs read under the new names.
+RENAMED_COLUMNS = {"train_accuracy": "train_accuracy_fit", "gap": "gap_fit"}
+INTEGER_COLUMNS = ("trial_id", "best_epoch", "n_params")
+# Accuracies that get Wilson 95% interval columns (<name>_low, <name>_high), by the split whose
+# image count (run.json's counts) they were measured on.
+INTERVAL_SPLITS = {"val_accuracy": "validation", "test_accuracy": "test"}
+# A finalist's figures over its --confirm-top runs (search/confirm.py).
+CONFIRM_COLUMNS = ("confirm_mean", "confirm_sd", "confirm_val_loss", "confirm_runs")
+
+
+def trial_hyperparameters(row: Mapping[str, object]) -> dict:
+    """A trials.csv row's active hyperparameters, by name (hp_ columns with a value; Keras
+    Tuner's tuner/... bookkeeping left out)."""
+    return {
+        name.removeprefix(HP_PREFIX): value
+        for name, value in row.items()
+        if name.startswith(HP_PREFIX)
+        and not name.startswith(f"{HP_PREFIX}{TUNER_PREFIX}")
+        and not pd.isna(value)
+    }

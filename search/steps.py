@@ -1,0 +1,471 @@
+"""A search in three steps: `prepare` (inputs, data, devices, space, first trials, resume
+check, run.json) -> the back end's `search` (search/backends) -> `finish` (confirmation,
+test score, refit, report).
+
+The process that owns the run holds its lock and writes run.json, scores and reports; a
+--workers worker (`config.worker`) only runs trials, and that is decided once, in `prepare`.
+The report is a hook (`Report`) the caller passes in, so search/ never imports reports/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from search.backends import Backend, get_backend
+from search.config import SearchConfig
+from search.data import ImageData, load_image_data, resolve_data_dir
+from search.errors import SearchStopped, UsageError
+from search.store import RunStore
+from spaces import Space, declared_space, get_space
+from spaces.context import SpaceContext
+
+if TYPE_CHECKING:
+    import keras_tuner as kt
+
+    from search.trial import TrialRunner
+
+# Settings a resumed run must share with the run it continues.
+RESUME_KEYS = (
+    "space",
+    "backend",
+    "algorithm",
+    "data",
+    "image_size",
+    "split_seed",
+    "weights",
+    "fix",
+)
+REPORT_EVERY_S = 60.0
+REPORT_SHARE = 20  # wait at least 20 times as long as the last report took
+VERSIONED = ("tensorflow", "keras", "keras-tuner", "optuna", "numpy", "pandas", "pillow")
+
+Report = Callable[[Path], object]  # renders a run directory's report (reports.html.write_report)
+
+
+@dataclass
+class PreparedRun:
+    """Everything a back end needs to search, fixed before the first trial."""
+
+    config: SearchConfig
+    store: RunStore
+    data: ImageData
+    space: Space
+    ctx: SpaceContext
+    declared: kt.HyperParameters  # the space's hyperparameters, --fix values pinned
+    fixed: dict  # --fix values by name
+    first_trials: list[dict]  # baselines and --enqueue sets, run before any proposal
+    grid: dict | None  # a grid search's values per hyperparameter (Backend.grid)
+    info: dict  # run.json
+    devices: list[str]
+    precision: str
+    owner: bool  # writes run.json, scores and reports: False in a --workers worker
+    report: Report | None
+
+
+def run_search(config: SearchConfig, report: Report | None = None) -> RunStore:
+    """Search as `config` says, writing the run directory; `report` renders it as trials finish
+    and at the end. Raises SearchStopped when the search stopped early (its run is kept)."""
+    backend = get_backend(config.backend)
+    with prepare(config, backend, report) as run:
+        runner = trial_runner(run)
+        stopped = search(run, runner, backend)
+        if run.owner:
+            finish(run, runner, stopped)
+    if stopped:
+        raise stopped
+    return run.store
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in VERSIONED:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def find_store(config: SearchConfig) -> RunStore:
+    """The run's store, not created yet; --resume needs a stored run."""
+    store = RunStore(Path(config.runs_dir) / config.run_name())
+    if config.resume and not store.exists():
+        raise UsageError(f"--resume: no run at {store.run_dir}; start it without --resume")
+    return store
+
+
+def create_store(store: RunStore) -> None:
+    try:
+        store.create()
+    except OSError as error:
+        raise UsageError(
+            f"cannot create {store.run_dir} ({error.strerror}); pass a writable --runs-dir"
+        ) from None
+
+
+def _same_setting(key: str, stored, wanted) -> bool:
+    if key == "data":  # one folder, however it is spelt (a checkout moved beside the data)
+        return os.path.realpath(stored) == os.path.realpath(wanted)
+    return stored == wanted
+
+
+def _check_same_run(stored: dict, wanted: dict, run_dir: Path) -> None:
+    differ = [
+        f"{k}: stored {stored.get(k)!r}, asked {wanted[k]!r}"
+        for k in RESUME_KEYS
+        # A run started before a setting existed ran without it: its unset value matches.
+        if (not _same_setting(k, stored[k], wanted[k]) if k in stored else bool(wanted[k]))
+    ]
+    if differ:
+        raise UsageError(
+            f"{run_dir} was started with other settings ({'; '.join(differ)}); "
+            f"rerun with the stored settings or pick another --name"
+        )
+
+
+def describe_run(
+    config: SearchConfig,
+    *,
+    data: ImageData,
+    ctx: SpaceContext,
+    devices: list[str],
+    precision: str,
+) -> dict:
+    """The run's run.json: its settings, data, machine and library versions."""
+    return asdict(config) | {
+        "fix": list(config.fix),  # as run.json gives it back, so a resume compares equal
+        "precision": precision,
+        "name": config.run_name(),
+        "command": sys.argv,
+        "data": str(data.root.absolute()),
+        "layout": data.layout,
+        "class_names": data.class_names,
+        "counts": data.counts(),
+        "skipped": data.skipped,
+        "alpha": ctx.alpha,
+        "versions": _versions(),
+        "devices": devices,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def read_enqueue(path: str | None) -> list[dict]:
+    """Hyperparameter sets to run first: a JSON list of {name: value} objects."""
+    if path is None:
+        return []
+    try:
+        sets = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--enqueue {path}: cannot read it as JSON ({error})") from None
+    if not isinstance(sets, list) or not all(isinstance(v, dict) for v in sets):
+        raise UsageError(f"--enqueue {path}: expected a JSON list of {{name: value}} objects")
+    return sets
+
+
+def first_trials(
+    config: SearchConfig, *, declared: kt.HyperParameters, fixed: dict, queued: list[dict]
+) -> list[dict]:
+    """Hyperparameter sets to run first: the documents' baselines of the space (with
+    --with-baselines, or always for the baselines space) that agree with --fix, then the
+    `queued` sets of --enqueue, checked against the space and --fix."""
+    from search.fixed import agreeing, check_enqueued
+    from spaces.baselines import for_space, preset_of
+
+    wanted = config.with_baselines or config.space == "baselines"
+    baselines = for_space(config.space) if wanted else []
+    kept = agreeing(baselines, fixed)
+    for values in baselines:
+        if values not in kept:
+            # The baselines space's points are {"baseline": name}; other spaces' are the values.
+            name = values.get("baseline") or preset_of(config.space, values)
+            print(f"baseline {name} left out: --fix pins what it sets otherwise", flush=True)
+    if queued:
+        kept += check_enqueued(queued, declared, fixed, f"--enqueue {config.enqueue}")
+    if len(kept) > config.max_trials and config.space != "baselines":
+        print(
+            f"{len(kept)} first trials queued; --max-trials {config.max_trials} runs the first "
+            f"{config.max_trials} of them",
+            flush=True,
+        )
+    return kept
+
+
+def check_options(config: SearchConfig, backend: Backend) -> None:
+    """Refuse option combinations that cannot work, before anything is created."""
+    if config.warmup_epochs >= config.epochs:
+        raise UsageError(
+            f"--warmup-epochs {config.warmup_epochs} leaves no epoch of --epochs "
+            f"{config.epochs} to judge; pass fewer warm-up epochs or more epochs"
+        )
+    backend.check_options(config)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What the command asks for, checked before the run directory exists."""
+
+    root: Path
+    queued: list[dict]
+    weights: str
+    alpha: float
+    devices: list[str] | None  # configured already where the backbone's weights needed it
+
+
+def check_inputs(config: SearchConfig, backend: Backend) -> _Inputs:
+    """Options, --enqueue, the data folder and the backbone's weights, so bad input leaves
+    nothing behind."""
+    check_options(config, backend)
+    queued = read_enqueue(config.enqueue)
+    root = resolve_data_dir(config.data)
+    if not get_space(config.space).uses_backbone:
+        return _Inputs(root, queued, "imagenet", 1.0, None)
+    from search.devices import configure_devices
+    from search.weights import backbone_weights
+
+    # Building the backbone starts TensorFlow's runtime: the devices are set up before.
+    devices = configure_devices(config.gpu_memory_mb)
+    weights, alpha = backbone_weights(config.weights, config.image_size)
+    return _Inputs(root, queued, weights, alpha, devices)
+
+
+@contextlib.contextmanager
+def prepare(config: SearchConfig, backend: Backend, report: Report | None) -> Iterator[PreparedRun]:
+    """Step one: check the inputs, create (or reopen) the run directory and, in the process
+    that owns the run, hold its lock for the block; then load the data and devices, learn the
+    space, check --fix and the first trials, compare a resumed run's settings, and write
+    run.json."""
+    # Growth even if TensorFlow's runtime starts before configure_devices (read by TensorFlow
+    # when it starts a GPU, so setting it here holds for the CLI, the Python API and workers).
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    owner = not config.worker  # the process that started the workers holds the run's lock
+    store = find_store(config)
+    inputs = check_inputs(config, backend)
+    create_store(store)
+    with store.exclusive_run() if owner else contextlib.nullcontext():
+        run = _load(config, backend, store, inputs, owner=owner, report=report)
+        if owner:
+            store.reconcile()
+            store.write_run_info(run.info | {"status": "running"})
+            # Validation labels stored now, so reports written during the search can mark ties.
+            store.save_split_images("validation", run.data.validation.files, run.data.validation.y)
+        data = run.data
+        print(
+            f"run {store.run_dir}: {len(data.train)} train / {len(data.validation)} validation / "
+            f"{len(data.test)} test images of {len(data.class_names)} classes, "
+            f"{len(data.skipped)} skipped",
+            flush=True,
+        )
+        yield run
+
+
+def _load(
+    config: SearchConfig,
+    backend: Backend,
+    store: RunStore,
+    inputs: _Inputs,
+    *,
+    owner: bool,
+    report: Report | None,
+) -> PreparedRun:
+    """The run's data, devices and space, its first trials and grid, and its run.json."""
+    cache_dir = Path(config.cache_dir) if config.cache_dir else store.run_dir / "cache"
+    data = load_image_data(
+        inputs.root,
+        config.image_size,
+        split_seed=config.split_seed,
+        cache_dir=cache_dir,
+    )
+    # TensorFlow is imported only once the inputs are known to be usable.
+    from search.devices import configure_devices, configure_precision
+    from search.fixed import parse_fixed, pinned_space
+
+    devices = inputs.devices
+    if devices is None:  # first, before anything below starts TensorFlow's runtime
+        devices = configure_devices(config.gpu_memory_mb)
+    space = get_space(config.space)
+    ctx = SpaceContext(config.image_size, len(data.class_names), inputs.weights, inputs.alpha)
+    precision = configure_precision(config.mixed_precision)
+    declared = declared_space(space, ctx)
+    fixed = parse_fixed(config.fix, declared) if config.fix else {}
+    enqueued = first_trials(config, declared=declared, fixed=fixed, queued=inputs.queued)
+    declared = pinned_space(declared, fixed)
+    if config.space == "baselines":  # every preset that --fix leaves, exactly once
+        config = replace(config, max_trials=len(enqueued))
+    grid = sized_grid(config, backend, declared)
+    info = describe_run(config, data=data, ctx=ctx, devices=devices, precision=precision)
+    if store.exists():
+        _check_same_run(store.read_run_info(), info, store.run_dir)
+        info["started_at"] = store.read_run_info()["started_at"]
+    return PreparedRun(
+        config=config,
+        store=store,
+        data=data,
+        space=space,
+        ctx=ctx,
+        declared=declared,
+        fixed=fixed,
+        first_trials=enqueued,
+        grid=grid,
+        info=info,
+        devices=devices,
+        precision=precision,
+        owner=owner,
+        report=report,
+    )
+
+
+def sized_grid(config: SearchConfig, backend: Backend, declared: kt.HyperParameters) -> dict | None:
+    """A grid search's points per hyperparameter, checked by the back end and sized before any
+    trial, so the user sees what --max-trials covers."""
+    grid = backend.grid(config, declared)
+    if grid is None:
+        return None
+    from search.fixed import grid_size
+
+    points = grid_size(grid)
+    covered = "all of them" if config.max_trials >= points else f"the first {config.max_trials}"
+    print(f"grid search: {points:,} points; this run tries {covered}", flush=True)
+    return grid
+
+
+def trial_runner(run: PreparedRun) -> TrialRunner:
+    """The runner every trial of `run` trains through, whatever the back end."""
+    from search.features import FeatureCache
+    from search.trial import TrainSettings, TrialRunner
+
+    config = run.config
+    cache_dir = Path(config.cache_dir) if config.cache_dir else run.store.run_dir / "cache"
+    return TrialRunner(
+        run.space,
+        run.ctx,
+        run.data,
+        run.store,
+        TrainSettings.of(config, run.precision),
+        # Hyperband sizes its own brackets from --epochs; it has no trial budget to show.
+        max_trials=None if config.algorithm == "hyperband" else config.max_trials,
+        # The report is rewritten as trials finish, so a long search can be watched by reloading.
+        after_trial=ReportRefresher(run.report, run.store.run_dir) if run.report else None,
+        features=None if config.no_feature_cache else FeatureCache(run.data, cache_dir),
+        max_memory_growth_mb=config.max_memory_growth,
+    )
+
+
+def search(run: PreparedRun, runner: TrialRunner, backend: Backend) -> SearchStopped | None:
+    """Step two: the back end's search. Returns why it stopped early, if it did; on Ctrl-C the
+    owner marks the run interrupted and reports it before passing the interrupt on."""
+    with frozen_startup_objects():
+        try:
+            backend.search(run, runner)
+        except SearchStopped as error:
+            return error
+        except KeyboardInterrupt:
+            if run.owner:
+                _interrupted(run)
+            raise
+    return None
+
+
+def _interrupted(run: PreparedRun) -> None:
+    run.store.write_run_info(run.info | {"status": "interrupted"})
+    if run.report is not None:
+        run.report(run.store.run_dir)
+
+
+def finish(run: PreparedRun, runner: TrialRunner, stopped: SearchStopped | None) -> None:
+    """Step three, in the owner: confirm the finalists (--confirm-top), score the best model on
+    the test split, refit it on training + validation images (--refit), record and report."""
+    from search.confirm import confirm_finalists
+    from search.refit import refit_best
+
+    config, store, info = run.config, run.store, run.info
+    if config.confirm_top and not stopped:
+        try:
+            info["confirm"] = confirm_finalists(runner, config.confirm_top, config.confirm_seeds)
+        except KeyboardInterrupt:  # finished runs are kept under RUNDIR/confirm/
+            store.write_run_info(info | {"status": "interrupted"})
+            raise
+    test_accuracy = score_best_on_test(store, run.data)
+    if config.refit and not stopped:
+        info["refit"] = refit_best(
+            store, space=run.space, ctx=run.ctx, data=run.data, settings=runner.settings
+        )
+    finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    status = f"stopped: {stopped}" if stopped else "finished"
+    store.write_run_info(
+        info | {"status": status, "test_accuracy": test_accuracy, "finished_at": finished_at}
+    )
+    if run.report is not None:
+        run.report(store.run_dir)
+
+
+def score_best_on_test(store: RunStore, data: ImageData) -> float | None:
+    """Test accuracy of the stored best model; the test split is used here and nowhere else.
+    Its per-image test predictions are stored, its validation ones too where its trial left
+    none, with both splits' files and labels, so the report can show its mistakes."""
+    import keras
+
+    from search.stats import predicted_classes
+
+    if not store.best_model_path.exists():
+        return None
+    trial_id = store.read_best_hparams()["trial_id"]
+    model = keras.saving.load_model(store.best_model_path, safe_mode=True)
+    for name in ("validation", "test"):
+        split = data.split(name)
+        store.save_split_images(name, split.files, split.y)
+        if len(split) and (name == "test" or store.predictions(trial_id, name) is None):
+            store.save_predictions(trial_id, name, model.predict(split.x, verbose=0))
+    if len(data.test) == 0:
+        return None
+    # The accuracy is counted from the stored predictions, so the two always agree.
+    correct = predicted_classes(store.predictions(trial_id, "test")) == data.test.y
+    accuracy = float(correct.mean())
+    store.set_test_accuracy(trial_id, accuracy)
+    return accuracy
+
+
+@contextlib.contextmanager
+def frozen_startup_objects() -> Iterator[None]:
+    """Everything alive when the search starts (modules, TensorFlow's registries, the images)
+    lives until it ends, so the garbage collection at each trial's start skips it: scanning it
+    took 0.3 s of a 2 s trial on cached features."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+class ReportRefresher:
+    """Rewrites the report after a trial, every `every_s` seconds at most and at most 1/20 of
+    the time (rendering takes seconds, longer than a trial on cached features); the run writes
+    it again at the end. A report that fails is reported, never fatal."""
+
+    def __init__(self, report: Report, run_dir: Path, every_s: float = REPORT_EVERY_S):
+        self.report, self.run_dir, self.every_s = report, run_dir, every_s
+        self.wait_s, self.last = every_s, time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last < self.wait_s:
+            return
+        start = time.monotonic()
+        try:
+            self.report(self.run_dir)
+        except Exception as error:
+            message = f"report not updated: {type(error).__name__}: {error}"
+            print(message, file=sys.stderr, flush=True)
+        self.last = time.monotonic()
+        self.wait_s = max(self.every_s, REPORT_SHARE * (self.last - start))
