@@ -67,94 +67,25 @@ BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 # What of a run directory is committed (bench/results/stores/), so that a fresh checkout goes on
 # where the last machine stopped: the store and the study, without models and image caches.
 STORE_FILES = ("run.json", "trials.csv", "epochs.csv", "study.db")
-# Why a baseline ended more than 5 points from its document, read from its run's epoch log
-# (bench/runs/quality-baseline-<preset>/epochs.csv); listed under the baselines table.
-EXPLANATIONS = {
-    "seed000_cnn_dropout_augment": (
-        "a slow learner under strong augmentation (45 degree rotation, zoom 0.5): validation "
-        "loss fell from 0.69 to 0.62 in 11 epochs, with epoch-to-epoch noise larger than its "
-        "progress, so patience 5 ended it at epoch 16 of the document's 80 while validation "
-        "accuracy was still rising (57% to 64%). The document's 75% comes after 80 epochs; "
-        "comparing at equal epochs needs a patience near 20"
-    ),
-    "seed001_model1": (
-        "unscaled 0-255 pixels, as the post feeds them (first-epoch loss 59): validation loss "
-        "is lowest at epoch 1 (51%) and rises from there while training accuracy climbs to 94% "
-        "and validation accuracy creeps to 58% by epoch 5. We keep the lowest-validation-loss "
-        "epoch, the weights that would be exported; the post reports the last epoch's accuracy "
-        "(61.5%) of a model overfitting in the same way"
-    ),
-    "seed002_model2": (
-        "the network died in its first epoch: unscaled pixels, a first-epoch loss of 1.9, then "
-        "a loss of exactly ln 2 (0.6932) and 50% in every later epoch, the mark of outputs "
-        "that no longer depend on the input (dead ReLUs). The post's run, from other random "
-        "initial weights, learnt (64% after 30 epochs); early stopping ended ours at epoch 6"
-    ),
-    "seed002_model3": (
-        "it started late: at chance for 6 epochs (loss 0.69), learning from epoch 7 and still "
-        "improving at the document's last epoch, 20 (best epoch 19). Twenty fixed epochs leave "
-        "it about 6 epochs behind a run that learns from the start"
-    ),
-    "seed003_model1": (
-        "it overfits: training accuracy 94% against 63% on validation by epoch 12. Validation "
-        "loss is lowest at epoch 7 (64.4%), the epoch we keep; validation accuracy peaked at "
-        "66.5% at epoch 9. The document's 70.5% is the last of 20 epochs, after its validation "
-        "loss had been rising"
-    ),
-    "seed004_small_xception": (
-        "a batch-norm network at its start, on a ninth of the document's data. Validation "
-        "accuracy sat at 50% for the first 8 epochs while training accuracy climbed from 62% to "
-        "81%, so patience 5 ended the run at epoch 10 and kept epoch 5, at chance. A second run "
-        "of the preset over the document's 25 epochs, with --warmup-epochs 10 and no early "
-        "stop (results/xception-25-epochs-warmup-10/), trained through the same first 10 epochs"
-        " (the same losses to the last digit), left chance at epoch 13 and kept epoch 23: val "
-        "84.75%, test 86.00%, 9.1 points under the document's 93.82%, which comes from 18,728 "
-        "training images at 180 px against our 2,000 at 160 px. Its epoch 25 scored 77.12% "
-        "(validation loss 0.36 to 0.65 over the last three epochs); with patience 5 after the "
-        "same warm-up, its log shows it would have stopped at epoch 21 with epoch 16's 82.75%"
-    ),
-}
+# Why a baseline ended more than 5 points from its document, and what a search that missed its
+# target would need, each read from its run's epoch log: written up in NOTES, by run.
+NOTES = REPO / "bench" / "quality-notes.md"
 
-# What a search that misses its target would need, read from its epoch log
-# (bench/runs/quality-<key>/epochs.csv, committed in results/stores/); listed under the table.
-SEARCH_NEEDS = {
-    "search-augment-128px": (
-        "longer training first, then more trials. The 40-epoch cap, not early stopping, ended "
-        "the best trials: six of the 15 searched ones ran all 40 epochs with their best epoch at"
-        " 36 to 39, still improving by about a point every 5 epochs, the best of them (trial 14,"
-        " val 75.38%, 2.1 points over the best baseline) among them. The models underfit: "
-        "training accuracy (measured with augmentation and dropout on) is at most 8.5 points "
-        "above validation accuracy, and below it in six trials. From trial 12 on, TPE settled "
-        "on horizontal flips, a flatten head with Dense 128 and learning rates of 1e-4 to 7e-4;"
-        " three trials never left chance, trial 18 (learning rate 3.3e-3), trial 7 (2.6e-3) "
-        "and a batch-norm one (trial 11), and every "
-        "batch-norm trial was stopped early on a validation loss that jumps from epoch to "
-        "epoch. Batch-norm trials also start at chance: trials 11 and 6 sat at 50% for their "
-        "first 5 and 6 epochs, and patience 5 ended trial 11 at epoch 7 with epoch 2's weights "
-        "(50%); --warmup-epochs, added after this run, keeps such a start out of early "
-        "stopping. Deep Learning with Python's 82% with "
-        "augmentation takes 100 epochs at 150 px: the search would need --epochs 100 with "
-        "--patience 10 and --warmup-epochs 8 (about 2.5 times this run's 4.8 hours of trials) "
-        "to show what this space reaches; whether that is 85% is not shown here, and a wider "
-        "space (more filters, batch norm at lower learning rates) is the next step if it is not"
-    ),
-    "search-preprocess-128px": (
-        "longer training, as for augment. Its best trials are TPE's refinements of the "
-        "document's best model (seed003_model3: MobileNetV2 scaling, horizontal flips, 3 "
-        "blocks, flatten and Dense 128): trial 17 (val 75.38%, 1.3 points over that baseline) "
-        "ran all 40 epochs with its best at epoch 36, and trial 16 (72.50%) stopped at epoch 33."
-        " Four of the searched trials never left chance (50%): trial 7 (unscaled pixels, "
-        "learning rate 1.3e-3), trial 8 (rescaled, 4.1e-3), trial 12 (MobileNetV2 scaling, "
-        "1.1e-3) and trial 21 (MobileNetV2 scaling, 8.0e-3); the others were stopped by "
-        "patience 5 after 14 to 34 epochs at 60% to 72%. "
-        "Unscaled inputs, kept so that the documents' models are points of the space, reached "
-        "at most 71.75% in five searched trials. The test split has 200 images, so its "
-        "accuracy carries about 3 points of standard error: the baseline's 80.50% and the best "
-        "trial's 80.00% are one image apart. The search would need --epochs 100 with --patience "
-        "10, and its trials spent on unscaled inputs would go further with that choice fixed "
-        "(--fix scaling=mobilenet_v2)"
-    ),
-}
+
+def read_notes(path: Path = NOTES) -> dict[str, dict[str, str]]:
+    """{kind: {key: note}} from the notes file: `# kind` sections of `## key` paragraphs."""
+    notes: dict[str, dict[str, str]] = {}
+    kind = key = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            key = line[3:].strip()
+            notes[kind][key] = ""
+        elif line.startswith("# "):
+            kind, key = line[2:].strip(), None
+            notes[kind] = {}
+        elif key is not None and line.strip():
+            notes[kind][key] = f"{notes[kind][key]} {line.strip()}".strip()
+    return notes
 
 
 @dataclass(frozen=True)
@@ -524,7 +455,7 @@ def baseline_row(entry: dict) -> str:
     val = best.get("val_accuracy")
     off = _off_reported(entry)
     within = "-" if off is None else ("yes" if abs(off) <= BASELINE_TOLERANCE else "no")
-    if within == "no" and entry["preset"] in EXPLANATIONS:
+    if within == "no" and entry["preset"] in read_notes()["baselines"]:
         within = "no, explained below"
     cells = [
         f"`{entry['preset']}`",
@@ -545,35 +476,37 @@ def baseline_row(entry: dict) -> str:
 
 def explanations(entries: list[dict]) -> list[str]:
     """The reasons for the baselines that ended beyond 5 points and have one."""
+    reasons = read_notes()["baselines"]
     missed = [
         e["preset"]
         for e in entries
         if e["kind"] == "baseline"
-        and e["preset"] in EXPLANATIONS
+        and e["preset"] in reasons
         and (off := _off_reported(e)) is not None
         and abs(off) > BASELINE_TOLERANCE
     ]
     if not missed:
         return []
     lines = ["Baselines beyond 5 points, explained from their epoch logs:", ""]
-    lines += [f"- `{name}`: {EXPLANATIONS[name]}." for name in missed]
+    lines += [f"- `{name}`: {reasons[name]}." for name in missed]
     return [*lines, ""]
 
 
 def needs(entries: list[dict]) -> list[str]:
     """What each search that missed a target would need."""
+    search_needs = read_notes()["searches"]
     missed = [
         e
         for e in entries
         if e["kind"] == "search"
-        and e["key"] in SEARCH_NEEDS
+        and e["key"] in search_needs
         and any(c["reached"] is not None and not c["met"] for c in e.get("targets", {}).values())
     ]
     if not missed:
         return []
     lines = ["", "What the searches that miss a target would need, from their epoch logs:", ""]
     return lines + [
-        f"- `{e['space']}`, {e['image_size']} px: {SEARCH_NEEDS[e['key']]}." for e in missed
+        f"- `{e['space']}`, {e['image_size']} px: {search_needs[e['key']]}." for e in missed
     ]
 
 

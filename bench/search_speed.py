@@ -272,7 +272,7 @@ def pipeline_speed(ctx: SpaceContext, root: Path, folder: Path, epochs: int) -> 
         return transfer.build(kt.HyperParameters(), ctx)  # frozen, with augmentation
 
     def ours(times, n):  # as search/trial.py feeds a trial
-        dataset = training_dataset(x, y, BATCH, SEED)
+        dataset = training_dataset(x, y, BATCH, seed=SEED)
         model().fit(dataset, epochs=n, callbacks=[times], verbose=0)
 
     def keras_arrays(times, n):  # Keras's own NumPy adapter

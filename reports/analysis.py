@@ -134,6 +134,7 @@ def verdict(gap: float, train_accuracy: float, still_improving: bool) -> str | N
 def trial_measures(
     curve: pd.DataFrame,
     best_epoch: int | None = None,
+    *,
     k: int = ONSET_K,
     warmup_epochs: int = 0,
     recorded: dict | None = None,
@@ -186,7 +187,7 @@ def trial_measures(
 
 
 def measure_trials(
-    trials: pd.DataFrame, epochs: pd.DataFrame, k: int = ONSET_K, warmup_epochs: int = 0
+    trials: pd.DataFrame, epochs: pd.DataFrame, *, k: int = ONSET_K, warmup_epochs: int = 0
 ) -> pd.DataFrame:
     """MEASURE_COLUMNS per trial that has epochs, indexed by trial_id.
 
@@ -198,9 +199,9 @@ def measure_trials(
         int(trial_id): trial_measures(
             curve,
             _best_epoch(recorded.get(trial_id)),
-            k,
-            warmup_epochs,
-            recorded.get(trial_id),
+            k=k,
+            warmup_epochs=warmup_epochs,
+            recorded=recorded.get(trial_id),
         )
         for trial_id, curve in epochs.groupby("trial_id")
     }
@@ -218,13 +219,13 @@ def _best_epoch(row: dict | None) -> int | None:
 
 
 def analyse_trials(
-    trials: pd.DataFrame, epochs: pd.DataFrame, k: int = ONSET_K, warmup_epochs: int = 0
+    trials: pd.DataFrame, epochs: pd.DataFrame, *, k: int = ONSET_K, warmup_epochs: int = 0
 ) -> pd.DataFrame:
     """trials.csv with the overfitting measures added; `warmup_epochs` is run.json's.
 
     Values trials.csv lacks (a failed or pruned trial's metrics) are read from its epochs.
     """
-    measures = measure_trials(trials, epochs, k, warmup_epochs)
+    measures = measure_trials(trials, epochs, k=k, warmup_epochs=warmup_epochs)
     table = trials.set_index("trial_id")
     for column in AT_BEST_COLUMNS:
         stored = table[column] if column in table else pd.Series(np.nan, index=table.index)

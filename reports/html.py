@@ -28,8 +28,8 @@ from reports.analysis import (
     rank,
 )
 from reports.mistakes import GALLERY_CAP, best_model_outcomes
+from reports.model_card import refit_epochs
 from search.atomic import atomic_write
-from search.model_card import refit_epochs
 from search.schema import HP_PREFIX, INTERVAL_SPLITS, STATUSES, TrialStatus
 from search.stats import TIE_P, mcnemar_exact, predicted_classes
 from search.store import RunStore
@@ -175,6 +175,7 @@ def mark_ties(ranked: pd.DataFrame, correct: dict[int, np.ndarray]) -> pd.DataFr
 
 def leaderboard(
     table: pd.DataFrame,
+    *,
     rank_by: str = "val_accuracy",
     penalty: float = DEFAULT_PENALTY,
     correct: dict[int, np.ndarray] | None = None,
@@ -285,7 +286,7 @@ def _epoch(value: object) -> int | None:
 
 
 def _curve_figures(
-    table: pd.DataFrame, epochs: pd.DataFrame, shown: list[int], names: dict[int, str], k: int
+    table: pd.DataFrame, epochs: pd.DataFrame, shown: list[int], *, names: dict[int, str], k: int
 ) -> list[dict]:
     rows = table.set_index("trial_id")
     figures = []
@@ -300,7 +301,11 @@ def _curve_figures(
                 "trial_id": trial_id,
                 "title": title,
                 "png": plots.learning_curves(
-                    curve, title, _epoch(row["best_epoch"]), _epoch(row["onset_epoch"]), k
+                    curve,
+                    title,
+                    best_epoch=_epoch(row["best_epoch"]),
+                    onset_epoch=_epoch(row["onset_epoch"]),
+                    k=k,
                 ),
             }
         )
@@ -504,6 +509,7 @@ def gap_bases(table: pd.DataFrame) -> dict:
 
 def report_context(
     store: RunStore,
+    *,
     rank_by: str = "val_accuracy",
     penalty: float = DEFAULT_PENALTY,
     k: int = ONSET_K,
@@ -511,69 +517,112 @@ def report_context(
     """Everything the template shows, read from the store."""
     info = store.read_run_info()
     trials, epochs = store.trials(), store.epochs()
-    table = analyse_trials(trials, epochs, k, info.get("warmup_epochs", 0))
+    table = analyse_trials(trials, epochs, k=k, warmup_epochs=info.get("warmup_epochs", 0))
     complete = [int(t) for t in trials.loc[trials["status"] == TrialStatus.COMPLETE, "trial_id"]]
-    board = leaderboard(table, rank_by, penalty, validation_correct(store, complete))
-    hp_columns = hyperparameter_columns(trials)
-    baseline = baseline_column(table)
+    board = leaderboard(
+        table, rank_by=rank_by, penalty=penalty, correct=validation_correct(store, complete)
+    )
+    best = None if board.empty else board.iloc[0].to_dict()
     top = [int(t) for t in board["trial_id"].head(TOP_TRIALS)]
+    baseline = baseline_column(table)
     baseline_ids = (
         [] if not baseline else [int(t) for t in table.dropna(subset=[baseline])["trial_id"]]
     )
     shown = top + [t for t in baseline_ids if t not in top]
-    names = _figure_names(board, table)
-    history = best_so_far(trials)
-    best = None if board.empty else board.iloc[0].to_dict()
+    return (
+        _page_constants()
+        | {"rank_by": rank_by, "penalty": penalty, "k": k, "leaderboard": board, "best": best}
+        | _run_summary(store, info, trials, board=board, best=best, rank_by=rank_by)
+        | _tables(board, table, trials, shown=shown)
+        | _figures(table, epochs, trials, board=board, top=top, shown=shown, k=k)
+    )
+
+
+def _page_constants() -> dict:
+    return {
+        "tie_p": TIE_P,
+        "gallery_cap": GALLERY_CAP,
+        "format": format_value,
+        "overfit_gap": OVERFIT_GAP,
+        "help": COLUMN_HELP,
+        "underfit_train_accuracy": UNDERFIT_TRAIN_ACCURACY,
+    }
+
+
+def _run_summary(
+    store: RunStore,
+    info: dict,
+    trials: pd.DataFrame,
+    *,
+    board: pd.DataFrame,
+    best: dict | None,
+    rank_by: str,
+) -> dict:
+    """The page's head: the run, its best trial, its test score and its mistakes."""
+    mistakes_trial, outcomes = best_model_outcomes(store, info)
+    val_size = store.split_size("validation")
+    return {
+        "info": info,
+        "method": search_method(info),
+        "settings": [(key, info[key]) for key in _settings_of(info) if key in info],
+        "status_counts": _status_counts(trials),
+        "test_card": test_card(store, info, best),
+        "refit_note": refit_note(store, info),
+        "ranked_by": ranked_by(rank_by, best),
+        "best_confirm": confirm_text(*(best.get(c) for c in CONFIRM_SHOWN)) if best else "",
+        "confirm": confirm_note(info, board),
+        "val_interval": interval_note(best, "val_accuracy", val_size) if best else "",
+        "ties": _tie_summary(board),
+        "mistakes_trial": mistakes_trial,
+        "outcomes": outcomes,
+        "wall_time": format_duration(_wall_seconds(info)),
+        "trial_time": format_duration(trials["duration_s"].astype(float).sum()),
+        "class_counts": _class_counts(info),
+    }
+
+
+def _tables(
+    board: pd.DataFrame, table: pd.DataFrame, trials: pd.DataFrame, *, shown: list[int]
+) -> dict:
+    """The leaderboard as the page shows it, the baselines, and every trial's details."""
+    hp_columns = hyperparameter_columns(trials)
     page_columns = [
         c
         for c in board.columns
         if (c in LEADERBOARD_COLUMNS or c in hp_columns) and c not in PAGE_HIDDEN
     ]
     shown_board, sort_keys = _with_confirm_column(_with_interval_columns(board[page_columns]))
-    mistakes_trial, outcomes = best_model_outcomes(store, info)
     return {
-        "leaderboard": board,
-        "info": info,
-        "method": search_method(info),
-        "settings": [(key, info[key]) for key in _settings_of(info) if key in info],
-        "status_counts": _status_counts(trials),
-        "best": best,
-        "test_card": test_card(store, info, best),
-        "refit_note": refit_note(store, info),
-        "ranked_by": ranked_by(rank_by, best),
-        "best_confirm": confirm_text(*(best.get(c) for c in CONFIRM_SHOWN)) if best else "",
-        "confirm": confirm_note(info, board),
         "gap_bases": gap_bases(table),
-        "epoch_bases": plots.gap_bases_per_trial(epochs, shown),
-        "val_interval": interval_note(best, "val_accuracy", store.split_size("validation"))
-        if best
-        else "",
-        "ties": _tie_summary(board),
-        "tie_p": TIE_P,
-        "mistakes_trial": mistakes_trial,
-        "outcomes": outcomes,
-        "gallery_cap": GALLERY_CAP,
-        "format": format_value,
-        "rank_by": rank_by,
-        "penalty": penalty,
-        "k": k,
-        "overfit_gap": OVERFIT_GAP,
-        "help": COLUMN_HELP,
-        "underfit_train_accuracy": UNDERFIT_TRAIN_ACCURACY,
-        "wall_time": format_duration(_wall_seconds(info)),
-        "trial_time": format_duration(trials["duration_s"].astype(float).sum()),
-        "class_counts": _class_counts(info),
         "baselines": _baselines(table),
         "headers": _headers(list(shown_board.columns)),
         "rows": _table_rows(shown_board, sort_keys),
         "verdict_counts": table["verdict"].value_counts().to_dict(),
-        "scatter_png": None if table["gap"].isna().all() else plots.gap_vs_accuracy(table, top),
-        "gap_png": plots.gap_per_epoch(epochs, shown) if shown else None,
-        "curves": _curve_figures(table, epochs, shown, names, k),
-        "history_png": None if history.empty else plots.optimization_history(history),
         "hyperparameters": _hyperparameter_section(trials, hp_columns),
         "trials": _trial_details(table, hp_columns, set(shown)),
         "failed": table[table["status"] == TrialStatus.FAILED].to_dict("records"),
+    }
+
+
+def _figures(
+    table: pd.DataFrame,
+    epochs: pd.DataFrame,
+    trials: pd.DataFrame,
+    *,
+    board: pd.DataFrame,
+    top: list[int],
+    shown: list[int],
+    k: int,
+) -> dict:
+    """The page's plots: the top trials', and the baselines' beside them."""
+    history = best_so_far(trials)
+    names = _figure_names(board, table)
+    return {
+        "epoch_bases": plots.gap_bases_per_trial(epochs, shown),
+        "scatter_png": None if table["gap"].isna().all() else plots.gap_vs_accuracy(table, top),
+        "gap_png": plots.gap_per_epoch(epochs, shown) if shown else None,
+        "curves": _curve_figures(table, epochs, shown, names=names, k=k),
+        "history_png": None if history.empty else plots.optimization_history(history),
     }
 
 
@@ -592,6 +641,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def write_report(
     run_dir: Path,
+    *,
     rank_by: str = "val_accuracy",
     penalty: float = DEFAULT_PENALTY,
     onset_k: int = ONSET_K,
@@ -602,7 +652,7 @@ def write_report(
     max(gap, 0)); onset_k is the number of epochs of rising validation loss that mark the onset.
     """
     store = RunStore(run_dir)
-    context = report_context(store, rank_by, penalty, onset_k)
+    context = report_context(store, rank_by=rank_by, penalty=penalty, k=onset_k)
     _write_atomic(store.run_dir / "leaderboard.csv", context["leaderboard"].to_csv(index=False))
     environment = Environment(
         loader=PackageLoader("reports"), autoescape=select_autoescape(["html"])

@@ -73,7 +73,7 @@ def _shown_name(path: str, data_dir: str) -> str:
 
 
 def split_outcome(
-    store: RunStore, trial_id: int, split: str, class_names: list[str], data_dir: str
+    store: RunStore, trial_id: int, split: str, *, class_names: list[str], data_dir: str
 ) -> SplitOutcome | None:
     """One split's outcome for a trial, or None when its predictions or labels are not stored
     (or do not match in length: the stored image list belongs to another split)."""
@@ -120,6 +120,9 @@ def best_model_outcomes(store: RunStore, info: dict) -> tuple[int | None, list[S
         return None, []
     trial_id = int(store.read_best_hparams()["trial_id"])
     outcomes = [
-        split_outcome(store, trial_id, split, info["class_names"], info["data"]) for split in SPLITS
+        split_outcome(
+            store, trial_id, split, class_names=info["class_names"], data_dir=info["data"]
+        )
+        for split in SPLITS
     ]
     return trial_id, [o for o in outcomes if o is not None]

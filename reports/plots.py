@@ -72,7 +72,7 @@ def _train_vs_validation(curve: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def _mark_epochs(
-    ax: Axes, curve: pd.DataFrame, best_epoch: int | None, onset_epoch: int | None, k: int
+    ax: Axes, curve: pd.DataFrame, *, best_epoch: int | None, onset_epoch: int | None, k: int
 ) -> None:
     fine_tune = curve.loc[curve["phase"] == "fine_tune", "epoch"]
     if not fine_tune.empty:
@@ -84,7 +84,7 @@ def _mark_epochs(
 
 
 def learning_curves(
-    curve: pd.DataFrame, title: str, best_epoch: int | None, onset_epoch: int | None, k: int
+    curve: pd.DataFrame, title: str, *, best_epoch: int | None, onset_epoch: int | None, k: int
 ) -> str:
     """Train vs validation accuracy and loss of one trial, best epoch and onset marked."""
     with _style():
@@ -99,7 +99,7 @@ def learning_curves(
                 estimator=None,
                 ax=ax,
             )
-            _mark_epochs(ax, curve, best_epoch, onset_epoch, k)
+            _mark_epochs(ax, curve, best_epoch=best_epoch, onset_epoch=onset_epoch, k=k)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(fontsize="x-small")
         axes[0, 1].get_legend().remove()

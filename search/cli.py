@@ -321,7 +321,9 @@ def run_report(argv: list[str]) -> int:
         raise UsageError(f"{args.run_dir} is not a run directory (no run.json); pass runs/<name>")
     from reports.html import write_report
 
-    print(write_report(args.run_dir, args.rank_by, args.penalty, args.onset_k))
+    print(
+        write_report(args.run_dir, rank_by=args.rank_by, penalty=args.penalty, onset_k=args.onset_k)
+    )
     return 0
 
 
@@ -348,9 +350,10 @@ def run_export(argv: list[str]) -> int:
     args = export_parser().parse_args(argv)
     if not (args.run_dir / "run.json").exists():
         raise UsageError(f"{args.run_dir} is not a run directory (no run.json); pass runs/<name>")
+    from reports.model_card import write_model_card
     from search.export import export_best
 
-    print(export_best(args.run_dir, args.format, args.output))
+    print(export_best(args.run_dir, args.format, args.output, document=write_model_card))
     return 0
 
 

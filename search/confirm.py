@@ -32,7 +32,7 @@ def trial_values(trial: pd.Series, declared: kt.HyperParameters) -> dict:
     """A stored trial's active values, typed as the space declares them (trials.csv gives an
     integer column with empty cells back as floats); Hyperband's bookkeeping left out."""
     values = trial_hyperparameters(trial)
-    return check_enqueued([values], declared, {}, f"trial {trial.name}")[0]
+    return check_enqueued([values], declared, {}, source=f"trial {trial.name}")[0]
 
 
 def _run_store(run_dir: Path, trial_id: int, run: int) -> RunStore:
@@ -40,7 +40,7 @@ def _run_store(run_dir: Path, trial_id: int, run: int) -> RunStore:
 
 
 def _confirmation_run(
-    runner: TrialRunner, trial_id: int, values: dict, run: int, seed: int
+    runner: TrialRunner, trial_id: int, values: dict, *, run: int, seed: int
 ) -> dict:
     """Run `run` of a finalist with `seed`, or what an earlier process left of it."""
     store = _run_store(runner.store.run_dir, trial_id, run)
@@ -52,8 +52,8 @@ def _confirmation_run(
             runner.space,
             runner.ctx,
             runner.data,
-            store,
-            settings,
+            store=store,
+            settings=settings,
             features=runner.features,
             reuse_heads=False,  # a fresh seed for both phases, not the finalist's first stage
             announce_as=f"confirm trial {trial_id} run {run} (seed {seed})",
@@ -67,7 +67,7 @@ def _confirmation_run(
 
 
 def confirm_top(
-    runner: TrialRunner, top: int, seeds: int, declared: kt.HyperParameters
+    runner: TrialRunner, top: int, seeds: int, *, declared: kt.HyperParameters
 ) -> pd.DataFrame:
     """Train the `top` best trials `seeds` more times each; return every run of theirs, run 0
     being the search's own. Failed runs are listed and left out of the means."""
@@ -81,7 +81,7 @@ def confirm_top(
         rows.append(own | {"status": TrialStatus.COMPLETE} | figures)
         for run in range(1, seeds + 1):
             seed = runner.settings.seed + trial_id + run * SEED_STRIDE
-            rows.append(_confirmation_run(runner, trial_id, values, run, seed))
+            rows.append(_confirmation_run(runner, trial_id, values, run=run, seed=seed))
     return pd.DataFrame(rows)
 
 
@@ -120,7 +120,7 @@ def confirm_finalists(runner: TrialRunner, top: int, seeds: int) -> dict | None:
     if best is None:
         return None
     declared = declared_space(runner.space, runner.ctx)
-    runs = confirm_top(runner, top, seeds, declared)
+    runs = confirm_top(runner, top, seeds, declared=declared)
     store.set_confirmation(summarise(runs), runs)
     winner = int(store.best_trial()["trial_id"])
     run = exported_run(runs, winner, int(best["trial_id"]))

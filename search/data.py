@@ -244,7 +244,7 @@ def _cache_key(files: dict[str, list], size: int) -> str:
     return digest.hexdigest()[:20]
 
 
-def _decode_into(x: np.ndarray, paths: list[Path], size: int, workers: int) -> list:
+def _decode_into(x: np.ndarray, paths: list[Path], size: int, *, workers: int) -> list:
     """Decode `paths` into the rows of `x` in order, a chunk at a time (so a memory-mapped `x`
     never needs the whole split in memory); returns each path's row index or error text."""
     outcomes, row = [], 0
@@ -259,7 +259,7 @@ def _decode_into(x: np.ndarray, paths: list[Path], size: int, workers: int) -> l
     return outcomes
 
 
-def _decode_splits(files: dict[str, list], size: int, workers: int, folder: Path | None):
+def _decode_splits(files: dict[str, list], size: int, workers: int, *, folder: Path | None):
     """Decode every split, into memory or, with `folder`, into .npy files there (memory-mapped).
     Returns the splits, the skipped files, and each split's number of usable images."""
     splits, skipped, counts = {}, [], {}
@@ -270,7 +270,7 @@ def _decode_splits(files: dict[str, list], size: int, workers: int, folder: Path
             x = np.empty(shape, np.uint8)
         else:
             x = np.lib.format.open_memmap(folder / f"{name}_x.npy", "w+", np.uint8, shape)
-        outcomes = _decode_into(x, paths, size, workers)
+        outcomes = _decode_into(x, paths, size, workers=workers)
         good = [f for f, o in zip(files[name], outcomes, strict=True) if not isinstance(o, str)]
         skipped += [
             {"split": name, "path": str(p), "reason": o}
@@ -286,7 +286,7 @@ def _decode_splits(files: dict[str, list], size: int, workers: int, folder: Path
     return splits, skipped, counts
 
 
-def _write_meta(folder: Path, splits: dict[str, Split], skipped: list[dict], counts) -> None:
+def _write_meta(folder: Path, splits: dict[str, Split], skipped: list[dict], *, counts) -> None:
     meta = {n: splits[n].files for n in SPLITS} | {"skipped": skipped, "counts": counts}
     (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
 
@@ -305,14 +305,14 @@ def _load_cache(folder: Path):
     return splits, meta["skipped"]
 
 
-def _decode_cached(files: dict[str, list], size: int, workers: int, folder: Path):
+def _decode_cached(files: dict[str, list], size: int, workers: int, *, folder: Path):
     """Decode into a temporary folder beside `folder` and rename it into place, so a crash
     never leaves a half-written cache that looks complete."""
 
     def write(tmp: Path) -> None:
         # The memory maps point into tmp and die with this call: reopened at their final place.
-        splits, skipped, counts = _decode_splits(files, size, workers, tmp)
-        _write_meta(tmp, splits, skipped, counts)
+        splits, skipped, counts = _decode_splits(files, size, workers, folder=tmp)
+        _write_meta(tmp, splits, skipped, counts=counts)
 
     atomic_folder(folder, write)  # another process may finish the same cache first
     return _load_cache(folder)
@@ -351,13 +351,13 @@ def load_image_data(
     fingerprint = _cache_key(files, image_size)
     workers = workers or os.cpu_count() or 1
     if cache_dir is None:
-        splits, skipped, _ = _decode_splits(files, image_size, workers, None)
+        splits, skipped, _ = _decode_splits(files, image_size, workers, folder=None)
     else:
         folder = cache_dir / f"images-{fingerprint}"
         cached = _load_cache(folder)
         if cached is None:
             shutil.rmtree(folder, ignore_errors=True)  # damaged: decode again
-            cached = _decode_cached(files, image_size, workers, folder)
+            cached = _decode_cached(files, image_size, workers, folder=folder)
         splits, skipped = cached
     _require_images(class_names, splits)
     return ImageData(

@@ -14,13 +14,12 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
 
 from search.errors import UsageError, first_line
-from search.model_card import write_model_card
 from search.store import RunStore
 
 FORMATS = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite"}
@@ -58,9 +57,16 @@ UNSUPPORTED_OPS = re.compile(r"^(?:TF Select|Flex|Custom) ops: (.+)$", re.MULTIL
 SHOWN_ERROR = 300  # characters of any other converter error: its first line runs on into MLIR
 
 
-def export_best(run_dir: Path, fmt: str, output: Path | None = None) -> Path:
+def export_best(
+    run_dir: Path,
+    fmt: str,
+    output: Path | None = None,
+    *,
+    document: Callable[[Path, Path], object] | None = None,
+) -> Path:
     """Write the run's best model in `fmt` for inference (default place: runs/<name>/export/),
-    with MODEL_CARD.md and labels.json beside it, and return its path."""
+    with labels.json beside it, and return its path. `document(run_dir, folder)` writes what
+    else ships with the model (the command line passes reports.model_card.write_model_card)."""
     store = RunStore(run_dir)
     if not store.best_model_path.exists():
         raise UsageError(f"{run_dir} has no best_model.keras: no trial of it has completed")
@@ -70,7 +76,8 @@ def export_best(run_dir: Path, fmt: str, output: Path | None = None) -> Path:
     if fmt == "keras" and output.suffix != ".keras":
         raise UsageError(f"--output {output}: a Keras model file must end in .keras")
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_model_card(store.run_dir, output.parent)  # the model ships with what it is
+    if document is not None:
+        document(store.run_dir, output.parent)  # the model ships with what it is
     info = store.read_run_info()
     labels = {"class_names": info["class_names"], "image_size": info["image_size"]}
     (output.parent / LABELS_NAME).write_text(json.dumps(labels, indent=2), encoding="utf-8")

@@ -232,7 +232,7 @@ class FeatureCache:
         folder = self.cache_dir / "heads"
         return folder / f"{key}.weights.h5", folder / f"{key}.json"
 
-    def save_head(self, key: str, split: FrozenSplit, trial_id: int, rows: list[dict]) -> None:
+    def save_head(self, key: str, split: FrozenSplit, *, trial_id: int, rows: list[dict]) -> None:
         """Keep a trained phase-one head (its weights and epoch rows) for later trials."""
         self._heads[key] = (trial_id, list(rows), split.head.get_weights())
         paths = self._head_paths(key)

@@ -76,7 +76,7 @@ def parse_fixed(pairs: Sequence[str], declared: kt.HyperParameters) -> dict[str,
 
 
 def check_enqueued(
-    sets: Sequence[dict], declared: kt.HyperParameters, fixed: dict[str, object], source: str
+    sets: Sequence[dict], declared: kt.HyperParameters, fixed: dict[str, object], *, source: str
 ) -> list[dict]:
     """`sets` (from `source`) with each value as the space holds it. A name the space lacks, a
     value it cannot take, or one that contradicts --fix is refused before any trial runs:

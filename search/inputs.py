@@ -59,7 +59,7 @@ def _gather(x: np.ndarray, limit: int):
     return gather
 
 
-def _batches(x: np.ndarray, y: np.ndarray, indices: tf.data.Dataset, limit: int | None):
+def _batches(x: np.ndarray, y: np.ndarray, indices: tf.data.Dataset, *, limit: int | None):
     gather_x = _gather(x, in_memory_limit() if limit is None else limit)
     labels = _tensor(y)
     return indices.map(
@@ -73,6 +73,7 @@ def training_dataset(
     x: np.ndarray,
     y: np.ndarray,
     batch_size: int,
+    *,
     seed: int,
     limit: int | None = None,
     drop_remainder: bool = False,
@@ -84,19 +85,26 @@ def training_dataset(
     left out of every epoch."""
     order = tf.data.Dataset.range(len(y)).shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
     drop = drop_remainder and len(y) >= batch_size
-    return _batches(x, y, order.batch(batch_size, drop_remainder=drop), limit)
+    return _batches(x, y, order.batch(batch_size, drop_remainder=drop), limit=limit)
 
 
 def evaluation_dataset(
-    x: np.ndarray, y: np.ndarray, batch_size: int, limit: int | None = None
+    x: np.ndarray, y: np.ndarray, batch_size: int, *, limit: int | None = None
 ) -> tf.data.Dataset:
     """Batches of (x, y) in order."""
-    return _batches(x, y, tf.data.Dataset.range(len(y)).batch(batch_size), limit)
+    return _batches(x, y, tf.data.Dataset.range(len(y)).batch(batch_size), limit=limit)
 
 
 def subset_dataset(
-    x: np.ndarray, y: np.ndarray, indices: np.ndarray, batch_size: int, limit: int | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    indices: np.ndarray,
+    *,
+    batch_size: int,
+    limit: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of (x, y) of the rows `indices`, in that order, gathered from the same tensors
     as every other pipeline over `x`, so a sample of the training images copies none of them."""
-    return _batches(x, y, tf.data.Dataset.from_tensor_slices(indices).batch(batch_size), limit)
+    return _batches(
+        x, y, tf.data.Dataset.from_tensor_slices(indices).batch(batch_size), limit=limit
+    )

@@ -56,6 +56,7 @@ def predict_files(
     model_path: Path,
     image_paths: Sequence[Path | str],
     class_names: Sequence[str],
+    *,
     image_size: int | None = None,
 ) -> list[dict]:
     """One prediction per image, in order: its path, the predicted class and every class's
@@ -89,7 +90,7 @@ def predict_target(
         raise UsageError(
             f"{target}: no {LABELS_NAME} beside it or run.json near it to name the classes"
         )
-    return predict_files(model_path, image_paths, names, info.get("image_size"))
+    return predict_files(model_path, image_paths, names, image_size=info.get("image_size"))
 
 
 def describe(prediction: dict) -> str:

@@ -75,7 +75,7 @@ def refit_best(
     # Validation images join the training set: nothing is held out but the test split.
     x = np.concatenate([data.train.x, data.validation.x])
     y = np.concatenate([data.train.y, data.validation.y])
-    batches = training_dataset(x, y, settings.batch_size, settings.seed + trial_id)
+    batches = training_dataset(x, y, settings.batch_size, seed=settings.seed + trial_id)
     model.fit(batches, epochs=plan.first_epochs, verbose=0)
     fine_tune = space.fine_tune  # a space's optional second stage
     if plan.fine_tune_epochs and fine_tune is not None and fine_tune(hp, model):

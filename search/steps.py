@@ -192,7 +192,7 @@ def first_trials(
             name = values.get("baseline") or preset_of(config.space, values)
             print(f"baseline {name} left out: --fix pins what it sets otherwise", flush=True)
     if queued:
-        kept += check_enqueued(queued, declared, fixed, f"--enqueue {config.enqueue}")
+        kept += check_enqueued(queued, declared, fixed, source=f"--enqueue {config.enqueue}")
     if len(kept) > config.max_trials and config.space != "baselines":
         print(
             f"{len(kept)} first trials queued; --max-trials {config.max_trials} runs the first "
@@ -254,7 +254,7 @@ def prepare(config: SearchConfig, backend: Backend, report: Report | None) -> It
     inputs = check_inputs(config, backend)
     create_store(store)
     with store.exclusive_run() if owner else contextlib.nullcontext():
-        run = _load(config, backend, store, inputs, owner=owner, report=report)
+        run = _load(config, backend, store=store, inputs=inputs, owner=owner, report=report)
         if owner:
             store.reconcile()
             store.write_run_info(run.info | {"status": "running"})
@@ -273,9 +273,9 @@ def prepare(config: SearchConfig, backend: Backend, report: Report | None) -> It
 def _load(
     config: SearchConfig,
     backend: Backend,
+    *,
     store: RunStore,
     inputs: _Inputs,
-    *,
     owner: bool,
     report: Report | None,
 ) -> PreparedRun:
@@ -351,8 +351,8 @@ def trial_runner(run: PreparedRun) -> TrialRunner:
         run.space,
         run.ctx,
         run.data,
-        run.store,
-        TrainSettings.of(config, run.precision),
+        store=run.store,
+        settings=TrainSettings.of(config, run.precision),
         # Hyperband sizes its own brackets from --epochs; it has no trial budget to show.
         max_trials=None if config.algorithm == "hyperband" else config.max_trials,
         # The report is rewritten as trials finish, so a long search can be watched by reloading.

@@ -88,6 +88,18 @@ class TrialResult:
         return {k: v for k, v in self.__dict__.items() if k != "trial_id"}
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What a back end asks of one run of a trial (TrialRunner.run's arguments)."""
+
+    epochs: int | None
+    initial_epoch: int
+    initial_weights: Path | None
+    extra_callbacks: list[keras.callbacks.Callback]
+    prune_on: tuple[type[BaseException], ...]
+    on_epoch: Callable[[dict], None] | None
+
+
 @dataclass
 class _Fit:
     """What the phases of one trial share: its epoch rows and the back end's hooks."""
@@ -149,6 +161,7 @@ class EpochRecorder(keras.callbacks.Callback):
         store: RunStore,
         trial_id: int,
         phase: str,
+        *,
         rows: list[dict],
         on_epoch: Callable[[dict], None] | None = None,
     ):
@@ -223,6 +236,7 @@ class TrialRunner:
         space: Space,
         ctx: SpaceContext,
         data: ImageData,
+        *,
         store: RunStore,
         settings: TrainSettings,
         max_trials: int | None = None,
@@ -248,6 +262,7 @@ class TrialRunner:
         self,
         trial_id: int,
         hp,
+        *,
         epochs: int | None = None,
         initial_epoch: int = 0,
         initial_weights: Path | None = None,
@@ -264,26 +279,45 @@ class TrialRunner:
         record (an Optuna study) never lags behind the store.
         """
         start = time.perf_counter()
+        request = _Request(
+            epochs, initial_epoch, initial_weights, list(extra_callbacks), prune_on, on_epoch
+        )
+        fit, error, pruned = self._attempt(trial_id, hp, request, start=start)
+        model = fit.model
+        seconds = time.perf_counter() - start
+        result = self._judge(
+            trial_id, model, fit.rows, error=error, seconds=seconds, clean=fit.clean
+        )
+        result.batch_size = fit.batch_size
+        result.features, result.head_from_trial = fit.features, fit.head_from_trial
+        result.jit = fit.jit
+        result.rss_mb = resident_mb()
+        if result.rss_mb is not None:
+            self._resident.append(result.rss_mb)
+        if pruned and result.status == TrialStatus.COMPLETE:
+            result.status = TrialStatus.PRUNED
+        self._record(result, fit, hp, on_result=on_result)
+        return result, (model if result.status == TrialStatus.COMPLETE else None)
+
+    def _attempt(
+        self, trial_id: int, hp, request: _Request, *, start: float
+    ) -> tuple[_Fit, str, bool]:
+        """Train the trial; out of memory, halve the batch and try once more, as AutoKeras
+        does. Returns what was trained, the error that ended it ("" for none), and whether
+        the back end pruned it."""
         error, pruned = "", False
-        # Out of memory: halve the batch and try once more, as AutoKeras does.
         for batch_size in (self.settings.batch_size, self.settings.batch_size // 2):
-            fit = _Fit(trial_id, [], list(extra_callbacks), on_epoch, batch_size)
+            fit = _Fit(trial_id, [], request.extra_callbacks, request.on_epoch, batch_size)
             self._start(trial_id, hp)
             try:
-                self._train(hp, fit, epochs, initial_epoch, initial_weights)
+                self._train(hp, fit, request)
                 error = ""
-            except prune_on:
+            except request.prune_on:
                 pruned = True
             except KeyboardInterrupt:
                 seconds = round(time.perf_counter() - start, 3)
-                self.store.finish_trial(
-                    trial_id,
-                    {
-                        "status": TrialStatus.INTERRUPTED,
-                        "error": "interrupted",
-                        "duration_s": seconds,
-                    },
-                )
+                interrupted = {"status": TrialStatus.INTERRUPTED, "error": "interrupted"}
+                self.store.finish_trial(trial_id, interrupted | {"duration_s": seconds})
                 raise
             except Exception as failure:  # any error in build or fit fails this trial only
                 error = first_line(failure)
@@ -297,32 +331,32 @@ class TrialRunner:
                         )
                         continue
             break
-        model = fit.model
-        seconds = time.perf_counter() - start
-        result = self._judge(trial_id, model, fit.rows, error, seconds, fit.clean)
-        result.batch_size = fit.batch_size
-        result.features, result.head_from_trial = fit.features, fit.head_from_trial
-        result.jit = fit.jit
-        result.rss_mb = resident_mb()
-        if result.rss_mb is not None:
-            self._resident.append(result.rss_mb)
-        if pruned and result.status == TrialStatus.COMPLETE:
-            result.status = TrialStatus.PRUNED
-        if result.status == TrialStatus.COMPLETE and self.store.would_lead(trial_id, result.row()):
-            # Staged before the row says complete, so the best complete trial always has its
-            # model; a trial that cannot be best is not saved at all.
-            self.store.stage_model(model, trial_id)
-        if result.status == TrialStatus.COMPLETE:  # before its row says so, as its model is
+        return fit, error, pruned
+
+    def _record(
+        self,
+        result: TrialResult,
+        fit: _Fit,
+        hp,
+        *,
+        on_result: Callable[[TrialResult, dict], None] | None,
+    ) -> None:
+        """Store the trial's outcome: a complete one's model (staged before its row says
+        complete, so the best complete trial always has its model; one that cannot be best is
+        not saved at all) and validation predictions, then its row."""
+        trial_id, complete = result.trial_id, result.status == TrialStatus.COMPLETE
+        if complete and self.store.would_lead(trial_id, result.row()):
+            self.store.stage_model(fit.model, trial_id)
+        if complete:  # before its row says so, as its model is
             self.store.save_predictions(trial_id, "validation", fit.predictions)
         if on_result is not None:
             on_result(result, hp.values)
         self.store.finish_trial(trial_id, result.row(), hp.values)
-        if result.status == TrialStatus.COMPLETE:
+        if complete:
             self.store.promote(trial_id, hp.values)
         self._announce(result)
         if self.after_trial is not None:
             self.after_trial()
-        return result, (model if result.status == TrialStatus.COMPLETE else None)
 
     def check_memory(self) -> None:
         """Raise Restart, between trials, when the next trial would likely take the process
@@ -346,20 +380,19 @@ class TrialRunner:
         keras.utils.set_random_seed(self.settings.seed + trial_id)
         self.store.begin_trial(trial_id, hp.values)
 
-    def _train(
-        self, hp, fit: _Fit, epochs: int | None, initial_epoch: int, initial_weights: Path | None
-    ) -> None:
+    def _train(self, hp, fit: _Fit, request: _Request) -> None:
         fit.model = model = self.space.build(hp, self.ctx)
-        if initial_weights is not None:
+        if request.initial_weights is not None:
             with warnings.catch_warnings():  # the new optimizer has no state to restore yet
                 warnings.simplefilter("ignore", UserWarning)
-                model.load_weights(initial_weights)
-        last = initial_epoch + (epochs or self.settings.epochs)
+                model.load_weights(request.initial_weights)
+        initial_epoch = request.initial_epoch
+        last = initial_epoch + (request.epochs or self.settings.epochs)
         frozen = split_frozen_base(model) if self.features is not None else None
         if frozen is None:
-            self._fit(model, hp, fit, "train", initial_epoch, last)
+            self._fit(model, hp, fit, phase="train", initial_epoch=initial_epoch, epochs=last)
         else:
-            self._train_head(frozen, hp, fit, initial_epoch, last)
+            self._train_head(frozen, hp, fit, initial_epoch=initial_epoch, last=last)
         fine_tune = self.space.fine_tune
         if fit.rows and not _diverged(fit.rows) and fine_tune and fine_tune(hp, model):
             self._fine_tune(model, hp, fit)
@@ -381,7 +414,7 @@ class TrialRunner:
         self, model: keras.Model, train_x: np.ndarray, batch_size: int
     ) -> dict[str, float]:
         """CLEAN_KEYS of `model` as it is, on the training sample (or its cached features)."""
-        batches = subset_dataset(train_x, self.data.train.y, self._sample, batch_size)
+        batches = subset_dataset(train_x, self.data.train.y, self._sample, batch_size=batch_size)
         logs = model.evaluate(batches, verbose=0, return_dict=True)
         return {
             "train_accuracy_clean": float(logs["accuracy"]),
@@ -389,7 +422,7 @@ class TrialRunner:
         }
 
     def _train_head(
-        self, frozen: FrozenSplit, hp, fit: _Fit, initial_epoch: int, last: int
+        self, frozen: FrozenSplit, hp, fit: _Fit, *, initial_epoch: int, last: int
     ) -> None:
         """The first phase on cached base features: only the head runs, and it is the model's
         own head, so the full model ends up with the weights it learns. A fine-tune trial whose
@@ -416,9 +449,17 @@ class TrialRunner:
                     self._replay_epoch(fit, row)
                 return
         inputs = (features["train"], self.data.train.y, features["validation"])
-        self._fit(frozen.head, hp, fit, "train", initial_epoch, last, inputs)
+        self._fit(
+            frozen.head,
+            hp,
+            fit,
+            phase="train",
+            initial_epoch=initial_epoch,
+            epochs=last,
+            inputs=inputs,
+        )
         if fit.rows and not _diverged(fit.rows):
-            self.features.save_head(head_key, frozen, fit.trial_id, fit.rows)
+            self.features.save_head(head_key, frozen, trial_id=fit.trial_id, rows=fit.rows)
 
     def _phase_one_values(self, hp) -> dict:
         return {k: v for k, v in hp.values.items() if k not in self.space.second_stage}
@@ -436,7 +477,14 @@ class TrialRunner:
         frozen_weights, frozen_best = model.get_weights(), self._best(fit.rows)["val_loss"]
         done = len(fit.rows)
         last = fit.rows[-1]["epoch"]
-        self._fit(model, hp, fit, "fine_tune", last, last + self.settings.epochs)
+        self._fit(
+            model,
+            hp,
+            fit,
+            phase="fine_tune",
+            initial_epoch=last,
+            epochs=last + self.settings.epochs,
+        )
         tuned = fit.rows[done:]
         if tuned and not _diverged(tuned) and self._best(tuned)["val_loss"] >= frozen_best:
             model.set_weights(frozen_weights)
@@ -446,6 +494,7 @@ class TrialRunner:
         model: keras.Model,
         hp,
         fit: _Fit,
+        *,
         phase: str,
         initial_epoch: int,
         epochs: int,
@@ -466,7 +515,7 @@ class TrialRunner:
                 restore_best_weights=True,
                 start_from_epoch=self.settings.warmup_epochs,
             ),
-            EpochRecorder(self.store, fit.trial_id, phase, fit.rows, fit.on_epoch),
+            EpochRecorder(self.store, fit.trial_id, phase, rows=fit.rows, on_epoch=fit.on_epoch),
             *fit.extra_callbacks,
         ]
         if self.settings.clean_train_eval == "every":
@@ -480,7 +529,9 @@ class TrialRunner:
             ]
         seed = self.settings.seed + fit.trial_id
         model.fit(
-            training_dataset(train_x, train_y, fit.batch_size, seed, drop_remainder=drop_remainder),
+            training_dataset(
+                train_x, train_y, fit.batch_size, seed=seed, drop_remainder=drop_remainder
+            ),
             epochs=epochs,
             initial_epoch=initial_epoch,
             validation_data=evaluation_dataset(val_x, data.validation.y, fit.batch_size),
@@ -515,6 +566,7 @@ class TrialRunner:
         trial_id: int,
         model,
         rows: list[dict],
+        *,
         error: str,
         seconds: float,
         clean: dict | None = None,

@@ -15,7 +15,7 @@ from spaces.context import SpaceContext
 def build(hp, ctx: SpaceContext) -> keras.Model:
     inputs = blocks.image_input(ctx)
     x = blocks.augmentation(hp, inputs)
-    return scratch.classifier_model(hp, ctx, inputs, blocks.scaling(x, "rescale"))
+    return scratch.classifier_model(hp, ctx, inputs=inputs, x=blocks.scaling(x, "rescale"))
 
 
 SPACE = Space(name="augment", build=build)

@@ -75,7 +75,7 @@ PREPROCESS_FIRST = (
 IMAGENET = "backbone weights are the run's --weights (the document uses ImageNet)"
 
 
-def _augmentation(flip: str, rotation: float, zoom: float = 0.0, translation: float = 0.0):
+def _augmentation(flip: str, rotation: float, *, zoom: float = 0.0, translation: float = 0.0):
     return {
         "flip": flip,
         "rotation": rotation,
@@ -92,6 +92,7 @@ def _cnn(
     filters: list[int],
     padding: str,
     dense_units: int,
+    *,
     batch_norm: bool = False,
     block_dropout: dict[int, float] | None = None,
     conv_dropout: float = 0.0,
@@ -122,6 +123,7 @@ def _transfer(
     flip: str,
     pooling: str,
     dense_units: int,
+    *,
     dropout: float,
     learning_rate: float = 1e-3,
     dropout_position: str = "after_dense",
@@ -221,7 +223,9 @@ PRESETS: dict[str, Preset] = {
     ),
     "seed001_model4": Preset(
         "transfer",
-        _transfer("horizontal_and_vertical", "max", 64, 0.3, dropout_position="before_dense"),
+        _transfer(
+            "horizontal_and_vertical", "max", 64, dropout=0.3, dropout_position="before_dense"
+        ),
         POST_5,
         0.965,
         "validation accuracy between 96% and 97%; 95% on the test set",
@@ -270,7 +274,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "seed002_model4": Preset(
         "transfer",
-        _transfer("horizontal_and_vertical", "max", 32, 0.5),
+        _transfer("horizontal_and_vertical", "max", 32, dropout=0.5),
         FOUR_MODELS,
         0.9775,
         "validation accuracy between 97% and 98.5%; around 99% on the test set",
@@ -316,7 +320,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "seed003_model4": Preset(
         "transfer",
-        _transfer("horizontal", "max", 128, 0.5, dropout_position="before_dense"),
+        _transfer("horizontal", "max", 128, dropout=0.5, dropout_position="before_dense"),
         HW3,
         0.985,
         "validation accuracy between 98% and 99%; 98.96% on the test set",
@@ -333,7 +337,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "tf_transfer_frozen": Preset(
         "transfer",
-        _transfer("horizontal", "avg", 0, 0.2, learning_rate=1e-4),
+        _transfer("horizontal", "avg", 0, dropout=0.2, learning_rate=1e-4),
         TF_TRANSFER,
         0.94,
         "~94% validation accuracy after 10 epochs on the frozen base",
@@ -342,7 +346,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "tf_transfer_fine_tune": Preset(
         "transfer",
-        _transfer("horizontal", "avg", 0, 0.2, learning_rate=1e-4, mode="fine_tune"),
+        _transfer("horizontal", "avg", 0, dropout=0.2, learning_rate=1e-4, mode="fine_tune"),
         TF_TRANSFER,
         0.98,
         "nearly 98% validation accuracy after 10 more epochs fine-tuning from layer 100",

@@ -65,6 +65,7 @@ def conv_block(
     x,
     filters: int,
     kernel_size: int,
+    *,
     batch_norm: bool,
     index: int,
     padding: str = "same",

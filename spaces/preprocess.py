@@ -16,7 +16,7 @@ def build(hp, ctx: SpaceContext) -> keras.Model:
     inputs = blocks.image_input(ctx)
     x = blocks.augmentation(hp, inputs)
     x = blocks.scaling(x, hp.Choice("scaling", blocks.SCALINGS, default="rescale"))
-    return scratch.classifier_model(hp, ctx, inputs, x)
+    return scratch.classifier_model(hp, ctx, inputs=inputs, x=x)
 
 
 SPACE = Space(name="preprocess", build=build)

@@ -57,7 +57,15 @@ def features(hp, x):
         last = i == n_blocks
         before_pool = conv_dropout if last and position == "before_pool" else None
         block_padding = padding if i <= VALID_PADDING_BLOCKS else "same"
-        x = blocks.conv_block(x, filters, kernel_size, batch_norm, i, block_padding, before_pool)
+        x = blocks.conv_block(
+            x,
+            filters,
+            kernel_size,
+            batch_norm=batch_norm,
+            index=i,
+            padding=block_padding,
+            dropout_before_pool=before_pool,
+        )
         if block_dropout:
             x = layers.Dropout(block_dropout, name=f"block_dropout_{i}")(x)
     if position == "after_pool":
@@ -76,7 +84,7 @@ def features(hp, x):
     )(x)
 
 
-def classifier_model(hp, ctx: SpaceContext, inputs, x) -> keras.Model:
+def classifier_model(hp, ctx: SpaceContext, *, inputs, x) -> keras.Model:
     """Finish a scratch-style model on `x` and compile it with Adam, as every document does."""
     outputs = blocks.classifier(features(hp, x), ctx.num_classes)
     model = keras.Model(inputs, outputs, name="scratch_cnn")
@@ -86,7 +94,7 @@ def classifier_model(hp, ctx: SpaceContext, inputs, x) -> keras.Model:
 
 def build(hp, ctx: SpaceContext) -> keras.Model:
     inputs = blocks.image_input(ctx)
-    return classifier_model(hp, ctx, inputs, blocks.scaling(inputs, "rescale"))
+    return classifier_model(hp, ctx, inputs=inputs, x=blocks.scaling(inputs, "rescale"))
 
 
 SPACE = Space(name="scratch", build=build)

@@ -17,10 +17,10 @@ import numpy as np
 import optuna
 import pytest
 
+from reports.model_card import write_model_card
 from search.backends import keras_tuner as kt_backend
 from search.backends.optuna import OptunaHyperParameters
 from search.data import decode_image
-from search.model_card import write_model_card
 from search.predict import describe, predict_files, predict_target
 from search.stats import wilson_interval
 from search.steps import SearchConfig, describe_run, run_search, score_best_on_test
@@ -328,7 +328,11 @@ def test_two_stage_preset_trains_both_stages_as_a_trial(ctx, tiny_data, tmp_path
     store = RunStore(tmp_path / "run")
     store.create()
     runner = TrialRunner(
-        baselines.SPACE, ctx, tiny_data, store, TrainSettings(epochs=1, batch_size=16)
+        baselines.SPACE,
+        ctx,
+        tiny_data,
+        store=store,
+        settings=TrainSettings(epochs=1, batch_size=16),
     )
     result, _ = runner.run(0, trial_hp("tf_transfer_fine_tune"))
     assert result.status == "complete", result.error
@@ -352,7 +356,9 @@ def baselines_run(ctx, tiny_data, tmp_path_factory) -> RunStore:
         | {"status": "finished"}
     )
     settings = TrainSettings(epochs=1, batch_size=16)
-    runner = TrialRunner(baselines.SPACE, ctx, tiny_data, store, settings, max_trials=2)
+    runner = TrialRunner(
+        baselines.SPACE, ctx, tiny_data, store=store, settings=settings, max_trials=2
+    )
     kt_backend.run_tuner(
         runner, algorithm="random", max_trials=2, seed=7, max_consecutive_failures=3
     )
@@ -621,7 +627,7 @@ def test_three_classes_are_described_most_likely_first(tiny_data, tmp_path):
     model.fit(tiny_data.train.x, labels, epochs=1, batch_size=16, verbose=0)
     model.save(tmp_path / "three.keras")
     files = tiny_data.test.files[:2]
-    predictions = predict_files(tmp_path / "three.keras", files, ["a", "b", "c"], 32)
+    predictions = predict_files(tmp_path / "three.keras", files, ["a", "b", "c"], image_size=32)
     for prediction in predictions:
         shares = sorted(prediction["probabilities"].values(), reverse=True)
         assert sum(shares) == pytest.approx(1.0)

@@ -202,7 +202,9 @@ def test_an_augmented_trial_measures_training_accuracy_without_augmentation(tiny
     store = RunStore(tmp_path / "run")
     store.create()
     settings = TrainSettings(epochs=3, patience=3, batch_size=16)
-    runner = TrialRunner(get_space("augment"), SpaceContext(32, 2), tiny_data, store, settings)
+    runner = TrialRunner(
+        get_space("augment"), SpaceContext(32, 2), tiny_data, store=store, settings=settings
+    )
     result, _ = runner.run(0, hp_of(STRONG_AUGMENTATION))
     assert result.status == "complete"
     epochs = store.epochs()
@@ -237,7 +239,9 @@ def test_a_frozen_feature_trial_measures_it_on_its_cached_features(
     ctx = SpaceContext(32, 2, str(weights_file), 1.0)
     settings = TrainSettings(epochs=2, patience=2, batch_size=16)
     cache = FeatureCache(tiny_data, tmp_path / "cache")
-    runner = TrialRunner(get_space("transfer"), ctx, tiny_data, store, settings, features=cache)
+    runner = TrialRunner(
+        get_space("transfer"), ctx, tiny_data, store=store, settings=settings, features=cache
+    )
     result, model = runner.run(0, hp_of(NO_AUGMENTATION | {"dropout": 0.5}))
     assert (result.status, result.features) == ("complete", "computed")
     assert store.epochs()["train_accuracy_clean"].notna().all()

@@ -51,7 +51,9 @@ def train_one(data, run_dir, warmup_epochs: int):
     store = RunStore(run_dir)
     store.create()
     settings = TrainSettings(epochs=5, patience=1, batch_size=8, warmup_epochs=warmup_epochs)
-    runner = TrialRunner(prior_only_space(), SpaceContext(32, 2), data, store, settings)
+    runner = TrialRunner(
+        prior_only_space(), SpaceContext(32, 2), data, store=store, settings=settings
+    )
     result, model = runner.run(0, kt.HyperParameters())
     return result, model, store.epochs()
 

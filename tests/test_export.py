@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from conftest import error_lines, run_cli
 
+from reports.model_card import write_model_card
 from search.errors import UsageError
 from search.export import FORMATS, LABELS_NAME, TRAINING_ONLY, export_best, inference_model
 from search.predict import describe, predict_target
@@ -137,7 +138,7 @@ def test_every_export_predicts_like_the_trained_model(augmented, fmt, request, t
         output = request.getfixturevalue("exports")[fmt]
     else:
         store = request.getfixturevalue("tiny_run")[1]
-        output = export_best(store.run_dir, fmt, tmp_path / FORMATS[fmt])
+        output = export_best(store.run_dir, fmt, tmp_path / FORMATS[fmt], document=write_model_card)
     card = output.parent / "MODEL_CARD.md"
     assert card.read_text().count("val") > 0, "exported with its card"
     assert (output.parent / LABELS_NAME).exists()

@@ -101,7 +101,7 @@ def cached_runner(
     store.create()
     cache = cache or FeatureCache(data, tmp_path / "cache")
     settings = TrainSettings(epochs=3, patience=3, batch_size=16)
-    return TrialRunner(transfer.SPACE, ctx, data, store, settings, features=cache)
+    return TrialRunner(transfer.SPACE, ctx, data, store=store, settings=settings, features=cache)
 
 
 def test_a_cached_trial_is_the_full_model_on_raw_images(tiny_data, tmp_path, weights_file):

@@ -69,7 +69,7 @@ def test_the_cli_refuses_an_unknown_name_in_one_line_before_any_trial(tiny_folde
 
 def test_enqueued_values_are_read_as_the_space_declares_them(transfer_space):
     sets = [{"mode": "frozen", "dense_units": 64.0, "zoom": 0, "flip": "horizontal"}]
-    checked = check_enqueued(sets, transfer_space, {"mode": "frozen"}, "--enqueue sets.json")
+    checked = check_enqueued(sets, transfer_space, {"mode": "frozen"}, source="--enqueue sets.json")
     assert checked == [{"mode": "frozen", "dense_units": 64, "zoom": 0.0, "flip": "horizontal"}]
     assert type(checked[0]["dense_units"]) is int
 
@@ -88,7 +88,7 @@ def test_enqueued_values_are_read_as_the_space_declares_them(transfer_space):
 def test_bad_enqueued_sets_are_refused_with_what_to_do(transfer_space, values, fixed, message):
     sets = [{"mode": "frozen"}, values]
     with pytest.raises(UsageError, match=f"^--enqueue sets.json, {message}"):
-        check_enqueued(sets, transfer_space, fixed, "--enqueue sets.json")
+        check_enqueued(sets, transfer_space, fixed, source="--enqueue sets.json")
 
 
 def test_baselines_that_contradict_a_pinned_value_are_left_out():

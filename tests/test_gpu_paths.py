@@ -192,7 +192,9 @@ def test_a_cudnn_allocation_failure_is_retried_at_half_batch(tiny_data, tmp_path
     store = RunStore(tmp_path / "run")
     store.create()
     settings = TrainSettings(epochs=1, batch_size=16)
-    runner = TrialRunner(Space("cudnn", build), SpaceContext(32, 2), tiny_data, store, settings)
+    runner = TrialRunner(
+        Space("cudnn", build), SpaceContext(32, 2), tiny_data, store=store, settings=settings
+    )
     result, _ = runner.run(0, kt.HyperParameters())
     assert "out of memory at batch 16; retrying once at batch 8" in capsys.readouterr().out
     assert (result.status, result.batch_size) == ("complete", 8)
@@ -221,7 +223,9 @@ def test_the_nan_check_runs_once_an_epoch_and_stops_a_diverging_trial(tiny_data,
     store = RunStore(tmp_path / "run")
     store.create()
     settings = TrainSettings(epochs=4, patience=4, batch_size=16)
-    runner = TrialRunner(get_space("scratch"), SpaceContext(32, 2), tiny_data, store, settings)
+    runner = TrialRunner(
+        get_space("scratch"), SpaceContext(32, 2), tiny_data, store=store, settings=settings
+    )
     hp = kt.HyperParameters()
     hp.Fixed("learning_rate", 1e30)
     result, model = runner.run(0, hp)
@@ -237,7 +241,7 @@ def test_jit_on_names_the_trials_and_layers_that_fall_back(tiny_data, tmp_path, 
     store.create()
     ctx = SpaceContext(32, 2)
     settings = TrainSettings(epochs=1, batch_size=20, jit="on")  # 48 images: a batch of 8 left
-    augment = TrialRunner(get_space("augment"), ctx, tiny_data, store, settings)
+    augment = TrialRunner(get_space("augment"), ctx, tiny_data, store=store, settings=settings)
     hp = kt.HyperParameters()
     hp.Fixed("rotation", 0.1)
     hp.Fixed("zoom", 0.2)
@@ -245,7 +249,7 @@ def test_jit_on_names_the_trials_and_layers_that_fall_back(tiny_data, tmp_path, 
     out = capsys.readouterr().out
     assert "trial 0: --jit on: trained without XLA (rotation, zoom)" in out
     assert (result.status, result.jit) == ("complete", False)
-    scratch = TrialRunner(get_space("scratch"), ctx, tiny_data, store, settings)
+    scratch = TrialRunner(get_space("scratch"), ctx, tiny_data, store=store, settings=settings)
     result, _ = scratch.run(1, kt.HyperParameters())
     assert (result.status, result.jit) == ("complete", True)
     assert "--jit on" not in capsys.readouterr().out

@@ -102,7 +102,9 @@ def bad_region_space() -> Space:
 def bad_region_runner(data, run_dir, settings: TrainSettings) -> TrialRunner:
     store = RunStore(run_dir)
     store.create()
-    return TrialRunner(bad_region_space(), SpaceContext(32, 2), data, store, settings)
+    return TrialRunner(
+        bad_region_space(), SpaceContext(32, 2), data, store=store, settings=settings
+    )
 
 
 def test_pruning_stops_a_trial_in_the_bad_region(tmp_path):

@@ -39,7 +39,9 @@ def test_failure_out_of_memory_is_retried_at_half_batch_then_recorded(tiny_data,
     store = RunStore(tmp_path / "run")
     store.create()
     settings = TrainSettings(epochs=1, batch_size=16)
-    runner = TrialRunner(oversized_space(), SpaceContext(32, 2), tiny_data, store, settings)
+    runner = TrialRunner(
+        oversized_space(), SpaceContext(32, 2), tiny_data, store=store, settings=settings
+    )
     result, model = runner.run(0, kt.HyperParameters())
     assert result.status == "failed" and result.error.startswith("oom: ResourceExhaustedError")
     assert model is None
@@ -47,7 +49,9 @@ def test_failure_out_of_memory_is_retried_at_half_batch_then_recorded(tiny_data,
     row = store.trials().iloc[0]
     assert (row["status"], row["batch_size"]) == ("failed", 8)
     # Memory is released and the search goes on: the next trial trains normally.
-    scratch = TrialRunner(get_space("scratch"), SpaceContext(32, 2), tiny_data, store, settings)
+    scratch = TrialRunner(
+        get_space("scratch"), SpaceContext(32, 2), tiny_data, store=store, settings=settings
+    )
     assert scratch.run(1, kt.HyperParameters())[0].status == "complete"
 
 

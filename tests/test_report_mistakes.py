@@ -132,7 +132,9 @@ def test_the_gallery_is_capped_most_confident_first(tmp_path):
     store.save_predictions(0, "validation", np.linspace(0.51, 0.99, 40))
     files = [*map(str, photos[:-1]), str(tmp_path / "gone.jpg")]
     store.save_split_images("validation", files, np.zeros(40, int))
-    outcome = split_outcome(store, 0, "validation", ["cats", "dogs"], str(CATS_AND_DOGS))
+    outcome = split_outcome(
+        store, 0, "validation", class_names=["cats", "dogs"], data_dir=str(CATS_AND_DOGS)
+    )
     assert (outcome.n, outcome.correct, outcome.mistakes) == (40, 0, 40)
     assert len(outcome.gallery) == GALLERY_CAP
     shown = [m.probability for m in outcome.gallery]
@@ -141,7 +143,10 @@ def test_the_gallery_is_capped_most_confident_first(tmp_path):
     assert outcome.gallery[1].thumbnail.startswith("data:image/jpeg;base64,")
     assert outcome.gallery[1].name == f"validation/cats/{photos[-2].name}"
     assert outcome.matrix == [[0, 40], [0, 0]]
-    assert split_outcome(store, 0, "test", ["cats", "dogs"], str(CATS_AND_DOGS)) is None
+    assert (
+        split_outcome(store, 0, "test", class_names=["cats", "dogs"], data_dir=str(CATS_AND_DOGS))
+        is None
+    )
 
 
 def test_a_store_without_predictions_says_why_its_marks_are_empty(tmp_path):

@@ -163,7 +163,9 @@ def test_resume_takes_the_stored_settings_from_the_cli(tiny_run):
 def runner_for(space: str, ctx: SpaceContext, data, tmp_path) -> TrialRunner:
     store = RunStore(tmp_path / "run")
     store.create()
-    return TrialRunner(get_space(space), ctx, data, store, TrainSettings(epochs=2, batch_size=16))
+    return TrialRunner(
+        get_space(space), ctx, data, store=store, settings=TrainSettings(epochs=2, batch_size=16)
+    )
 
 
 @pytest.mark.failure

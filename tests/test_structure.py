@@ -1,0 +1,124 @@
+"""The code's shape, as DESIGN.md describes it: data flows one way (spaces/ imports nothing of
+search/ or reports/, and search/ reaches reports/ only from its command line), every back end
+and space provides its documented interface, defaults are written once, and functions stay
+short, taking keyword arguments beyond three."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from search.backends import BACKENDS, Backend, get_backend
+from search.cli import parse_search, search_parser
+from search.config import SearchConfig
+from search.trial import TrainSettings
+from spaces import SPACES, Space, get_space
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("search", "spaces", "reports")
+MAX_FUNCTION_LINES = 60
+# The declarative argparse table: one add_argument call per option, nothing to split.
+LONG_ALLOWED = {("search/cli.py", "search_parser")}
+MAX_POSITIONAL = 3
+
+
+def _modules(package: str) -> dict[str, ast.Module]:
+    return {
+        str(path.relative_to(REPO)): ast.parse(path.read_text(encoding="utf-8"))
+        for path in sorted((REPO / package).rglob("*.py"))
+    }
+
+
+def _functions(tree: ast.Module) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+
+
+def _imported_packages(tree: ast.Module) -> set[str]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_no_function_is_over_60_lines():
+    long = [
+        f"{path}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for package in PACKAGES
+        for path, tree in _modules(package).items()
+        for node in _functions(tree)
+        if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+        and (path, node.name) not in LONG_ALLOWED
+    ]
+    assert not long, "\n".join(long)
+
+
+def test_functions_take_keyword_arguments_beyond_three():
+    offences = []
+    for package in PACKAGES:
+        for path, tree in _modules(package).items():
+            for node in _functions(tree):
+                positional = [*node.args.posonlyargs, *node.args.args]
+                if positional and positional[0].arg in ("self", "cls"):
+                    positional = positional[1:]
+                if len(positional) > MAX_POSITIONAL:
+                    offences.append(f"{path}:{node.lineno} {node.name}({len(positional)})")
+    assert not offences, "\n".join(offences)
+
+
+@pytest.mark.parametrize(
+    ("package", "may_not_import"),
+    [("spaces", {"search", "reports"}), ("search", {"reports"})],
+)
+def test_data_flows_one_way(package, may_not_import):
+    """spaces/ only declares; search/ hands the report a hook from its command line (cli.py),
+    the one module of search/ that may import reports/."""
+    offences = [
+        f"{path} imports {sorted(_imported_packages(tree) & may_not_import)}"
+        for path, tree in _modules(package).items()
+        if path != "search/cli.py" and _imported_packages(tree) & may_not_import
+    ]
+    assert not offences, "\n".join(offences)
+
+
+@pytest.mark.parametrize("name", list(BACKENDS))
+def test_every_back_end_provides_the_backend_protocol(name):
+    """Each function of the Protocol, with its parameters, in the registered module."""
+    backend = get_backend(name)
+    for method, declared in vars(Backend).items():
+        if method.startswith("_") or not callable(declared):
+            continue
+        wanted = list(inspect.signature(declared).parameters)[1:]  # without self
+        provided = getattr(backend, method, None)
+        assert callable(provided), f"{BACKENDS[name].module} has no {method}()"
+        assert list(inspect.signature(provided).parameters) == wanted, method
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_every_space_declares_a_space_of_its_name(name):
+    space = get_space(name)
+    assert isinstance(space, Space) and space.name == name
+    assert space.fine_tune is not None or not space.second_stage, "a second stage needs fine_tune"
+
+
+def test_defaults_are_written_once():
+    """The command line and the trial settings take their defaults from SearchConfig."""
+    parsed = parse_search([])
+    built = SearchConfig(name=parsed.name)
+    command_only = {"max_memory_growth"}  # a command can be restarted, a Python call cannot
+    for field in fields(SearchConfig):
+        if field.name not in command_only:
+            assert getattr(parsed, field.name) == getattr(built, field.name), field.name
+    assert parsed.max_memory_growth > 0 and built.max_memory_growth == 0
+    settings = TrainSettings()
+    for field in fields(TrainSettings):
+        if field.name != "precision":
+            assert getattr(settings, field.name) == getattr(built, field.name), field.name
+    shown = {a.dest: a.default for a in search_parser()._actions}
+    assert shown["epochs"] == SearchConfig.epochs and shown["space"] == SearchConfig.space
