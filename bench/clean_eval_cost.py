@@ -33,7 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 
@@ -195,7 +195,7 @@ def main() -> None:
     for found in results["arms"].values():
         found["summary"] = summary(found["pairs"])
     results |= {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "image_size": IMAGE_SIZE,
         "images": {split: sum(by_class.values()) for split, by_class in counts.items()},

@@ -40,7 +40,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -636,7 +636,7 @@ def write_results(runs: list[Run], paths: Paths, wall: dict[str, float]) -> dict
     traced = [e | {"store": committed_store(paths, e["key"])} for e in entries(runs, paths, wall)]
     results = {
         "machine": machine(),
-        "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": DATA,
         "weights": WEIGHTS,
         "runs": traced,

@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,11 +54,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from search.backends.keras_tuner import OBJECTIVE, declared_space  # noqa: E402
+from search.backends.keras_tuner import OBJECTIVE  # noqa: E402
 from search.data import list_splits, load_image_data  # noqa: E402
 from search.fixed import parse_fixed, pinned_space  # noqa: E402
 from search.inputs import training_dataset  # noqa: E402
-from spaces import transfer  # noqa: E402
+from spaces import declared_space, transfer  # noqa: E402
 from spaces.context import SpaceContext  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "cats_and_dogs_filtered"
@@ -481,8 +481,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(SEED)
     ctx = SpaceContext(size, 2, str(WEIGHTS), 1.0)
-    fixed = parse_fixed(FROZEN_NO_AUGMENTATION, declared_space(transfer, ctx))
-    pinned = pinned_space(declared_space(transfer, ctx), fixed)
+    fixed = parse_fixed(FROZEN_NO_AUGMENTATION, declared_space(transfer.SPACE, ctx))
+    pinned = pinned_space(declared_space(transfer.SPACE, ctx), fixed)
     fix_args = [part for pair in FROZEN_NO_AUGMENTATION for part in ("--fix", pair)]
     with tempfile.TemporaryDirectory(prefix="search-speed-") as scratch:
         scratch = Path(scratch)
@@ -506,7 +506,7 @@ def main() -> None:
         memory = memory_growth(args.rss_trials, 32 if args.quick else 64, data, scratch)
     gpu = precision_speed(size, 3)
     results = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "budget": {
             "image_size": size,

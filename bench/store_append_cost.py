@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -242,7 +242,7 @@ def main() -> None:
         "timed_appends": TIMED,
         "trials_x_epochs": [TRIALS, EPOCHS],
         "repetitions": args.reps,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(root),
     }
     results["table"] = table(results)

@@ -17,6 +17,7 @@ from search.config import SearchConfig, config_defaults
 from search.errors import Restart, SearchStopped, UsageError
 from search.workers import RUN_SEARCH
 from spaces import SPACES
+from spaces.user import is_user_space
 
 EXPORT_FORMATS = ("keras", "savedmodel", "tflite")
 DEFAULT_MEMORY_GROWTH_MB = 256
@@ -28,6 +29,13 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class RaisingParser(OneLineParser):
+    """The same options for the Python API (search.run), whose bad values raise UsageError."""
+
+    def error(self, message: str):
+        raise UsageError(message)
 
 
 def _bounded_int(low: int, high: int | None, wording: str):
@@ -62,9 +70,17 @@ _image_size = _bounded_int(
 )
 
 
-def search_parser() -> OneLineParser:
+class SpaceChoices(list):
+    """--space's choices: the built-in spaces, listed by --help, and any user space spec
+    (FILE.py[:FUNCTION], module:FUNCTION), loaded and checked once the run starts."""
+
+    def __contains__(self, value: object) -> bool:
+        return super().__contains__(value) or (isinstance(value, str) and is_user_space(value))
+
+
+def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineParser:
     spaces = "\n".join(f"  {name:<11} {about}" for name, about in SPACES.items())
-    parser = OneLineParser(
+    parser = parser_class(
         prog="run_search.py",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Search Keras image classifiers on a folder of labelled images.",
@@ -77,8 +93,10 @@ def search_parser() -> OneLineParser:
     add = parser.add_argument
     add(
         "--space",
-        choices=list(SPACES),
-        help="search space (default: %(default)s)",
+        choices=SpaceChoices(SPACES),
+        help="search space: a built-in one, or your own model as FILE.py:FUNCTION, "
+        "package.module:FUNCTION or FILE.py (its build): a build(hp, ctx), a Keras Tuner "
+        "build_model(hp) or a keras_tuner.HyperModel (default: %(default)s)",
     )
     add(
         "--data",
@@ -140,6 +158,12 @@ def search_parser() -> OneLineParser:
         "(default: %(default)s)",
     )
     add("--name", help="run name (default: SPACE-TIMESTAMP); an existing run of that name resumes")
+    add(
+        "--allow-changed-space",
+        action="store_true",
+        help="resume a run of your own --space FILE.py although the file changed since the run "
+        "started (its sha256 is in run.json); trials already run keep their results",
+    )
     add("--runs-dir", help="where run directories go (default: %(default)s)")
     add(
         "--resume",
@@ -266,25 +290,27 @@ def search_parser() -> OneLineParser:
     return parser
 
 
-def _stored_settings(argv: list[str]) -> dict:
+def _stored_settings(argv: list[str], parser: OneLineParser) -> dict:
     """With --resume, a run's stored settings become the defaults of this command."""
-    first, _ = search_parser().parse_known_args(argv)
+    first, _ = parser.parse_known_args(argv)
     if not first.resume or not first.name:
         return {}
     run_json = Path(first.runs_dir) / first.name / "run.json"
     if not run_json.exists():
         return {}
     stored = json.loads(run_json.read_text(encoding="utf-8"))
-    per_process = {"data", "resume", "verbose", "worker", "worker_index"}
+    per_process = {"data", "resume", "verbose", "worker", "worker_index", "allow_changed_space"}
     keys = {f.name for f in fields(SearchConfig)} - per_process
     settings = {k: stored[k] for k in keys if k in stored}
     settings["data"] = stored.get("data")
     return settings
 
 
-def parse_search(argv: list[str]):
-    parser = search_parser()
-    parser.set_defaults(**_stored_settings(argv))
+def parse_search(
+    argv: list[str], parser_class: type[OneLineParser] = OneLineParser
+) -> SearchConfig:
+    parser = search_parser(parser_class)
+    parser.set_defaults(**_stored_settings(argv, search_parser(parser_class)))
     args = parser.parse_args(argv)
     return SearchConfig(**{f.name: getattr(args, f.name) for f in fields(SearchConfig)})
 
@@ -350,6 +376,9 @@ def run_export(argv: list[str]) -> int:
     args = export_parser().parse_args(argv)
     if not (args.run_dir / "run.json").exists():
         raise UsageError(f"{args.run_dir} is not a run directory (no run.json); pass runs/<name>")
+    from search.console import start_tensorflow
+
+    start_tensorflow()  # before anything imports it, so its start-up lines stay off the terminal
     from reports.model_card import write_model_card
     from search.export import export_best
 
@@ -375,6 +404,9 @@ def predict_parser() -> OneLineParser:
 
 def run_predict(argv: list[str]) -> int:
     args = predict_parser().parse_args(argv)
+    from search.console import start_tensorflow
+
+    start_tensorflow()
     from search.predict import describe, predict_target
 
     for prediction in predict_target(args.target, args.images):

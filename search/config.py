@@ -50,6 +50,7 @@ class SearchConfig:
     confirm_top: int = 0  # finalists trained again with confirm_seeds fresh seeds (search.confirm)
     confirm_seeds: int = 2
     refit: bool = False  # the best configuration trained again on training + validation images
+    allow_changed_space: bool = False  # resume a user space whose file changed since the start
     worker: bool = False  # set in the processes that --workers starts
     worker_index: int = 0  # offsets the sampler's seed, so workers do not propose alike
 

@@ -8,17 +8,15 @@ and labels.json (class names and image size), which `predict` reads wherever the
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
 
+from search.console import quiet_stderr
 from search.errors import UsageError, first_line
 from search.store import RunStore
 
@@ -141,19 +139,3 @@ def _conversion_failure(error: Exception) -> str:
             "; export --format savedmodel or keras instead"
         )
     return f"cannot convert the model to TFLite: {first_line(error)[:SHOWN_ERROR]}"
-
-
-@contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to a scratch file meanwhile: TensorFlow's C++ code writes there past
-    Python's logging (the TFLite converter its MLIR, whose gist is also in its exception)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)

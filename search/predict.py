@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from search.console import quiet_stderr
 from search.data import decode_image
 from search.errors import UsageError, first_line
-from search.export import LABELS_NAME, quiet_stderr
+from search.export import LABELS_NAME
 from search.store import RunStore
 
 TOP_CLASSES = 3  # classes named in a sentence when there are more than two

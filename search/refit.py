@@ -24,6 +24,7 @@ from search.store import RunStore
 from search.trial import TrainSettings, best_row
 from spaces import Space
 from spaces.context import SpaceContext
+from spaces.user import labels_for
 
 REFIT_MODEL = "refit_model.keras"
 
@@ -74,13 +75,13 @@ def refit_best(
     model = space.build(hp, ctx)
     # Validation images join the training set: nothing is held out but the test split.
     x = np.concatenate([data.train.x, data.validation.x])
-    y = np.concatenate([data.train.y, data.validation.y])
+    y = labels_for(model, np.concatenate([data.train.y, data.validation.y]), ctx.num_classes)
     batches = training_dataset(x, y, settings.batch_size, seed=settings.seed + trial_id)
-    model.fit(batches, epochs=plan.first_epochs, verbose=0)
+    model.fit(batches, epochs=plan.first_epochs, shuffle=False, verbose=0)
     fine_tune = space.fine_tune  # a space's optional second stage
     if plan.fine_tune_epochs and fine_tune is not None and fine_tune(hp, model):
         last = plan.first_epochs + plan.fine_tune_epochs
-        model.fit(batches, epochs=last, initial_epoch=plan.first_epochs, verbose=0)
+        model.fit(batches, epochs=last, initial_epoch=plan.first_epochs, shuffle=False, verbose=0)
     store.save_model(model, REFIT_MODEL)
     record = {
         "trial_id": trial_id,
@@ -90,8 +91,9 @@ def refit_best(
         "seconds": round(time.perf_counter() - start, 3),
     }
     if len(data.test):
-        test = evaluation_dataset(data.test.x, data.test.y, settings.batch_size)
-        _, accuracy = model.evaluate(test, verbose=0)
+        test_y = labels_for(model, data.test.y, ctx.num_classes)
+        test = evaluation_dataset(data.test.x, test_y, settings.batch_size)
+        accuracy = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
         low, high = accuracy_interval(accuracy, len(data.test))
         record |= {"test_accuracy": accuracy, "test_accuracy_low": low, "test_accuracy_high": high}
     return record

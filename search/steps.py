@@ -18,18 +18,20 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.backends import Backend, get_backend
 from search.config import SearchConfig
+from search.console import start_tensorflow
 from search.data import ImageData, load_image_data, resolve_data_dir
-from search.errors import SearchStopped, UsageError
+from search.errors import SearchStopped, UsageError, first_line
 from search.store import RunStore
 from spaces import Space, declared_space, get_space
 from spaces.context import SpaceContext
+from spaces.user import SpaceError, check_contract, is_user_space, source_digest
 
 if TYPE_CHECKING:
     import keras_tuner as kt
@@ -59,6 +61,7 @@ class PreparedRun:
     """Everything a back end needs to search, fixed before the first trial."""
 
     config: SearchConfig
+    backend: Backend
     store: RunStore
     data: ImageData
     space: Space
@@ -77,10 +80,9 @@ class PreparedRun:
 def run_search(config: SearchConfig, report: Report | None = None) -> RunStore:
     """Search as `config` says, writing the run directory; `report` renders it as trials finish
     and at the end. Raises SearchStopped when the search stopped early (its run is kept)."""
-    backend = get_backend(config.backend)
-    with prepare(config, backend, report) as run:
+    with prepare(config, report) as run:
         runner = trial_runner(run)
-        stopped = search(run, runner, backend)
+        stopped = search(run, runner)
         if run.owner:
             finish(run, runner, stopped)
     if stopped:
@@ -157,7 +159,7 @@ def describe_run(
         "alpha": ctx.alpha,
         "versions": _versions(),
         "devices": devices,
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -202,20 +204,20 @@ def first_trials(
     return kept
 
 
-def check_options(config: SearchConfig, backend: Backend) -> None:
-    """Refuse option combinations that cannot work, before anything is created."""
+def check_options(config: SearchConfig) -> None:
+    """Refuse option combinations that cannot work whatever the back end."""
     if config.warmup_epochs >= config.epochs:
         raise UsageError(
             f"--warmup-epochs {config.warmup_epochs} leaves no epoch of --epochs "
             f"{config.epochs} to judge; pass fewer warm-up epochs or more epochs"
         )
-    backend.check_options(config)
 
 
 @dataclass(frozen=True)
 class _Inputs:
     """What the command asks for, checked before the run directory exists."""
 
+    backend: Backend
     root: Path
     queued: list[dict]
     weights: str
@@ -223,25 +225,28 @@ class _Inputs:
     devices: list[str] | None  # configured already where the backbone's weights needed it
 
 
-def check_inputs(config: SearchConfig, backend: Backend) -> _Inputs:
-    """Options, --enqueue, the data folder and the backbone's weights, so bad input leaves
-    nothing behind."""
-    check_options(config, backend)
+def check_inputs(config: SearchConfig) -> _Inputs:
+    """Options, --enqueue, the data folder, the back end's options and the backbone's weights,
+    so bad input leaves nothing behind. TensorFlow is imported once the cheap checks pass."""
+    check_options(config)
     queued = read_enqueue(config.enqueue)
     root = resolve_data_dir(config.data)
-    if not get_space(config.space).uses_backbone:
-        return _Inputs(root, queued, "imagenet", 1.0, None)
+    start_tensorflow(verbose=config.verbose)  # its start-up lines shown only with --verbose
+    backend = get_backend(config.backend)
+    backend.check_options(config)
+    if not load_space(config.space).uses_backbone:
+        return _Inputs(backend, root, queued, "imagenet", 1.0, None)
     from search.devices import configure_devices
     from search.weights import backbone_weights
 
     # Building the backbone starts TensorFlow's runtime: the devices are set up before.
     devices = configure_devices(config.gpu_memory_mb)
     weights, alpha = backbone_weights(config.weights, config.image_size)
-    return _Inputs(root, queued, weights, alpha, devices)
+    return _Inputs(backend, root, queued, weights, alpha, devices)
 
 
 @contextlib.contextmanager
-def prepare(config: SearchConfig, backend: Backend, report: Report | None) -> Iterator[PreparedRun]:
+def prepare(config: SearchConfig, report: Report | None) -> Iterator[PreparedRun]:
     """Step one: check the inputs, create (or reopen) the run directory and, in the process
     that owns the run, hold its lock for the block; then load the data and devices, learn the
     space, check --fix and the first trials, compare a resumed run's settings, and write
@@ -251,10 +256,10 @@ def prepare(config: SearchConfig, backend: Backend, report: Report | None) -> It
     os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     owner = not config.worker  # the process that started the workers holds the run's lock
     store = find_store(config)
-    inputs = check_inputs(config, backend)
+    inputs = check_inputs(config)
     create_store(store)
     with store.exclusive_run() if owner else contextlib.nullcontext():
-        run = _load(config, backend, store=store, inputs=inputs, owner=owner, report=report)
+        run = _load(config, store=store, inputs=inputs, owner=owner, report=report)
         if owner:
             store.reconcile()
             store.write_run_info(run.info | {"status": "running"})
@@ -272,7 +277,6 @@ def prepare(config: SearchConfig, backend: Backend, report: Report | None) -> It
 
 def _load(
     config: SearchConfig,
-    backend: Backend,
     *,
     store: RunStore,
     inputs: _Inputs,
@@ -294,22 +298,28 @@ def _load(
     devices = inputs.devices
     if devices is None:  # first, before anything below starts TensorFlow's runtime
         devices = configure_devices(config.gpu_memory_mb)
-    space = get_space(config.space)
+    space = load_space(config.space)
     ctx = SpaceContext(config.image_size, len(data.class_names), inputs.weights, inputs.alpha)
     precision = configure_precision(config.mixed_precision)
+    if is_user_space(config.space):  # the built-in spaces keep the contract by construction
+        check_user_model(space, ctx)
     declared = declared_space(space, ctx)
     fixed = parse_fixed(config.fix, declared) if config.fix else {}
     enqueued = first_trials(config, declared=declared, fixed=fixed, queued=inputs.queued)
     declared = pinned_space(declared, fixed)
     if config.space == "baselines":  # every preset that --fix leaves, exactly once
         config = replace(config, max_trials=len(enqueued))
-    grid = sized_grid(config, backend, declared)
+    grid = sized_grid(config, inputs.backend, declared)
     info = describe_run(config, data=data, ctx=ctx, devices=devices, precision=precision)
+    if is_user_space(config.space):
+        info["space_source"] = source_digest(config.space)
     if store.exists():
         _check_same_run(store.read_run_info(), info, store.run_dir)
+        _check_same_space(store.read_run_info(), info, config)
         info["started_at"] = store.read_run_info()["started_at"]
     return PreparedRun(
         config=config,
+        backend=inputs.backend,
         store=store,
         data=data,
         space=space,
@@ -324,6 +334,42 @@ def _load(
         owner=owner,
         report=report,
     )
+
+
+def load_space(spec: str) -> Space:
+    """The space `--space` names; a user space that cannot be loaded is refused in one line."""
+    try:
+        return get_space(spec)
+    except SpaceError as error:
+        raise UsageError(str(error)) from None
+
+
+def check_user_model(space: Space, ctx: SpaceContext) -> None:
+    """Build a user space once at its defaults and check the model contract (input and output
+    shapes, probabilities out) before any trial, so a mismatch is one line, not failed trials."""
+    import keras_tuner as kt
+
+    try:
+        model = space.build(kt.HyperParameters(), ctx)
+    except Exception as error:
+        raise UsageError(
+            f"--space {space.name}: building the model at its defaults failed: {first_line(error)}"
+        ) from None
+    try:
+        check_contract(model, ctx, space.name)
+    except SpaceError as error:
+        raise UsageError(str(error)) from None
+
+
+def _check_same_space(stored: dict, wanted: dict, config: SearchConfig) -> None:
+    """A resumed run of a user space goes on with the same file, unless --allow-changed-space."""
+    before, now = stored.get("space_source"), wanted.get("space_source")
+    if before and now and before["sha256"] != now["sha256"] and not config.allow_changed_space:
+        raise UsageError(
+            f"--space {config.space}: {now['path']} changed since the run started (sha256 "
+            f"{before['sha256'][:12]} then, {now['sha256'][:12]} now); restore it, pick another "
+            f"--name, or pass --allow-changed-space to go on with the new file"
+        )
 
 
 def sized_grid(config: SearchConfig, backend: Backend, declared: kt.HyperParameters) -> dict | None:
@@ -362,12 +408,12 @@ def trial_runner(run: PreparedRun) -> TrialRunner:
     )
 
 
-def search(run: PreparedRun, runner: TrialRunner, backend: Backend) -> SearchStopped | None:
+def search(run: PreparedRun, runner: TrialRunner) -> SearchStopped | None:
     """Step two: the back end's search. Returns why it stopped early, if it did; on Ctrl-C the
     owner marks the run interrupted and reports it before passing the interrupt on."""
     with frozen_startup_objects():
         try:
-            backend.search(run, runner)
+            run.backend.search(run, runner)
         except SearchStopped as error:
             return error
         except KeyboardInterrupt:
@@ -401,7 +447,7 @@ def finish(run: PreparedRun, runner: TrialRunner, stopped: SearchStopped | None)
         info["refit"] = refit_best(
             store, space=run.space, ctx=run.ctx, data=run.data, settings=runner.settings
         )
-    finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     status = f"stopped: {stopped}" if stopped else "finished"
     store.write_run_info(
         info | {"status": status, "test_accuracy": test_accuracy, "finished_at": finished_at}

@@ -34,6 +34,7 @@ from search.schema import TrialStatus
 from search.store import RunStore
 from spaces import Space
 from spaces.context import SpaceContext
+from spaces.user import labels_for
 
 HEAD_STEPS_PER_EXECUTION = 32
 CLEAN_EVAL = ("every", "best", "off")  # --clean-train-eval: after every epoch, once at the end
@@ -414,7 +415,8 @@ class TrialRunner:
         self, model: keras.Model, train_x: np.ndarray, batch_size: int
     ) -> dict[str, float]:
         """CLEAN_KEYS of `model` as it is, on the training sample (or its cached features)."""
-        batches = subset_dataset(train_x, self.data.train.y, self._sample, batch_size=batch_size)
+        train_y = labels_for(model, self.data.train.y, self.ctx.num_classes)
+        batches = subset_dataset(train_x, train_y, self._sample, batch_size=batch_size)
         logs = model.evaluate(batches, verbose=0, return_dict=True)
         return {
             "train_accuracy_clean": float(logs["accuracy"]),
@@ -503,6 +505,8 @@ class TrialRunner:
         """Fit `model` on the run's images, or on `inputs` (train x, train y, validation x)."""
         data = self.data
         train_x, train_y, val_x = inputs or (data.train.x, data.train.y, data.validation.x)
+        train_y = labels_for(model, train_y, self.ctx.num_classes)
+        val_y = labels_for(model, data.validation.y, self.ctx.num_classes)
         # With --jit on, a smaller last batch would make XLA compile the step once more per
         # fit; "auto" keeps every image of every epoch, as without XLA.
         drop_remainder = self._set_jit(model, fit) and self.settings.jit == "on"
@@ -534,8 +538,9 @@ class TrialRunner:
             ),
             epochs=epochs,
             initial_epoch=initial_epoch,
-            validation_data=evaluation_dataset(val_x, data.validation.y, fit.batch_size),
+            validation_data=evaluation_dataset(val_x, val_y, fit.batch_size),
             callbacks=callbacks,
+            shuffle=False,  # the dataset shuffles its indices itself, each epoch
             verbose=1 if self.settings.verbose else 0,
         )
 

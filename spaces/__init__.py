@@ -71,10 +71,38 @@ class Space:
     uses_backbone: bool = False
 
 
+# Spaces handed over in this process (search.run(space=build_model) from a notebook), by name.
+_REGISTERED: dict[str, Space] = {}
+
+
+def register_space(space: Space) -> str:
+    """Make `space` reachable by its name in this process, and return the name."""
+    _REGISTERED[space.name] = space
+    return space.name
+
+
 def get_space(name: str) -> Space:
-    if name not in SPACES:
-        raise ValueError(f"unknown space {name!r}; choose one of {', '.join(SPACES)}")
-    return importlib.import_module(f"spaces.{name}").SPACE
+    """A built-in space by name, a space registered in this process, or a user space by
+    FILE.py[:FUNCTION] or module:FUNCTION (spaces/user.py; a spaces.user.SpaceError says why
+    one cannot be loaded)."""
+    if name in SPACES:
+        return importlib.import_module(f"spaces.{name}").SPACE
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    from spaces.user import is_user_space
+
+    if not is_user_space(name):
+        raise ValueError(
+            f"unknown space {name!r}; choose one of {', '.join(SPACES)} or FILE.py:FUNCTION"
+        )
+    return _user_space(name)
+
+
+@functools.cache  # one import per process, so the space is one object (declared_space's key)
+def _user_space(spec: str) -> Space:
+    from spaces.user import load_user_space
+
+    return load_user_space(spec)
 
 
 def as_hypermodel(space: Space, ctx: SpaceContext) -> kt.HyperModel:

@@ -128,3 +128,20 @@ def test_missing_weights_file(tmp_path, tiny_folder):
     )
     one_error_line(result, "--weights", "/no/such/file.h5")
     assert not (tmp_path / "runs").exists(), "a usage error must leave no run directory"
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_a_fresh_run_starts_with_the_run_line(verbose, tiny_folder, tmp_path):
+    """TensorFlow's native start-up lines (absl, oneDNN, CUDA probing) and Keras's per-trial
+    warnings stay off the terminal; --verbose shows what TensorFlow said."""
+    argv = ["--space", "scratch", "--data", str(tiny_folder), "--max-trials", "1"]
+    argv += ["--epochs", "1", "--image-size", "32", "--runs-dir", str(tmp_path)]
+    result = run_cli(*argv, *(["--verbose"] if verbose else []))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"run {tmp_path}/"), result.stdout[:300]
+    native = ("I0000", "E0000", "W0000", "WARNING: All log messages", "oneDNN", "cuInit")
+    shown = [line for line in result.stderr.splitlines() if line.startswith(native)]
+    if verbose:
+        assert any("oneDNN" in line for line in shown), result.stderr[-2000:]
+    else:
+        assert result.stderr == "", result.stderr[-2000:]

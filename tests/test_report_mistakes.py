@@ -46,7 +46,7 @@ def hostile_run(tmp_path_factory) -> RunStore:
         name="hostile",
         runs_dir=str(tmp_path_factory.mktemp("runs")),
     )
-    return run_search(config)
+    return run_search(config, report=write_report)
 
 
 def test_a_search_stores_intervals_and_predictions(hostile_run):
