@@ -103,6 +103,13 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
         help="image folder: train/ + validation/ (+ test/) of class folders, or class folders; "
         "the default is found in the Keras cache or downloaded (default: %(default)s)",
     )
+    add(
+        "--labels",
+        metavar="FILE.csv",
+        help="classes from a CSV with the columns filename,label (names relative to --data) "
+        "instead of class folders; an optional split column (train, validation, test) "
+        "overrides the seeded split",
+    )
     add("--backend", choices=list(BACKENDS), help="(default: %(default)s)")
     add(
         "--algorithm",

@@ -14,6 +14,7 @@ from datetime import datetime
 class SearchConfig:
     space: str = "transfer"
     data: str = "cats_and_dogs_filtered"
+    labels: str | None = None  # a CSV of filename,label[,split] instead of class folders
     backend: str = "keras-tuner"
     algorithm: str = "random"
     max_trials: int = 10

@@ -207,6 +207,33 @@ def list_splits(root: Path, split_seed: int) -> tuple[str, list[str], dict[str, 
     return "flat", class_names, {"train": train, "validation": validation, "test": test}
 
 
+def list_labelled(
+    root: Path, labels: Path, split_seed: int
+) -> tuple[str, list[str], dict[str, list], list[dict]]:
+    """`list_splits` for --labels: classes from the CSV (search/labels.py), each row in its
+    `split` or, without one, in the seeded split of a flat folder; also the skipped rows."""
+    from search.labels import labelled_files
+
+    class_names, fixed, seeded, skipped = labelled_files(root, labels, _image_files(root))
+    if len(class_names) < 2:
+        raise UsageError(
+            f"--labels {labels}: {len(class_names)} distinct label(s); a classifier needs at "
+            f"least 2 classes"
+        )
+    train, validation = _seeded_holdout(seeded, VALIDATION_FRACTION, split_seed)
+    validation, test = _seeded_holdout(validation, TEST_FRACTION, split_seed)
+    if not fixed["test"] and fixed["validation"]:  # as a train/validation layout
+        fixed["validation"], fixed["test"] = _seeded_holdout(
+            fixed["validation"], TEST_FRACTION, split_seed
+        )
+    files = {
+        "train": sorted(fixed["train"] + train),
+        "validation": sorted(fixed["validation"] + validation),
+        "test": sorted(fixed["test"] + test),
+    }
+    return "labels", class_names, files, skipped
+
+
 def decode_image(path: Path, size: int) -> np.ndarray:
     """Any image Pillow reads, as RGB uint8 (size, size, 3): EXIF rotation applied, grey, CMYK,
     palette and RGBA converted, the first frame of an animation, bilinear resize."""
@@ -340,6 +367,7 @@ def load_image_data(
     split_seed: int = 1337,
     cache_dir: Path | None = None,
     workers: int | None = None,
+    labels: Path | None = None,
 ) -> ImageData:
     """Scan, split and decode `root` once. Unreadable files are skipped and listed, not fatal.
 
@@ -347,7 +375,11 @@ def load_image_data(
     names, sizes and modification times and the image size, and memory-mapped: a resumed run
     does not decode again, and a data set larger than memory is read from disk as needed.
     """
-    layout, class_names, files = list_splits(root, split_seed)
+    if labels is None:
+        layout, class_names, files = list_splits(root, split_seed)
+        unlabelled = []
+    else:
+        layout, class_names, files, unlabelled = list_labelled(root, Path(labels), split_seed)
     fingerprint = _cache_key(files, image_size)
     workers = workers or os.cpu_count() or 1
     if cache_dir is None:
@@ -368,6 +400,6 @@ def load_image_data(
         splits["train"],
         splits["validation"],
         splits["test"],
-        skipped,
+        unlabelled + skipped,
         fingerprint,
     )

@@ -44,6 +44,7 @@ RESUME_KEYS = (
     "backend",
     "algorithm",
     "data",
+    "labels",
     "image_size",
     "split_seed",
     "weights",
@@ -118,7 +119,7 @@ def create_store(store: RunStore) -> None:
 
 
 def _same_setting(key: str, stored, wanted) -> bool:
-    if key == "data":  # one folder, however it is spelt (a checkout moved beside the data)
+    if key in ("data", "labels") and stored and wanted:  # one file, however it is spelt
         return os.path.realpath(stored) == os.path.realpath(wanted)
     return stored == wanted
 
@@ -231,6 +232,10 @@ def check_inputs(config: SearchConfig) -> _Inputs:
     check_options(config)
     queued = read_enqueue(config.enqueue)
     root = resolve_data_dir(config.data)
+    if config.labels is not None:
+        from search.labels import read_label_rows
+
+        read_label_rows(Path(config.labels))  # an unreadable CSV is refused before the run
     start_tensorflow(verbose=config.verbose)  # its start-up lines shown only with --verbose
     backend = get_backend(config.backend)
     backend.check_options(config)
@@ -290,6 +295,7 @@ def _load(
         config.image_size,
         split_seed=config.split_seed,
         cache_dir=cache_dir,
+        labels=Path(config.labels).absolute() if config.labels else None,
     )
     # TensorFlow is imported only once the inputs are known to be usable.
     from search.devices import configure_devices, configure_precision

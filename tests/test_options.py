@@ -417,6 +417,7 @@ def test_an_oversized_optuna_grid_is_refused_in_one_line_under_1_gb(
 ELSEWHERE = {
     "--resume": "test_search.py::test_resume_takes_the_stored_settings_from_the_cli",
     "--allow-changed-space": "test_user_space.py::test_resume_refuses_a_changed_space_file",
+    "--labels": "test_labels.py::test_a_labels_csv_run",
     "--warmup-epochs": "test_early_stopping.py::test_a_search_with_a_warmup_keeps",
     "--max-memory-growth": "test_reliability.py::test_failure_a_process_that_grows",
     "--storage": "test_optuna.py::test_workers_on_two_machines",
