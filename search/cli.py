@@ -140,6 +140,12 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
         "scratch can sit at chance on validation for their first epochs (default: %(default)s)",
     )
     add(
+        "--class-weight",
+        choices=("none", "balanced"),
+        help="balanced: weigh each class in the loss by n / (classes x its training images), "
+        "for folders where one class has far more images (default: %(default)s)",
+    )
+    add(
         "--clean-train-eval",
         choices=("every", "best", "off"),
         help="measure training accuracy and loss in inference mode (no augmentation, no dropout) "

@@ -21,7 +21,7 @@ from search.fixed import hyperparameters_of
 from search.inputs import evaluation_dataset, training_dataset
 from search.stats import accuracy_interval
 from search.store import RunStore
-from search.trial import TrainSettings, best_row
+from search.trial import TrainSettings, best_row, class_weights
 from spaces import Space
 from spaces.context import SpaceContext
 from spaces.user import labels_for
@@ -77,11 +77,19 @@ def refit_best(
     x = np.concatenate([data.train.x, data.validation.x])
     y = labels_for(model, np.concatenate([data.train.y, data.validation.y]), ctx.num_classes)
     batches = training_dataset(x, y, settings.batch_size, seed=settings.seed + trial_id)
-    model.fit(batches, epochs=plan.first_epochs, shuffle=False, verbose=0)
+    weights = class_weights(data.train.y, settings.class_weight)
+    model.fit(batches, epochs=plan.first_epochs, shuffle=False, class_weight=weights, verbose=0)
     fine_tune = space.fine_tune  # a space's optional second stage
     if plan.fine_tune_epochs and fine_tune is not None and fine_tune(hp, model):
         last = plan.first_epochs + plan.fine_tune_epochs
-        model.fit(batches, epochs=last, initial_epoch=plan.first_epochs, shuffle=False, verbose=0)
+        model.fit(
+            batches,
+            epochs=last,
+            initial_epoch=plan.first_epochs,
+            shuffle=False,
+            class_weight=weights,
+            verbose=0,
+        )
     store.save_model(model, REFIT_MODEL)
     record = {
         "trial_id": trial_id,

@@ -56,6 +56,7 @@ class TrainSettings:
     # Epochs 1..N are never judged nor kept (Keras's start_from_epoch).
     warmup_epochs: int = SearchConfig.warmup_epochs
     clean_train_eval: str = SearchConfig.clean_train_eval  # one of CLEAN_EVAL
+    class_weight: str = SearchConfig.class_weight  # "none" or "balanced"
 
     @classmethod
     def of(cls, config: SearchConfig, precision: str) -> TrainSettings:
@@ -205,6 +206,17 @@ def best_row(rows: list[dict], warmup_epochs: int = 0) -> dict:
     if not judged:
         return rows[-1]
     return min(judged, key=lambda r: (r.get("val_loss", math.inf), r["epoch"]))
+
+
+def class_weights(y: np.ndarray, mode: str) -> dict[int, float] | None:
+    """--class-weight balanced: each class weighs n / (classes x its count) in the loss, as
+    scikit-learn's "balanced", so a rare class counts as much as a common one; None otherwise."""
+    if mode != "balanced":
+        return None
+    classes, counts = np.unique(y, return_counts=True)
+    return {
+        int(c): float(len(y) / (len(classes) * n)) for c, n in zip(classes, counts, strict=True)
+    }
 
 
 def clean_sample(n_train: int, size: int, seed: int) -> np.ndarray:
@@ -541,6 +553,7 @@ class TrialRunner:
             validation_data=evaluation_dataset(val_x, val_y, fit.batch_size),
             callbacks=callbacks,
             shuffle=False,  # the dataset shuffles its indices itself, each epoch
+            class_weight=class_weights(self.data.train.y, self.settings.class_weight),
             verbose=1 if self.settings.verbose else 0,
         )
 

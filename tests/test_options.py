@@ -418,6 +418,8 @@ ELSEWHERE = {
     "--resume": "test_search.py::test_resume_takes_the_stored_settings_from_the_cli",
     "--allow-changed-space": "test_user_space.py::test_resume_refuses_a_changed_space_file",
     "--labels": "test_labels.py::test_a_labels_csv_run",
+    "--class-weight=none": "test_class_weight.py::test_class_weight_runs_from_the_command_line",
+    "--class-weight=balanced": "test_class_weight.py::test_class_weight_runs_from_the_command",
     "--warmup-epochs": "test_early_stopping.py::test_a_search_with_a_warmup_keeps",
     "--max-memory-growth": "test_reliability.py::test_failure_a_process_that_grows",
     "--storage": "test_optuna.py::test_workers_on_two_machines",
