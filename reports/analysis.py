@@ -246,16 +246,21 @@ def penalised_score(table: pd.DataFrame, penalty: float = DEFAULT_PENALTY) -> pd
 
 
 def rank(
-    table: pd.DataFrame, by: str = "val_accuracy", penalty: float = DEFAULT_PENALTY
+    table: pd.DataFrame,
+    by: str = "val_accuracy",
+    penalty: float = DEFAULT_PENALTY,
+    *,
+    objective: str = "val_accuracy",
 ) -> pd.DataFrame:
     """Complete trials, best first, numbered from 1 in a `rank` column.
 
-    by="val_accuracy" is the store's ranking (val accuracy, then lower val loss); by="penalised"
+    by="val_accuracy" is the store's ranking (the run's --objective, val accuracy unless it set
+    another, then lower val loss); by="penalised"
     sorts on `penalised_score`, kept in a `score` column, with the same tie-breaks. No signed
     gap breaks a tie: a negative one would reward the trial augmentation holds back most.
     """
     if by == "val_accuracy":
-        ranked = rank_trials(table)
+        ranked = rank_trials(table, objective)
     elif by == "penalised":
         done = table[table["status"] == TrialStatus.COMPLETE]
         ranked = done.assign(score=penalised_score(done, penalty)).sort_values(

@@ -30,7 +30,7 @@ from reports.analysis import (
 from reports.mistakes import GALLERY_CAP, best_model_outcomes
 from reports.model_card import refit_epochs
 from search.atomic import atomic_write
-from search.schema import HP_PREFIX, INTERVAL_SPLITS, STATUSES, TrialStatus
+from search.schema import HP_PREFIX, INTERVAL_SPLITS, PREDICTION_SCORES, STATUSES, TrialStatus
 from search.stats import TIE_P, mcnemar_exact, predicted_classes
 from search.store import RunStore
 
@@ -91,6 +91,8 @@ COLUMN_HELP = {
     "epoch; augmentation, dropout and weights moving through the epoch push it down",
     "score": "val_accuracy - penalty x max(judged gap, 0)",
     "val_loss": "validation loss at the best epoch (the lowest)",
+    "val_auc": "validation ROC AUC at the best epoch (one-vs-rest, macro): --objective val_auc",
+    "val_f1": "validation macro F1 at the best epoch: --objective val_f1",
     "train_accuracy_clean": "training accuracy at the best epoch, in inference mode (no "
     "augmentation, no dropout) on a fixed sample of training images",
     "train_loss_clean": "training loss at the best epoch, measured as train_accuracy_clean",
@@ -109,10 +111,18 @@ COLUMN_HELP = {
     "duration_s": "seconds spent training the trial",
     "n_params": "model parameters",
 }
+# What --objective ranked by, in the best trial's card.
+OBJECTIVE_NAMES = {
+    "val_accuracy": "val accuracy",
+    "val_loss": "val loss (lowest)",
+    "val_auc": "val ROC AUC",
+    "val_f1": "val macro F1",
+}
 SIGNED = {"gap", "gap_clean", "gap_fit", "gap_last", "max_gap", "loss_gap"}
 FOUR_PLACES = {
     "val_accuracy",
     "val_loss",
+    *PREDICTION_SCORES,
     "train_accuracy_clean",
     "train_loss_clean",
     "train_accuracy_fit",
@@ -179,10 +189,11 @@ def leaderboard(
     rank_by: str = "val_accuracy",
     penalty: float = DEFAULT_PENALTY,
     correct: dict[int, np.ndarray] | None = None,
+    objective: str = "val_accuracy",
 ) -> pd.DataFrame:
     """Complete trials ranked best first: measures (with ties marked from `correct`, each
     trial's per-image validation correctness), then every hp_ column."""
-    ranked = mark_ties(rank(table, rank_by, penalty), correct or {})
+    ranked = mark_ties(rank(table, rank_by, penalty, objective=objective), correct or {})
     baseline = baseline_column(table)
     if baseline:
         ranked = ranked.assign(baseline=ranked[baseline])
@@ -490,13 +501,13 @@ def confirm_note(info: dict, board: pd.DataFrame) -> dict | None:
     return confirm | {"finalists": int(confirmed)}
 
 
-def ranked_by(rank_by: str, best: dict | None) -> str:
+def ranked_by(rank_by: str, best: dict | None, objective: str = "val_accuracy") -> str:
     """What put the best trial first, for its card."""
     if rank_by == "penalised":
         return "penalised score"
     if best and pd.notna(best.get("confirm_mean")):
         return "mean val accuracy of its runs"
-    return "val accuracy"
+    return OBJECTIVE_NAMES[objective]
 
 
 def gap_bases(table: pd.DataFrame) -> dict:
@@ -520,7 +531,11 @@ def report_context(
     table = analyse_trials(trials, epochs, k=k, warmup_epochs=info.get("warmup_epochs", 0))
     complete = [int(t) for t in trials.loc[trials["status"] == TrialStatus.COMPLETE, "trial_id"]]
     board = leaderboard(
-        table, rank_by=rank_by, penalty=penalty, correct=validation_correct(store, complete)
+        table,
+        rank_by=rank_by,
+        penalty=penalty,
+        correct=validation_correct(store, complete),
+        objective=info.get("objective", "val_accuracy"),
     )
     best = None if board.empty else board.iloc[0].to_dict()
     top = [int(t) for t in board["trial_id"].head(TOP_TRIALS)]
@@ -568,7 +583,7 @@ def _run_summary(
         "status_counts": _status_counts(trials),
         "test_card": test_card(store, info, best),
         "refit_note": refit_note(store, info),
-        "ranked_by": ranked_by(rank_by, best),
+        "ranked_by": ranked_by(rank_by, best, info.get("objective", "val_accuracy")),
         "best_confirm": confirm_text(*(best.get(c) for c in CONFIRM_SHOWN)) if best else "",
         "confirm": confirm_note(info, board),
         "val_interval": interval_note(best, "val_accuracy", val_size) if best else "",
@@ -589,7 +604,10 @@ def _tables(
     page_columns = [
         c
         for c in board.columns
-        if (c in LEADERBOARD_COLUMNS or c in hp_columns) and c not in PAGE_HIDDEN
+        if (c in LEADERBOARD_COLUMNS or c in hp_columns)
+        and c not in PAGE_HIDDEN
+        # val_auc and val_f1 are measured only when one is the objective
+        and not (c in PREDICTION_SCORES and board[c].isna().all())
     ]
     shown_board, sort_keys = _with_confirm_column(_with_interval_columns(board[page_columns]))
     return {

@@ -22,7 +22,13 @@ import pandas as pd
 from reports.analysis import OVERFIT_GAP, analyse_trials
 from search.data import TEST_FRACTION, VALIDATION_FRACTION
 from search.errors import UsageError
-from search.schema import BASELINE_COLUMNS, TUNER_PREFIX, TrialStatus, trial_hyperparameters
+from search.schema import (
+    BASELINE_COLUMNS,
+    PREDICTION_SCORES,
+    TUNER_PREFIX,
+    TrialStatus,
+    trial_hyperparameters,
+)
 from search.stats import accuracy_interval
 from search.store import RunStore
 from spaces.baselines import preset_of
@@ -96,7 +102,8 @@ def _summary(info: dict, best: pd.Series) -> str:
             "",
             f"Best trial {int(best['trial_id'])} of a `{info['space']}` search "
             f"({_proposer(info)}; run status: {status}), "
-            f"{_count_params(best)} parameters, kept at epoch {_epoch(best)}.",
+            f"{_count_params(best)} parameters, kept at epoch {_epoch(best)}; trials ranked "
+            f"by `{info.get('objective', 'val_accuracy')}`.",
             "",
             f"Input: raw RGB pixels in [0, 255], float32 of shape (n, {info['image_size']}, "
             f"{info['image_size']}, 3); augmentation and scaling are layers inside the model.",
@@ -242,6 +249,11 @@ def _results(best: pd.Series, info: dict) -> str:
             _with_interval(best["val_accuracy"], _split_size(info, "validation")),
         ),
         ("validation loss", _number(best["val_loss"])),
+        *[
+            (f"validation {name.removeprefix('val_')} (the objective)", _number(best[name]))
+            for name in PREDICTION_SCORES
+            if info.get("objective") == name
+        ],
         ("training accuracy, clean", _number(best.get("train_accuracy_clean"))),
         ("training accuracy, fit-time", _number(best["train_accuracy_fit"])),
         ("gap, clean (training - validation accuracy)", _number(best["gap_clean"], signed=True)),

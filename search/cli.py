@@ -15,6 +15,7 @@ from pathlib import Path
 from search.backends import ALGORITHMS, BACKENDS, PRUNERS, SAMPLERS
 from search.config import SearchConfig, config_defaults
 from search.errors import Restart, SearchStopped, UsageError
+from search.schema import OBJECTIVES
 from search.workers import RUN_SEARCH
 from spaces import SPACES
 from spaces.user import is_user_space
@@ -138,6 +139,13 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
         help="first epochs of each trial that early stopping and the pruner do not judge and "
         "whose weights are never kept (Keras's start_from_epoch): batch-norm models trained from "
         "scratch can sit at chance on validation for their first epochs (default: %(default)s)",
+    )
+    add(
+        "--objective",
+        choices=list(OBJECTIVES),
+        help="what ranks the trials, prunes them and picks the exported model: validation "
+        "accuracy, loss (lower is better), ROC AUC (one-vs-rest, macro) or macro F1, all read "
+        "at each trial's kept epoch (default: %(default)s)",
     )
     add(
         "--class-weight",

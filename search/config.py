@@ -24,6 +24,7 @@ class SearchConfig:
     clean_train_eval: str = "every"  # inference-mode training figures: every, best or off
     image_size: int = 160
     batch_size: int = 32
+    objective: str = "val_accuracy"  # what ranks, prunes and picks the model (schema.OBJECTIVES)
     class_weight: str = "none"  # "balanced": each class weighs n / (classes x its count)
     seed: int = 42
     split_seed: int = 1337

@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
-import pandas as pd
-
 
 class TrialStatus(StrEnum):
     """A trial's status in trials.csv (like Keras Tuner's `TrialStatus` and Optuna's
@@ -35,12 +33,26 @@ TUNER_PREFIX = "tuner/"
 # or the column --with-baselines adds.
 BASELINE_COLUMNS = (f"{HP_PREFIX}baseline", "baseline")
 
+# --objective: what ranks trials, prunes them and picks the exported model, with its direction.
+# The best epoch of a trial stays its lowest validation loss (the weights it keeps);
+# val_auc (one-vs-rest, macro over classes) and val_f1 (macro) are measured from the
+# validation predictions after each epoch when one of them is the objective.
+OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "val_auc": "max", "val_f1": "max"}
+PREDICTION_SCORES = ("val_auc", "val_f1")
+
+
+def maximised(objective: str) -> bool:
+    return OBJECTIVES[objective] == "max"
+
+
 # A trial's figures at its best epoch (the kept weights): "_clean" ones in inference mode on a
 # fixed training sample, "_fit" ones Keras's running figures during fit (search/trial.py).
 AT_BEST_COLUMNS = [
     "best_epoch",
     "val_accuracy",
     "val_loss",
+    "val_auc",
+    "val_f1",
     "train_accuracy_clean",
     "train_loss_clean",
     "gap_clean",
@@ -63,6 +75,8 @@ EPOCH_COLUMNS = [
     "accuracy",
     "val_loss",
     "val_accuracy",
+    "val_auc",
+    "val_f1",
     "train_loss_clean",
     "train_accuracy_clean",
     "seconds",
@@ -81,6 +95,8 @@ CONFIRM_COLUMNS = ("confirm_mean", "confirm_sd", "confirm_val_loss", "confirm_ru
 def trial_hyperparameters(row: Mapping[str, object]) -> dict:
     """A trials.csv row's active hyperparameters, by name (hp_ columns with a value; Keras
     Tuner's tuner/... bookkeeping left out)."""
+    import pandas as pd
+
     return {
         name.removeprefix(HP_PREFIX): value
         for name, value in row.items()

@@ -82,3 +82,26 @@ def precision_recall(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     hits = np.diag(matrix).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return hits / matrix.sum(axis=0), hits / matrix.sum(axis=1)
+
+
+def prediction_scores(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """--objective val_auc and val_f1 from a split's predictions: the area under the ROC curve
+    (one-vs-rest, macro over classes, for more than two) and macro F1 of the predicted classes.
+    AUC is NaN while a split lacks a class (it is undefined there)."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    probabilities = np.asarray(probabilities, dtype=float)
+    if probabilities.ndim == 2 and probabilities.shape[1] == 1:
+        probabilities = probabilities[:, 0]
+    classes = np.arange(2 if probabilities.ndim == 1 else probabilities.shape[1])
+    f1 = f1_score(labels, predicted_classes(probabilities), labels=classes, average="macro")
+    try:
+        if probabilities.ndim == 1:
+            auc = roc_auc_score(labels, probabilities)
+        elif len(classes) == 2:
+            auc = roc_auc_score(labels, probabilities[:, 1])
+        else:
+            auc = roc_auc_score(labels, probabilities, multi_class="ovr", labels=classes)
+    except ValueError:
+        auc = float("nan")
+    return {"val_auc": float(auc), "val_f1": float(f1)}

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.backends import Backend, get_backend
-from search.config import SearchConfig
+from search.config import SearchConfig, config_defaults
 from search.console import start_tensorflow
 from search.data import ImageData, load_image_data, resolve_data_dir
 from search.errors import SearchStopped, UsageError, first_line
@@ -45,6 +45,7 @@ RESUME_KEYS = (
     "algorithm",
     "data",
     "labels",
+    "objective",
     "image_size",
     "split_seed",
     "weights",
@@ -54,6 +55,7 @@ REPORT_EVERY_S = 60.0
 REPORT_SHARE = 20  # wait at least 20 times as long as the last report took
 VERSIONED = ("tensorflow", "keras", "keras-tuner", "optuna", "numpy", "pandas", "pillow")
 
+_DEFAULTS = config_defaults()
 Report = Callable[[Path], object]  # renders a run directory's report (reports.html.write_report)
 
 
@@ -121,15 +123,15 @@ def create_store(store: RunStore) -> None:
 def _same_setting(key: str, stored, wanted) -> bool:
     if key in ("data", "labels") and stored and wanted:  # one file, however it is spelt
         return os.path.realpath(stored) == os.path.realpath(wanted)
-    return stored == wanted
+    return stored == wanted or (not stored and not wanted)  # None, () and [] alike
 
 
 def _check_same_run(stored: dict, wanted: dict, run_dir: Path) -> None:
     differ = [
         f"{k}: stored {stored.get(k)!r}, asked {wanted[k]!r}"
         for k in RESUME_KEYS
-        # A run started before a setting existed ran without it: its unset value matches.
-        if (not _same_setting(k, stored[k], wanted[k]) if k in stored else bool(wanted[k]))
+        # A run started before a setting existed ran at its default.
+        if not _same_setting(k, stored.get(k, _DEFAULTS.get(k)), wanted[k])
     ]
     if differ:
         raise UsageError(
@@ -207,6 +209,11 @@ def first_trials(
 
 def check_options(config: SearchConfig) -> None:
     """Refuse option combinations that cannot work whatever the back end."""
+    if config.confirm_top and config.objective != "val_accuracy":
+        raise UsageError(
+            f"--confirm-top ranks finalists by the mean validation accuracy of their runs; use "
+            f"it with --objective val_accuracy, not {config.objective}"
+        )
     if config.warmup_epochs >= config.epochs:
         raise UsageError(
             f"--warmup-epochs {config.warmup_epochs} leaves no epoch of --epochs "

@@ -47,23 +47,25 @@ from search.schema import (
     RENAMED_COLUMNS,
     TRIAL_COLUMNS,
     TrialStatus,
+    maximised,
 )
 from search.stats import accuracy_interval
 
 
-def rank_trials(trials: pd.DataFrame) -> pd.DataFrame:
-    """Complete trials, best first: highest val accuracy, then lower val loss, then the earlier
-    trial. Never a signed gap: a negative one can reward augmentation, not generalisation. A
-    trial confirmed with more seeds (--confirm-top) is ranked by the mean of its runs."""
+def rank_trials(trials: pd.DataFrame, objective: str = "val_accuracy") -> pd.DataFrame:
+    """Complete trials, best first: best `objective` (--objective, in its direction), then lower
+    val loss, then the earlier trial. Never a signed gap: a negative one can reward
+    augmentation, not generalisation. A trial confirmed with more seeds (--confirm-top, which
+    measures accuracy) is ranked by the mean of its runs."""
     done = trials[trials["status"] == TrialStatus.COMPLETE]
-    accuracy, loss = done["val_accuracy"], done["val_loss"]
-    if "confirm_mean" in done:
-        accuracy = done["confirm_mean"].fillna(accuracy)
+    score = done[objective] if objective in done else pd.Series(np.nan, index=done.index)
+    loss = done["val_loss"]
+    if "confirm_mean" in done and objective == "val_accuracy":
+        score = done["confirm_mean"].fillna(score)
         loss = done["confirm_val_loss"].fillna(loss)
-    keys = pd.DataFrame({"accuracy": accuracy, "loss": loss, "trial_id": done["trial_id"]})
-    order = keys.sort_values(
-        ["accuracy", "loss", "trial_id"], ascending=[False, True, True], kind="stable"
-    ).index
+    score = score.astype(float) * (-1 if maximised(objective) else 1)
+    keys = pd.DataFrame({"score": score, "loss": loss, "trial_id": done["trial_id"]})
+    order = keys.sort_values(["score", "loss", "trial_id"], kind="stable").index
     return done.loc[order]
 
 
@@ -340,8 +342,16 @@ class RunStore:
         row = trials[(trials["trial_id"] == trial_id) & (trials["status"] == TrialStatus.COMPLETE)]
         return None if row.empty else row.iloc[0]
 
+    def objective(self) -> str:
+        """The run's --objective (runs from before it existed ranked by val_accuracy)."""
+        return (
+            self.read_run_info().get("objective", "val_accuracy")
+            if self.exists()
+            else ("val_accuracy")
+        )
+
     def best_trial(self) -> pd.Series | None:
-        ranked = rank_trials(self.trials())
+        ranked = rank_trials(self.trials(), self.objective())
         return None if ranked.empty else ranked.iloc[0]
 
     def finished_count(self) -> int:
@@ -359,7 +369,8 @@ class RunStore:
         become best later (the best only improves), so their models need not be saved."""
         rows = [r for r in self.trials().to_dict("records") if r["trial_id"] != trial_id]
         rows.append(results | {"trial_id": trial_id, "status": TrialStatus.COMPLETE})
-        return int(rank_trials(pd.DataFrame(rows)).iloc[0]["trial_id"]) == trial_id
+        ranked = rank_trials(pd.DataFrame(rows), self.objective())
+        return int(ranked.iloc[0]["trial_id"]) == trial_id
 
     def stage_model(self, model, trial_id: int) -> None:
         """Keep a finished trial's model until `promote` decides whether it is the best."""

@@ -30,7 +30,8 @@ from search.devices import is_out_of_memory
 from search.errors import Restart, first_line
 from search.features import FeatureCache, FrozenSplit, split_frozen_base
 from search.inputs import evaluation_dataset, subset_dataset, training_dataset
-from search.schema import TrialStatus
+from search.schema import PREDICTION_SCORES, TrialStatus
+from search.stats import prediction_scores
 from search.store import RunStore
 from spaces import Space
 from spaces.context import SpaceContext
@@ -56,6 +57,7 @@ class TrainSettings:
     # Epochs 1..N are never judged nor kept (Keras's start_from_epoch).
     warmup_epochs: int = SearchConfig.warmup_epochs
     clean_train_eval: str = SearchConfig.clean_train_eval  # one of CLEAN_EVAL
+    objective: str = SearchConfig.objective  # one of schema.OBJECTIVES
     class_weight: str = SearchConfig.class_weight  # "none" or "balanced"
 
     @classmethod
@@ -74,6 +76,8 @@ class TrialResult:
     best_epoch: int | None = None
     val_accuracy: float | None = None
     val_loss: float | None = None
+    val_auc: float | None = None
+    val_f1: float | None = None
     train_accuracy_clean: float | None = None
     train_loss_clean: float | None = None
     gap_clean: float | None = None
@@ -144,6 +148,21 @@ class CleanTrainEval(keras.callbacks.Callback):
             logs.update(self.measure())
 
 
+class ValidationScores(keras.callbacks.Callback):
+    """Adds val_auc and val_f1 (search.stats.prediction_scores) to each epoch's logs, for the
+    pruner and EpochRecorder after it, from the epoch's predictions on the validation split:
+    only when one of them is the --objective, as it costs one more validation pass."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            batches = evaluation_dataset(self.x, self.y, self.batch_size)
+            logs.update(prediction_scores(self.y, self.model.predict(batches, verbose=0)))
+
+
 class StopOnNaN(keras.callbacks.Callback):
     """Stops training after an epoch whose loss is not finite; the trial is then judged
     "nan_loss" from its recorded epochs. Keras's TerminateOnNaN checks every batch, and a
@@ -182,7 +201,7 @@ class EpochRecorder(keras.callbacks.Callback):
             "phase": self.phase,
             "seconds": round(time.perf_counter() - self._start, 3),
         }
-        measured = ("loss", "accuracy", "val_loss", "val_accuracy", *CLEAN_KEYS)
+        measured = ("loss", "accuracy", "val_loss", "val_accuracy", *PREDICTION_SCORES, *CLEAN_KEYS)
         row |= {k: float(logs[k]) for k in measured if k in logs}
         self.rows.append(row)
         self.store.append_epoch(row)
@@ -534,6 +553,8 @@ class TrialRunner:
             EpochRecorder(self.store, fit.trial_id, phase, rows=fit.rows, on_epoch=fit.on_epoch),
             *fit.extra_callbacks,
         ]
+        if self.settings.objective in PREDICTION_SCORES:
+            callbacks.insert(0, ValidationScores(val_x, data.validation.y, fit.batch_size))
         if self.settings.clean_train_eval == "every":
             measure = partial(self._measure_clean, model, train_x, fit.batch_size)
             callbacks.insert(0, CleanTrainEval(measure))
@@ -611,6 +632,8 @@ class TrialRunner:
             best_epoch=best["epoch"],
             val_accuracy=best["val_accuracy"],
             val_loss=best["val_loss"],
+            val_auc=best.get("val_auc"),
+            val_f1=best.get("val_f1"),
             train_accuracy_clean=train_clean,
             train_loss_clean=clean["train_loss_clean"],
             gap_clean=None if train_clean is None else train_clean - best["val_accuracy"],

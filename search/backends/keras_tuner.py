@@ -17,7 +17,7 @@ from search import compat
 from search.backends import ALGORITHMS
 from search.errors import Restart, SearchStopped, UsageError
 from search.fixed import grid_space
-from search.schema import TUNER_PREFIX, TrialStatus
+from search.schema import OBJECTIVES, TUNER_PREFIX, TrialStatus
 from search.trial import TrialRunner
 from spaces import as_hypermodel, declared_space
 
@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from search.steps import PreparedRun
 
 OBJECTIVE = kt.Objective("val_accuracy", direction="max")
+
+
+def kt_objective(name: str) -> kt.Objective:
+    """--objective as Keras Tuner's Objective, with its direction."""
+    return kt.Objective(name, direction=OBJECTIVES[name])
 
 
 class RestartSearch(kt.errors.FatalError, Restart):
@@ -49,11 +54,12 @@ def make_oracle(
     max_consecutive_failures: int,
     hyperparameters: kt.HyperParameters | None = None,
     queued: Sequence[dict] = (),
+    objective: str = "val_accuracy",
 ) -> kt.Oracle:
     """The oracle, its first trials taking the `queued` values; `hyperparameters` is a space
     with pinned values (search.fixed)."""
     common = {
-        "objective": OBJECTIVE,
+        "objective": kt_objective(objective),
         "seed": seed,
         "max_consecutive_failed_trials": max_consecutive_failures,
         "hyperparameters": hyperparameters,
@@ -126,7 +132,7 @@ class StoreTuner(compat.KnownSpaceTuner):
         done = self.runner.store.completed(int(trial.trial_id))
         if done is not None:
             # Finished before a crash that came before Keras Tuner saved it: never train twice.
-            return {"val_accuracy": done["val_accuracy"], "val_loss": done["val_loss"]}
+            return self._metrics(done.to_dict())
         parent = hp.values.get(f"{TUNER_PREFIX}trial_id")
         # Hyperband's tuner/epochs is the epoch to reach, as in fit(epochs=, initial_epoch=);
         # the runner takes the number of epochs to train.
@@ -143,7 +149,12 @@ class StoreTuner(compat.KnownSpaceTuner):
             raise kt.errors.FailedTrialError(result.error)
         if f"{TUNER_PREFIX}epochs" in hp.values:
             model.save_weights(self._checkpoint(trial.trial_id))
-        return {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss}
+        return self._metrics(result.row())
+
+    def _metrics(self, figures: dict) -> dict[str, float]:
+        """What the oracle is told of a trial: its figures at the kept epoch."""
+        names = {"val_accuracy", "val_loss", self.runner.settings.objective}
+        return {name: figures[name] for name in names}
 
 
 def check_options(config: SearchConfig) -> None:
@@ -195,6 +206,7 @@ def run_tuner(
         max_consecutive_failures=max_consecutive_failures,
         hyperparameters=hyperparameters,
         queued=queued,
+        objective=runner.settings.objective,
     )
     tuner = StoreTuner(oracle, runner, runner.store.run_dir)
     try:

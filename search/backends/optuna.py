@@ -29,7 +29,7 @@ from search import compat
 from search.backends import GRID_MAX_POINTS, PRUNERS, SAMPLER_NEEDS, SAMPLERS
 from search.errors import SearchStopped, UsageError, first_line
 from search.fixed import grid_size, grid_space
-from search.schema import HP_PREFIX, LOST_WORKER, TrialStatus
+from search.schema import HP_PREFIX, LOST_WORKER, TrialStatus, maximised
 from search.store import RunStore, file_lock
 from search.trial import TrialResult, TrialRunner
 from search.workers import run_workers
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from search.config import SearchConfig
     from search.steps import PreparedRun
 
-OBJECTIVE = "val_accuracy"
 POLL_S = 1.0  # how often an idle worker looks for a stale trial to retry
 GRACE_BEATS = 2  # a trial silent for this many heartbeat intervals is failed
 RESUME_SEED_STRIDE = 7919  # a prime above any worker count, so no two seeds coincide
@@ -213,13 +212,21 @@ def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
         ) from None
 
 
-def open_study(url: str, name: str, *, sampler, pruner, heartbeat_s: int) -> optuna.Study:
+def open_study(
+    url: str,
+    name: str,
+    *,
+    sampler,
+    pruner,
+    heartbeat_s: int,
+    objective: str = "val_accuracy",
+) -> optuna.Study:
     return optuna.create_study(
         storage=open_storage(url, heartbeat_s),
         study_name=name,
         sampler=sampler,
         pruner=pruner,
-        direction="maximize",
+        direction="maximize" if maximised(objective) else "minimize",
         load_if_exists=True,
     )
 
@@ -341,7 +348,8 @@ def objective(
         trial.set_user_attr("hparams", values)
         trial.set_user_attr("result", result.row())
 
-    callbacks = [KerasPruningCallback(trial, OBJECTIVE)] if pruning else []
+    name = runner.settings.objective
+    callbacks = [KerasPruningCallback(trial, name)] if pruning else []
     try:
         result, _ = runner.run(
             trial.number,
@@ -358,7 +366,7 @@ def objective(
         raise optuna.TrialPruned(f"pruned at epoch {len(epochs)}")
     if result.status == TrialStatus.FAILED:
         raise TrialFailed(result.error)
-    return result.val_accuracy
+    return getattr(result, name)
 
 
 def _check_failures(study: optuna.Study, limit: int) -> None:
@@ -451,6 +459,7 @@ def search(run: PreparedRun, runner: TrialRunner) -> None:
         sampler=None,  # seeded below, from the trials the study already holds
         pruner=make_pruner(config.pruner, config.epochs, config.warmup_epochs),
         heartbeat_s=config.heartbeat,
+        objective=config.objective,
     )
     seed = sampler_seed(config.seed, config.worker_index, len(study.trials))
     study.sampler = make_sampler(config.sampler, seed)
