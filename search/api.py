@@ -89,6 +89,7 @@ def run(
     same call with `resume=True` and its `name` continues.
     """
     from reports.html import write_report
+    from search.console import quiet
     from search.steps import run_search
 
     class_names = options.pop("class_names", None)
@@ -97,7 +98,8 @@ def run(
         data = _write_arrays(data, class_names, Path(config.runs_dir) / config.name / ARRAY_FOLDER)
     config = SearchConfig(**{**_fields(config), "data": str(data)})
     try:
-        return SearchResult(run_search(config, report=write_report))
+        with quiet(config.quiet):
+            return SearchResult(run_search(config, report=write_report))
     except KeyboardInterrupt:
         print(
             f"interrupted; finished trials are kept. Resume with search.run(..., "

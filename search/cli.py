@@ -197,7 +197,17 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
         help="stop the search after this many failed trials in a row (default: %(default)s)",
     )
     add("--tensorboard", action="store_true", help="write TensorBoard logs with HParams to RUN/tb")
-    add("--verbose", action="store_true", help="show Keras progress bars")
+    add(
+        "--verbose",
+        action="store_true",
+        help="show Keras progress bars and TensorFlow's start-up lines",
+    )
+    add(
+        "--quiet",
+        action="store_true",
+        help="print only warnings, errors and the final result line (the package logs through "
+        "Python's logging, as the 'search' logger)",
+    )
     add(
         "--with-baselines",
         action="store_true",
@@ -320,7 +330,15 @@ def _stored_settings(argv: list[str], parser: OneLineParser) -> dict:
     if not run_json.exists():
         return {}
     stored = json.loads(run_json.read_text(encoding="utf-8"))
-    per_process = {"data", "resume", "verbose", "worker", "worker_index", "allow_changed_space"}
+    per_process = {
+        "data",
+        "resume",
+        "verbose",
+        "worker",
+        "worker_index",
+        "allow_changed_space",
+        "quiet",
+    }
     keys = {f.name for f in fields(SearchConfig)} - per_process
     settings = {k: stored[k] for k in keys if k in stored}
     settings["data"] = stored.get("data")
@@ -444,10 +462,12 @@ def run(argv: list[str]) -> int:
         return run_predict(argv[1:])
     config = parse_search(argv)
     from reports.html import write_report
+    from search.console import quiet
     from search.steps import run_search
 
     try:
-        store = run_search(config, report=write_report)
+        with quiet(config.quiet):
+            store = run_search(config, report=write_report)
     except Restart as restart:
         print(f"{restart}; restarting to give the memory back, then resuming", flush=True)
         sys.stderr.flush()

@@ -34,6 +34,7 @@ class SearchConfig:
     resume: bool = False
     tensorboard: bool = False
     verbose: bool = False
+    quiet: bool = False  # only warnings and the result: no run line, no line per trial
     max_consecutive_failures: int = 3
     with_baselines: bool = False
     sampler: str = "tpe"

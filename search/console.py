@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -40,3 +41,38 @@ def start_tensorflow(verbose: bool = False) -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices("GPU")
+
+
+class _ConsoleHandler(logging.Handler):
+    """One plain line per message: information to the current sys.stdout, warnings to the
+    current sys.stderr (looked up at each line, so a notebook's or a test's capture sees it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+        try:
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+# The package's messages (the run line, one line per trial, notices) go through the "search"
+# logger, so a Python caller can silence or redirect them; like Optuna, it has a handler of its
+# own by default. --quiet (quiet=True in search.run) shows only warnings.
+log = logging.getLogger("search")
+if not log.handlers:
+    log.addHandler(_ConsoleHandler())
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+@contextlib.contextmanager
+def quiet(enabled: bool) -> Iterator[None]:
+    """Only warnings from the package meanwhile, when `enabled`."""
+    level = log.level
+    if enabled:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)

@@ -9,11 +9,12 @@ whose growth was not set reserves nearly all of a GPU's memory, leaving none to 
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
 
 import keras
 import tensorflow as tf
+
+from search.console import log
 
 FLOAT16_COMPUTE_CAPABILITY = (7, 0)  # Volta and later have float16 tensor cores
 # cuDNN and cuBLAS report a failed allocation as an internal or unknown error, not as
@@ -32,7 +33,7 @@ def configure_devices(memory_limit_mb: int | None = None) -> list[str]:
     tf.get_logger().setLevel("ERROR")
     gpus = tf.config.list_physical_devices("GPU")
     if memory_limit_mb and not gpus:
-        print(f"--gpu-memory-mb {memory_limit_mb} ignored: no GPU is visible", flush=True)
+        log.info(f"--gpu-memory-mb {memory_limit_mb} ignored: no GPU is visible")
     for gpu in gpus:
         _before_start(
             f"memory growth is not on for {gpu.name}: this process may reserve the whole GPU",
@@ -58,11 +59,7 @@ def _before_start(consequence: str, setting: Callable[..., None], *args) -> None
     try:
         setting(*args)
     except RuntimeError as error:
-        print(
-            f"warning: {consequence} (TensorFlow's runtime had already started: {error})",
-            file=sys.stderr,
-            flush=True,
-        )
+        log.warning(f"warning: {consequence} (TensorFlow's runtime had already started: {error})")
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -32,6 +32,7 @@ import numpy as np
 
 from search import compat
 from search.atomic import atomic_folder, atomic_write
+from search.console import log
 from search.data import ImageData
 from search.devices import is_out_of_memory
 from search.inputs import evaluation_dataset
@@ -182,10 +183,7 @@ class FeatureCache:
                 if self.batch_size == 1 or not is_out_of_memory(error):
                     raise
                 self.batch_size //= 2
-                print(
-                    f"feature pass: out of memory; retrying at batch {self.batch_size}",
-                    flush=True,
-                )
+                log.info(f"feature pass: out of memory; retrying at batch {self.batch_size}")
 
     def _predict(self, split: FrozenSplit, name: str) -> np.ndarray:
         images = self.data.split(name)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from search.backends import Backend, get_backend
 from search.config import SearchConfig, config_defaults
-from search.console import start_tensorflow
+from search.console import log, start_tensorflow
 from search.data import ImageData, load_image_data, resolve_data_dir
 from search.errors import SearchStopped, UsageError, first_line
 from search.store import RunStore
@@ -195,14 +195,13 @@ def first_trials(
         if values not in kept:
             # The baselines space's points are {"baseline": name}; other spaces' are the values.
             name = values.get("baseline") or preset_of(config.space, values)
-            print(f"baseline {name} left out: --fix pins what it sets otherwise", flush=True)
+            log.info(f"baseline {name} left out: --fix pins what it sets otherwise")
     if queued:
         kept += check_enqueued(queued, declared, fixed, source=f"--enqueue {config.enqueue}")
     if len(kept) > config.max_trials and config.space != "baselines":
-        print(
+        log.info(
             f"{len(kept)} first trials queued; --max-trials {config.max_trials} runs the first "
-            f"{config.max_trials} of them",
-            flush=True,
+            f"{config.max_trials} of them"
         )
     return kept
 
@@ -278,11 +277,10 @@ def prepare(config: SearchConfig, report: Report | None) -> Iterator[PreparedRun
             # Validation labels stored now, so reports written during the search can mark ties.
             store.save_split_images("validation", run.data.validation.files, run.data.validation.y)
         data = run.data
-        print(
+        log.info(
             f"run {store.run_dir}: {len(data.train)} train / {len(data.validation)} validation / "
             f"{len(data.test)} test images of {len(data.class_names)} classes, "
-            f"{len(data.skipped)} skipped",
-            flush=True,
+            f"{len(data.skipped)} skipped"
         )
         yield run
 
@@ -395,7 +393,7 @@ def sized_grid(config: SearchConfig, backend: Backend, declared: kt.HyperParamet
 
     points = grid_size(grid)
     covered = "all of them" if config.max_trials >= points else f"the first {config.max_trials}"
-    print(f"grid search: {points:,} points; this run tries {covered}", flush=True)
+    log.info(f"grid search: {points:,} points; this run tries {covered}")
     return grid
 
 
@@ -525,6 +523,6 @@ class ReportRefresher:
             self.report(self.run_dir)
         except Exception as error:
             message = f"report not updated: {type(error).__name__}: {error}"
-            print(message, file=sys.stderr, flush=True)
+            log.warning(message)
         self.last = time.monotonic()
         self.wait_s = max(self.every_s, REPORT_SHARE * (self.last - start))

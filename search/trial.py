@@ -25,6 +25,7 @@ import numpy as np
 
 from search import compat
 from search.config import SearchConfig
+from search.console import log
 from search.data import ImageData
 from search.devices import is_out_of_memory
 from search.errors import Restart, first_line
@@ -356,10 +357,9 @@ class TrialRunner:
                 if is_out_of_memory(failure):
                     error = f"oom: {error}"
                     if batch_size > 1 and batch_size == self.settings.batch_size:
-                        print(
+                        log.info(
                             f"trial {trial_id}: out of memory at batch {batch_size}; "
-                            f"retrying once at batch {batch_size // 2}",
-                            flush=True,
+                            f"retrying once at batch {batch_size // 2}"
                         )
                         continue
             break
@@ -592,7 +592,7 @@ class TrialRunner:
                 model.jit_compile = True
             if not model.jit_compile and fit.jit is not False:
                 reason = ", ".join(blocking) or "XLA is not supported here"
-                print(f"trial {fit.trial_id}: --jit on: trained without XLA ({reason})", flush=True)
+                log.info(f"trial {fit.trial_id}: --jit on: trained without XLA ({reason})")
         jit = bool(model.jit_compile)
         fit.jit = jit and fit.jit is not False  # any phase without XLA makes the trial's False
         return jit
@@ -654,10 +654,9 @@ class TrialRunner:
                 if result.gap_clean is None
                 else f"gap_clean={result.gap_clean:+.3f}"
             )
-            print(
+            log.info(
                 f"{head} val_acc={result.val_accuracy:.3f} {gap} "
-                f"best={best_text} ({result.duration_s:.1f}s)",
-                flush=True,
+                f"best={best_text} ({result.duration_s:.1f}s)"
             )
         else:
-            print(f"{head} {result.error} ({result.duration_s:.1f}s)", flush=True)
+            log.info(f"{head} {result.error} ({result.duration_s:.1f}s)")

@@ -145,3 +145,29 @@ def test_a_fresh_run_starts_with_the_run_line(verbose, tiny_folder, tmp_path):
         assert any("oneDNN" in line for line in shown), result.stderr[-2000:]
     else:
         assert result.stderr == "", result.stderr[-2000:]
+
+
+def test_quiet_prints_only_the_result(tiny_folder, tmp_path):
+    argv = ["--space", "scratch", "--data", str(tiny_folder), "--max-trials", "2", "--quiet"]
+    result = run_cli(*argv, "--epochs", "1", "--image-size", "32", "--runs-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("best trial "), result.stdout[:300]
+    assert len(result.stdout.splitlines()) == 1 and result.stderr == ""
+
+
+def test_the_search_logger_is_the_python_callers_to_silence(tiny_folder, tmp_path, capsys):
+    """Through logging, as Optuna does: the 'search' logger's level decides what is shown."""
+    import logging
+
+    import search
+
+    logger = logging.getLogger("search")
+    options = {"data": str(tiny_folder), "max_trials": 1, "epochs": 1, "image_size": 32}
+    search.run(space="scratch", runs_dir=str(tmp_path), name="shown", **options)
+    assert "trial 1/1 complete" in capsys.readouterr().out
+    logger.setLevel(logging.WARNING)
+    try:
+        search.run(space="scratch", runs_dir=str(tmp_path), name="silent", **options)
+    finally:
+        logger.setLevel(logging.INFO)
+    assert capsys.readouterr().out == ""
