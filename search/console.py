@@ -43,12 +43,30 @@ def start_tensorflow(verbose: bool = False) -> None:
         tf.config.list_physical_devices("GPU")
 
 
+def live_output() -> bool:
+    """Whether a live progress line fits: the package's messages are shown, on a terminal."""
+    return log.isEnabledFor(logging.INFO) and sys.stdout.isatty()
+
+
+def live_line(text: str) -> None:
+    """Rewrite the terminal's current line (cleared first, no newline)."""
+    sys.stdout.write(f"\r\033[K{text}")
+    sys.stdout.flush()
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
 class _ConsoleHandler(logging.Handler):
     """One plain line per message: information to the current sys.stdout, warnings to the
     current sys.stderr (looked up at each line, so a notebook's or a test's capture sees it)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+        if stream.isatty():
+            stream.write("\r\033[K")  # a live progress line gives way to the message
         try:
             stream.write(self.format(record) + "\n")
             stream.flush()

@@ -25,7 +25,7 @@ import numpy as np
 
 from search import compat
 from search.config import SearchConfig
-from search.console import log
+from search.console import format_seconds, live_line, live_output, log
 from search.data import ImageData
 from search.devices import is_out_of_memory
 from search.errors import Restart, first_line
@@ -162,6 +162,33 @@ class ValidationScores(keras.callbacks.Callback):
         if logs is not None:
             batches = evaluation_dataset(self.x, self.y, self.batch_size)
             logs.update(prediction_scores(self.y, self.model.predict(batches, verbose=0)))
+
+
+class LiveProgress(keras.callbacks.Callback):
+    """On a terminal, one line rewritten at each epoch's start and end: the trial, the epoch
+    of the phase's last, the phase, the elapsed time and the estimated time left (from the
+    epochs so far; early stopping usually ends the trial sooner)."""
+
+    def __init__(self, label: str, phase: str, last_epoch: int):
+        super().__init__()
+        self.label, self.phase, self.last_epoch = label, phase, last_epoch
+        self.start, self.first = time.perf_counter(), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.first = epoch if self.first is None else self.first
+        self._show(epoch + 1, done=epoch - self.first)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._show(epoch + 1, done=epoch + 1 - self.first)
+
+    def _show(self, epoch: int, done: int) -> None:
+        elapsed = time.perf_counter() - self.start
+        left = self.last_epoch - self.first - done
+        eta = format_seconds(elapsed / done * left) if done else "-"
+        live_line(
+            f"{self.label} epoch {epoch}/{self.last_epoch} ({self.phase}) "
+            f"{format_seconds(elapsed)} elapsed, ETA {eta}"
+        )
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -553,6 +580,8 @@ class TrialRunner:
             EpochRecorder(self.store, fit.trial_id, phase, rows=fit.rows, on_epoch=fit.on_epoch),
             *fit.extra_callbacks,
         ]
+        if live_output() and not self.settings.verbose:
+            callbacks.append(LiveProgress(self._trial_label(in_progress=True), phase, epochs))
         if self.settings.objective in PREDICTION_SCORES:
             callbacks.insert(0, ValidationScores(val_x, data.validation.y, fit.batch_size))
         if self.settings.clean_train_eval == "every":
@@ -642,9 +671,14 @@ class TrialRunner:
             n_params=n_params,
         )
 
-    def _announce(self, result: TrialResult) -> None:
+    def _trial_label(self, in_progress: bool) -> str:
+        """"trial i/N" of the run: the trial being trained, or the one just recorded."""
         total = f"/{self.max_trials}" if self.max_trials else ""
-        name = self.announce_as or f"trial {self.store.finished_count()}{total}"
+        count = self.store.finished_count() + (1 if in_progress else 0)
+        return self.announce_as or f"trial {count}{total}"
+
+    def _announce(self, result: TrialResult) -> None:
+        name = self._trial_label(in_progress=False)
         head = f"{name} {result.status}"
         if result.status in (TrialStatus.COMPLETE, TrialStatus.PRUNED):
             best = self.store.best_trial()

@@ -171,3 +171,39 @@ def test_the_search_logger_is_the_python_callers_to_silence(tiny_folder, tmp_pat
     finally:
         logger.setLevel(logging.INFO)
     assert capsys.readouterr().out == ""
+
+
+def test_a_terminal_gets_a_live_progress_line(tiny_folder, tmp_path):
+    """Under a pseudo-terminal a line is rewritten at each epoch (trial, epoch, phase, elapsed,
+    ETA); redirected output, as in every other test here, gets plain lines only."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import REPO, cli_env
+
+    argv = ["--space", "scratch", "--data", str(tiny_folder), "--max-trials", "2"]
+    argv += ["--epochs", "3", "--image-size", "32", "--runs-dir", str(tmp_path)]
+    terminal, child_side = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "run_search.py"), *argv],
+        stdout=child_side,
+        stderr=subprocess.DEVNULL,
+        env=cli_env(),
+    )
+    os.close(child_side)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the child closed its side
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert process.wait(timeout=600) == 0
+    text = shown.decode()
+    assert "\r\x1b[Ktrial 1/2 epoch 1/3 (train) " in text and "elapsed, ETA " in text
+    assert "\r\x1b[Ktrial 2/2 epoch 3/3 (train) " in text
+    assert "\r\x1b[Ktrial 2/2 complete val_acc=" in text, "the result line replaces it"
