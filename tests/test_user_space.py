@@ -151,3 +151,25 @@ def test_resume_refuses_a_changed_space_file_unless_allowed(tiny_folder, tmp_pat
     info = json.loads((tmp_path / "changing" / "run.json").read_text())
     assert len(RunStore(tmp_path / "changing").trials()) == 2
     assert info["space_source"]["sha256"] != "", "the new file's digest is recorded"
+
+
+def test_the_installed_command_runs_a_user_model(tiny_folder, tmp_path):
+    """The issue's line as a user types it: the console script pip installs, on a file."""
+    import shutil
+    import subprocess
+
+    from conftest import cli_env
+
+    command = shutil.which("keras-image-search")
+    assert command, "pip install -e . installs the keras-image-search command"
+    space = f"{write(tmp_path, 'my_space.py', GUIDE_MODEL)}:build_model"
+    result = subprocess.run(
+        [command, *search_argv(space, tiny_folder, tmp_path, "--name", "installed")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=cli_env(),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1].startswith("best trial ")
+    assert len(RunStore(tmp_path / "installed").trials()) == 2
