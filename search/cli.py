@@ -148,6 +148,13 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
         "at each trial's kept epoch (default: %(default)s)",
     )
     add(
+        "--measure-deploy",
+        action="store_true",
+        help="convert every complete trial's model to float32 TFLite and record its size "
+        "(tflite_kb) and its median latency on this CPU, one thread, batch 1, over 30 runs "
+        "(latency_ms, latency_iqr_ms) in trials.csv",
+    )
+    add(
         "--class-weight",
         choices=("none", "balanced"),
         help="balanced: weigh each class in the loss by n / (classes x its training images), "

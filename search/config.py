@@ -25,6 +25,7 @@ class SearchConfig:
     image_size: int = 160
     batch_size: int = 32
     objective: str = "val_accuracy"  # what ranks, prunes and picks the model (schema.OBJECTIVES)
+    measure_deploy: bool = False  # TFLite size and latency of every complete trial
     class_weight: str = "none"  # "balanced": each class weighs n / (classes x its count)
     seed: int = 42
     split_seed: int = 1337

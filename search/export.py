@@ -85,7 +85,7 @@ def export_best(
     elif fmt == "savedmodel":
         model.export(str(output), format="tf_saved_model", verbose=False)
     else:
-        output.write_bytes(_tflite_bytes(model))
+        output.write_bytes(tflite_bytes(model))
     return output
 
 
@@ -119,7 +119,7 @@ def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
             yield from _all_layers(layer)
 
 
-def _tflite_bytes(model: keras.Model) -> bytes:
+def tflite_bytes(model: keras.Model) -> bytes:
     """The TFLite flatbuffer of `model`, or a one-line UsageError naming the ops it lacks."""
     import tensorflow as tf
 

@@ -84,6 +84,9 @@ EPOCH_COLUMNS = [
 ]
 # trials.csv columns renamed since runs were first stored: older runs read under the new names.
 RENAMED_COLUMNS = {"train_accuracy": "train_accuracy_fit", "gap": "gap_fit"}
+# --measure-deploy (search/deploy.py): the float32 TFLite file's size, its median latency and
+# interquartile range on this CPU (one thread, batch 1), and the seconds the measuring took.
+DEPLOY_COLUMNS = ("tflite_kb", "latency_ms", "latency_iqr_ms", "deploy_s")
 INTEGER_COLUMNS = ("trial_id", "best_epoch", "n_params")
 # Accuracies that get Wilson 95% interval columns (<name>_low, <name>_high), by the split whose
 # image count (run.json's counts) they were measured on.

@@ -27,6 +27,7 @@ from search import compat
 from search.config import SearchConfig
 from search.console import format_seconds, live_line, live_output, log
 from search.data import ImageData
+from search.deploy import measure_deploy
 from search.devices import is_out_of_memory
 from search.errors import Restart, first_line
 from search.features import FeatureCache, FrozenSplit, split_frozen_base
@@ -60,6 +61,7 @@ class TrainSettings:
     clean_train_eval: str = SearchConfig.clean_train_eval  # one of CLEAN_EVAL
     objective: str = SearchConfig.objective  # one of schema.OBJECTIVES
     class_weight: str = SearchConfig.class_weight  # "none" or "balanced"
+    measure_deploy: bool = SearchConfig.measure_deploy  # search/deploy.py, per complete trial
 
     @classmethod
     def of(cls, config: SearchConfig, precision: str) -> TrainSettings:
@@ -90,6 +92,11 @@ class TrialResult:
     head_from_trial: int | None = None  # a fine-tune trial's reused phase-one head
     rss_mb: float | None = None  # the process's resident memory when the trial ended
     jit: bool | None = None  # whether every phase it trained was XLA-compiled
+    tflite_kb: float | None = None  # --measure-deploy: schema.DEPLOY_COLUMNS
+    latency_ms: float | None = None
+    latency_iqr_ms: float | None = None
+    deploy_s: float | None = None
+    deploy_error: str | None = None  # why TFLite could not convert the model
 
     def row(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "trial_id"}
@@ -356,6 +363,8 @@ class TrialRunner:
             self._resident.append(result.rss_mb)
         if pruned and result.status == TrialStatus.COMPLETE:
             result.status = TrialStatus.PRUNED
+        if self.settings.measure_deploy and result.status == TrialStatus.COMPLETE:
+            result.__dict__.update(measure_deploy(model, self.ctx.image_size))
         self._record(result, fit, hp, on_result=on_result)
         return result, (model if result.status == TrialStatus.COMPLETE else None)
 
@@ -672,7 +681,7 @@ class TrialRunner:
         )
 
     def _trial_label(self, in_progress: bool) -> str:
-        """"trial i/N" of the run: the trial being trained, or the one just recorded."""
+        """ "trial i/N" of the run: the trial being trained, or the one just recorded."""
         total = f"/{self.max_trials}" if self.max_trials else ""
         count = self.store.finished_count() + (1 if in_progress else 0)
         return self.announce_as or f"trial {count}{total}"

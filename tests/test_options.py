@@ -419,6 +419,7 @@ ELSEWHERE = {
     "--allow-changed-space": "test_user_space.py::test_resume_refuses_a_changed_space_file",
     "--labels": "test_labels.py::test_a_labels_csv_run",
     "--quiet": "test_cli.py::test_quiet_prints_only_the_result",
+    "--measure-deploy": "test_deploy.py::measured",
     "--objective=val_accuracy": "test_objective.py::test_a_run_ranks_and_picks_by_its_objective",
     "--objective=val_loss": "test_objective.py::test_a_run_ranks_and_picks_by_its_objective",
     "--objective=val_auc": "test_objective.py::test_a_run_ranks_and_picks_by_its_objective",
