@@ -65,6 +65,15 @@ def _non_negative_float(text: str) -> float:
 
 
 _positive = _bounded_int(1, None, "a positive integer")
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
 _non_negative = _bounded_int(0, None, "0 or more")
 _image_size = _bounded_int(
     MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, f"between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels"
@@ -154,6 +163,23 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
         "(tflite_kb) and its median latency on this CPU, one thread, batch 1, over 30 runs "
         "(latency_ms, latency_iqr_ms) in trials.csv",
     )
+    deploy = parser.add_argument_group(
+        "deployment limits: a trial over one is recorded as infeasible and never ranked; "
+        "Optuna's TPE and GP samplers learn from them (constraints_func)"
+    )
+    deploy.add_argument(
+        "--max-latency-ms",
+        type=_positive_float,
+        metavar="MS",
+        help="median TFLite latency, one thread, batch 1 (turns on --measure-deploy)",
+    )
+    deploy.add_argument(
+        "--max-size-kb",
+        type=_positive_float,
+        metavar="KB",
+        help="float32 TFLite file size (turns on --measure-deploy)",
+    )
+    deploy.add_argument("--max-params", type=_positive, metavar="N", help="model parameters")
     add(
         "--class-weight",
         choices=("none", "balanced"),
@@ -497,7 +523,9 @@ def run(argv: list[str]) -> int:
 
     best = store.best_trial()
     if best is None:
-        print(f"no trial completed; see {store.trials_csv}")
+        infeasible = (store.trials()["status"] == "infeasible").sum()
+        within = f" within the limits ({infeasible} over them)" if infeasible else ""
+        print(f"no trial completed{within}; see {store.trials_csv}")
         return 1
     test = best["test_accuracy"]
     # A run directory copied without its models (a committed store) has no best model file.

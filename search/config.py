@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 
+from search.schema import LIMITS
+
 
 @dataclass(frozen=True)
 class SearchConfig:
@@ -26,6 +28,10 @@ class SearchConfig:
     batch_size: int = 32
     objective: str = "val_accuracy"  # what ranks, prunes and picks the model (schema.OBJECTIVES)
     measure_deploy: bool = False  # TFLite size and latency of every complete trial
+    # Deployment limits: a trial over one is "infeasible", never ranked (search/deploy.py).
+    max_latency_ms: float | None = None
+    max_size_kb: float | None = None
+    max_params: int | None = None
     class_weight: str = "none"  # "balanced": each class weighs n / (classes x its count)
     seed: int = 42
     split_seed: int = 1337
@@ -63,6 +69,14 @@ class SearchConfig:
         object.__setattr__(self, "fix", tuple(self.fix))  # from argparse or run.json: a list
         if self.name is None:  # named once, so every message and path agrees
             object.__setattr__(self, "name", f"{self.space}-{datetime.now():%Y%m%d-%H%M%S}")
+
+    def limits(self) -> dict[str, float]:
+        """The deployment limits set, by the trials.csv column each bounds."""
+        return {
+            column: getattr(self, option)
+            for option, column in LIMITS.items()
+            if getattr(self, option) is not None
+        }
 
     def run_name(self) -> str:
         return self.name

@@ -23,6 +23,17 @@ LATENCY_RUNS = 30
 WARMUP_RUNS = 5
 
 
+def violations(figures: dict, limits: dict[str, float]) -> dict[str, float]:
+    """How far `figures` (a trial's row) exceed each limit (column -> figure - limit, positive
+    when over it): Optuna's constraints, feasible when every value is at most 0. A figure that
+    could not be measured counts as over its limit."""
+    over = {}
+    for column, limit in limits.items():
+        value = figures.get(column)
+        over[column] = float("inf") if value is None else float(value) - limit
+    return over
+
+
 def measure_deploy(model: keras.Model, image_size: int, runs: int = LATENCY_RUNS) -> dict:
     """DEPLOY_COLUMNS of `model`; a model TFLite cannot convert gets None, with the reason."""
     start = time.perf_counter()

@@ -17,9 +17,15 @@ class TrialStatus(StrEnum):
     PRUNED = "pruned"
     RUNNING = "running"
     INTERRUPTED = "interrupted"
+    INFEASIBLE = "infeasible"  # trained, but over a --max-latency-ms/--max-size-kb/--max-params
 
 
-FINISHED_STATUSES = (TrialStatus.COMPLETE, TrialStatus.FAILED, TrialStatus.PRUNED)  # judged
+FINISHED_STATUSES = (  # judged
+    TrialStatus.COMPLETE,
+    TrialStatus.FAILED,
+    TrialStatus.PRUNED,
+    TrialStatus.INFEASIBLE,
+)
 STATUSES = tuple(TrialStatus)
 # The error of a trial whose worker died: Optuna fails it and retries it, and, like an
 # interrupted trial, it does not count toward --max-trials.
@@ -87,6 +93,8 @@ RENAMED_COLUMNS = {"train_accuracy": "train_accuracy_fit", "gap": "gap_fit"}
 # --measure-deploy (search/deploy.py): the float32 TFLite file's size, its median latency and
 # interquartile range on this CPU (one thread, batch 1), and the seconds the measuring took.
 DEPLOY_COLUMNS = ("tflite_kb", "latency_ms", "latency_iqr_ms", "deploy_s")
+# The deployment limits (--max-latency-ms, --max-size-kb, --max-params), by the column each bounds.
+LIMITS = {"max_latency_ms": "latency_ms", "max_size_kb": "tflite_kb", "max_params": "n_params"}
 INTEGER_COLUMNS = ("trial_id", "best_epoch", "n_params")
 # Accuracies that get Wilson 95% interval columns (<name>_low, <name>_high), by the split whose
 # image count (run.json's counts) they were measured on.

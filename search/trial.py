@@ -27,7 +27,7 @@ from search import compat
 from search.config import SearchConfig
 from search.console import format_seconds, live_line, live_output, log
 from search.data import ImageData
-from search.deploy import measure_deploy
+from search.deploy import measure_deploy, violations
 from search.devices import is_out_of_memory
 from search.errors import Restart, first_line
 from search.features import FeatureCache, FrozenSplit, split_frozen_base
@@ -62,12 +62,16 @@ class TrainSettings:
     objective: str = SearchConfig.objective  # one of schema.OBJECTIVES
     class_weight: str = SearchConfig.class_weight  # "none" or "balanced"
     measure_deploy: bool = SearchConfig.measure_deploy  # search/deploy.py, per complete trial
+    limits: tuple[tuple[str, float], ...] = ()  # (column, limit): SearchConfig.limits()
 
     @classmethod
     def of(cls, config: SearchConfig, precision: str) -> TrainSettings:
         """A search's settings for its trials, at the dtype policy its devices chose."""
-        shared = {f.name: getattr(config, f.name) for f in fields(cls) if f.name != "precision"}
-        return cls(**shared, precision=precision)
+        own = ("precision", "limits", "measure_deploy")
+        shared = {f.name: getattr(config, f.name) for f in fields(cls) if f.name not in own}
+        limits = tuple(config.limits().items())
+        measure = config.measure_deploy or any(c != "n_params" for c, _ in limits)
+        return cls(**shared, precision=precision, limits=limits, measure_deploy=measure)
 
 
 @dataclass
@@ -365,6 +369,7 @@ class TrialRunner:
             result.status = TrialStatus.PRUNED
         if self.settings.measure_deploy and result.status == TrialStatus.COMPLETE:
             result.__dict__.update(measure_deploy(model, self.ctx.image_size))
+        self._check_limits(result)
         self._record(result, fit, hp, on_result=on_result)
         return result, (model if result.status == TrialStatus.COMPLETE else None)
 
@@ -679,6 +684,17 @@ class TrialRunner:
             gap_fit=best["accuracy"] - best["val_accuracy"],
             n_params=n_params,
         )
+
+    def _check_limits(self, result: TrialResult) -> None:
+        """A complete trial over a deployment limit becomes infeasible: kept with its figures,
+        never ranked nor exported."""
+        if result.status != TrialStatus.COMPLETE or not self.settings.limits:
+            return
+        over = violations(result.row(), dict(self.settings.limits))
+        exceeded = [f"{column} {over[column]:+g} over" for column in over if over[column] > 0]
+        if exceeded:
+            result.status = TrialStatus.INFEASIBLE
+            result.error = "over the limit: " + ", ".join(exceeded)
 
     def _trial_label(self, in_progress: bool) -> str:
         """ "trial i/N" of the run: the trial being trained, or the one just recorded."""

@@ -37,3 +37,42 @@ def test_the_size_is_the_exported_files(measured, tmp_path):
     assert result.returncode == 0, error_lines(result)[-5:]
     best = measured.best_trial()
     assert best["tflite_kb"] == pytest.approx(output.stat().st_size / 1024, abs=0.1)
+
+
+def test_a_trial_over_a_size_limit_is_infeasible_and_never_best(measured, tiny_folder, tmp_path):
+    """The same two trials (same seed) with a limit between their sizes: the larger one is
+    recorded as infeasible with its figures, and the best model is the other."""
+    sizes = measured.trials().set_index("trial_id")["tflite_kb"]
+    if sizes.nunique() < 2:
+        pytest.skip("both trials converted to files of one size")
+    limit = (sizes.min() + sizes.max()) / 2
+    argv = ["--space", "augment", "--data", str(tiny_folder), "--max-trials", "2"]
+    argv += ["--epochs", "1", "--image-size", "32", "--runs-dir", str(tmp_path), "--name", "lim"]
+    result = run_cli(*argv, "--max-size-kb", f"{limit:.1f}")
+    assert result.returncode == 0, error_lines(result)[-5:]
+    store = RunStore(tmp_path / "lim")
+    trials = store.trials().set_index("trial_id")
+    over = int(sizes.idxmax())
+    assert trials.loc[over, "status"] == "infeasible"
+    assert trials.loc[over, "error"].startswith("over the limit: tflite_kb +")
+    assert trials.loc[over, "tflite_kb"] == pytest.approx(sizes.max(), rel=0.01)
+    assert store.read_best_hparams()["trial_id"] == int(sizes.idxmin())
+
+
+def test_optuna_samplers_learn_the_limits_as_constraints(tiny_folder, tmp_path):
+    """An unreachable latency limit: every trial is infeasible, and the study holds each one's
+    constraint values (positive: over), as TPE's constraints_func computed them."""
+    import optuna
+
+    argv = ["--space", "scratch", "--data", str(tiny_folder), "--max-trials", "2"]
+    argv += ["--epochs", "1", "--image-size", "32", "--runs-dir", str(tmp_path), "--name", "o"]
+    argv += ["--backend", "optuna", "--sampler", "tpe", "--max-latency-ms", "0.000001"]
+    argv += ["--max-params", "1000000000"]
+    result = run_cli(*argv)
+    assert result.returncode == 1 and "no trial completed" in result.stdout
+    store = RunStore(tmp_path / "o")
+    assert list(store.trials()["status"]) == ["infeasible", "infeasible"]
+    study = optuna.load_study(study_name="o", storage=f"sqlite:///{tmp_path / 'o' / 'study.db'}")
+    for trial in study.trials:
+        latency_over, params_over = trial.system_attrs["constraints"]
+        assert latency_over > 0 and params_over < 0

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 OBJECTIVE = kt.Objective("val_accuracy", direction="max")
 
 
+# What Keras Tuner's oracle is told of an infeasible trial (it has no constraints of its own).
+WORST = {"val_accuracy": 0.0, "val_auc": 0.0, "val_f1": 0.0, "val_loss": 1e9}
+
+
 def kt_objective(name: str) -> kt.Objective:
     """--objective as Keras Tuner's Objective, with its direction."""
     return kt.Objective(name, direction=OBJECTIVES[name])
@@ -145,6 +149,9 @@ class StoreTuner(compat.KnownSpaceTuner):
             initial_epoch=initial_epoch,
             initial_weights=self._checkpoint(parent) if parent else None,
         )
+        if result.status == TrialStatus.INFEASIBLE:
+            # Over a deployment limit: the oracle is told the worst score, so it moves away.
+            return self._metrics(result.row() | WORST)
         if result.status != TrialStatus.COMPLETE:
             raise kt.errors.FailedTrialError(result.error)
         if f"{TUNER_PREFIX}epochs" in hp.values:

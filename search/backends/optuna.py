@@ -27,6 +27,7 @@ from optuna_integration import KerasPruningCallback
 
 from search import compat
 from search.backends import GRID_MAX_POINTS, PRUNERS, SAMPLER_NEEDS, SAMPLERS
+from search.deploy import violations
 from search.errors import SearchStopped, UsageError, first_line
 from search.fixed import grid_size, grid_space
 from search.schema import HP_PREFIX, LOST_WORKER, TrialStatus, maximised
@@ -113,22 +114,40 @@ def checked_grid(
     return grid
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    name: str, seed: int, limits: dict[str, float] | None = None
+) -> optuna.samplers.BaseSampler:
     """The sampler `name`. A grid search queues its points itself (`_reserve_trial`), each as
     a trial whose every value is given, so its sampler never samples: Optuna's GridSampler
-    cannot serve queued trials, and the exact budget across workers queues every trial."""
+    cannot serve queued trials, and the exact budget across workers queues every trial. With
+    deployment `limits`, TPE and GP learn from them through Optuna's `constraints_func`."""
+    constraints = {"constraints_func": constraints_for(limits)} if limits else {}
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, **constraints)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
         # CMA-ES handles numbers; categorical choices fall back to independent random sampling.
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, **constraints)
     if name == "grid":
         return optuna.samplers.RandomSampler(seed=seed)
     raise UsageError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def constraints_for(limits: dict[str, float]):
+    """Optuna's constraints_func for `limits`: each limit's excess (at most 0 when within it),
+    read from the figures our runner stored in the trial (a trial without them, failed or
+    pruned, is taken as within them, as Optuna only asks of complete trials)."""
+
+    def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+        result = trial.user_attrs.get("result") or {}
+        if not result:
+            return [0.0] * len(limits)
+        return list(violations(result, limits).values())
+
+    return constraints
 
 
 def sampler_seed(seed: int, worker_index: int, trials_so_far: int) -> int:
@@ -366,6 +385,7 @@ def objective(
         raise optuna.TrialPruned(f"pruned at epoch {len(epochs)}")
     if result.status == TrialStatus.FAILED:
         raise TrialFailed(result.error)
+    # An infeasible trial completes with its real score; the constraints say it is infeasible.
     return getattr(result, name)
 
 
@@ -462,7 +482,7 @@ def search(run: PreparedRun, runner: TrialRunner) -> None:
         objective=config.objective,
     )
     seed = sampler_seed(config.seed, config.worker_index, len(study.trials))
-    study.sampler = make_sampler(config.sampler, seed)
+    study.sampler = make_sampler(config.sampler, seed, config.limits())
     if run.owner:
         enqueue(study, run.first_trials)
     try:
