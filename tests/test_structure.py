@@ -119,8 +119,10 @@ def test_defaults_are_written_once():
             assert getattr(parsed, field.name) == getattr(built, field.name), field.name
     assert parsed.max_memory_growth > 0 and built.max_memory_growth == 0
     settings = TrainSettings()
+    derived = {"precision", "limits"}  # from the devices, and from SearchConfig.limits()
     for field in fields(TrainSettings):
-        if field.name != "precision":
+        if field.name not in derived:
             assert getattr(settings, field.name) == getattr(built, field.name), field.name
+    assert settings.limits == tuple(built.limits().items())
     shown = {a.dest: a.default for a in search_parser()._actions}
     assert shown["epochs"] == SearchConfig.epochs and shown["space"] == SearchConfig.space
