@@ -157,10 +157,14 @@ def test_the_installed_command_runs_a_user_model(tiny_folder, tmp_path):
     """The issue's line as a user types it: the console script pip installs, on a file."""
     import shutil
     import subprocess
+    import sys
+    from pathlib import Path
 
     from conftest import cli_env
 
-    command = shutil.which("keras-image-search")
+    # Where pip put it: beside this Python (a pyenv shim appears only after a rehash).
+    beside = Path(sys.executable).parent / "keras-image-search"
+    command = str(beside) if beside.exists() else shutil.which("keras-image-search")
     assert command, "pip install -e . installs the keras-image-search command"
     space = f"{write(tmp_path, 'my_space.py', GUIDE_MODEL)}:build_model"
     result = subprocess.run(
