@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,7 +96,7 @@ def run(
     config = _config(space, options)
     if not isinstance(data, str | Path):
         data = _write_arrays(data, class_names, Path(config.runs_dir) / config.name / ARRAY_FOLDER)
-    config = SearchConfig(**{**_fields(config), "data": str(data)})
+    config = replace(config, data=str(data))
     try:
         with quiet(config.quiet):
             return SearchResult(run_search(config, report=write_report))
@@ -107,10 +107,6 @@ def run(
             file=sys.stderr,
         )
         raise
-
-
-def _fields(config: SearchConfig) -> dict:
-    return {f.name: getattr(config, f.name) for f in fields(SearchConfig)}
 
 
 def _config(space: object, options: dict) -> SearchConfig:
@@ -140,7 +136,7 @@ def _config(space: object, options: dict) -> SearchConfig:
             f"loaded by worker processes; put it in a file and pass space='FILE.py:FUNCTION'"
         )
     growth = options.get("max_memory_growth", SearchConfig.max_memory_growth)
-    return SearchConfig(**{**_fields(config), "max_memory_growth": growth})
+    return replace(config, max_memory_growth=growth)
 
 
 def _write_arrays(data: object, class_names: Sequence[str] | None, folder: Path) -> Path:

@@ -9,14 +9,13 @@ runs after WARMUP_RUNS, with the interquartile range as its spread.
 from __future__ import annotations
 
 import time
-import warnings
 
 import keras
 import numpy as np
 
-from search.console import quiet_stderr
 from search.errors import UsageError
 from search.export import inference_model, tflite_bytes
+from search.predict import open_interpreter
 from search.schema import DEPLOY_COLUMNS
 
 LATENCY_RUNS = 30
@@ -53,13 +52,7 @@ def measure_deploy(model: keras.Model, image_size: int, runs: int = LATENCY_RUNS
 
 def _latencies(flat: bytes, image_size: int, runs: int) -> np.ndarray:
     """Milliseconds per invocation of the TFLite model on one image, one thread."""
-    import tensorflow as tf
-
-    with warnings.catch_warnings():  # its deprecation notice (LiteRT) is no concern here
-        warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated")
-        interpreter = tf.lite.Interpreter(model_content=flat, num_threads=1)
-    with quiet_stderr():  # the first allocation announces TFLite's XNNPACK delegate
-        interpreter.allocate_tensors()
+    interpreter = open_interpreter(model_content=flat, num_threads=1)
     source = interpreter.get_input_details()[0]
     image = np.random.default_rng(0).integers(0, 256, (1, image_size, image_size, 3))
     interpreter.set_tensor(source["index"], image.astype(source["dtype"]))

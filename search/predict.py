@@ -159,14 +159,21 @@ def _saved_model(path: Path) -> Classifier:
     return Classifier(size, lambda images: loaded.serve(tf.constant(images)).numpy())
 
 
-def _tflite(path: Path) -> Classifier:
+def open_interpreter(**source):
+    """TFLite's interpreter over `model_path=` or `model_content=` (and `num_threads=`), its
+    tensors allocated, without its deprecation notice and delegate announcement."""
     import tensorflow as tf
 
     with warnings.catch_warnings():  # its deprecation notice (LiteRT) is no concern of a user's
         warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated")
-        interpreter = tf.lite.Interpreter(model_path=str(path))
+        interpreter = tf.lite.Interpreter(**source)
     with quiet_stderr():  # the first allocation announces TFLite's XNNPACK delegate
         interpreter.allocate_tensors()
+    return interpreter
+
+
+def _tflite(path: Path) -> Classifier:
+    interpreter = open_interpreter(model_path=str(path))
     (source,), (result,) = interpreter.get_input_details(), interpreter.get_output_details()
 
     def run(images: np.ndarray) -> np.ndarray:

@@ -294,12 +294,11 @@ def _load(
     report: Report | None,
 ) -> PreparedRun:
     """The run's data, devices and space, its first trials and grid, and its run.json."""
-    cache_dir = Path(config.cache_dir) if config.cache_dir else store.run_dir / "cache"
     data = load_image_data(
         inputs.root,
         config.image_size,
         split_seed=config.split_seed,
-        cache_dir=cache_dir,
+        cache_dir=cache_folder(config, store),
         labels=Path(config.labels).absolute() if config.labels else None,
     )
     # TensorFlow is imported only once the inputs are known to be usable.
@@ -397,13 +396,17 @@ def sized_grid(config: SearchConfig, backend: Backend, declared: kt.HyperParamet
     return grid
 
 
+def cache_folder(config: SearchConfig, store: RunStore) -> Path:
+    """Where decoded images and frozen-backbone features are kept: --cache-dir or RUN/cache."""
+    return Path(config.cache_dir) if config.cache_dir else store.run_dir / "cache"
+
+
 def trial_runner(run: PreparedRun) -> TrialRunner:
     """The runner every trial of `run` trains through, whatever the back end."""
     from search.features import FeatureCache
     from search.trial import TrainSettings, TrialRunner
 
     config = run.config
-    cache_dir = Path(config.cache_dir) if config.cache_dir else run.store.run_dir / "cache"
     return TrialRunner(
         run.space,
         run.ctx,
@@ -414,7 +417,9 @@ def trial_runner(run: PreparedRun) -> TrialRunner:
         max_trials=None if config.algorithm == "hyperband" else config.max_trials,
         # The report is rewritten as trials finish, so a long search can be watched by reloading.
         after_trial=ReportRefresher(run.report, run.store.run_dir) if run.report else None,
-        features=None if config.no_feature_cache else FeatureCache(run.data, cache_dir),
+        features=None
+        if config.no_feature_cache
+        else FeatureCache(run.data, cache_folder(config, run.store)),
         max_memory_growth_mb=config.max_memory_growth,
     )
 
