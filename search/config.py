@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 
-from search.schema import LIMITS
+from search.errors import UsageError
+from search.schema import LIMITS, OBJECTIVES
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class SearchConfig:
     image_size: int = 160
     batch_size: int = 32
     objective: str = "val_accuracy"  # what ranks, prunes and picks the model (schema.OBJECTIVES)
+    # Several (schema.ALL_OBJECTIVES) for Optuna's multi-objective search: the first validation
+    # one among them becomes `objective`, and trials.csv gains a Pareto column (search.pareto).
+    objectives: tuple[str, ...] = ()
+    image_sizes: tuple[int, ...] = ()  # the input size searched per trial (hyperparameter)
     measure_deploy: bool = False  # TFLite size and latency of every complete trial
     # Deployment limits: a trial over one is "infeasible", never ranked (search/deploy.py).
     max_latency_ms: float | None = None
@@ -44,7 +49,7 @@ class SearchConfig:
     quiet: bool = False  # only warnings and the result: no run line, no line per trial
     max_consecutive_failures: int = 3
     with_baselines: bool = False
-    sampler: str = "tpe"
+    sampler: str = "auto"  # Optuna's defaults: TPE for one objective, NSGA-II for several
     pruner: str = "median"
     storage: str | None = None
     workers: int = 1
@@ -66,9 +71,51 @@ class SearchConfig:
     worker_index: int = 0  # offsets the sampler's seed, so workers do not propose alike
 
     def __post_init__(self):
-        object.__setattr__(self, "fix", tuple(self.fix))  # from argparse or run.json: a list
+        # From argparse or run.json: lists.
+        object.__setattr__(self, "fix", tuple(self.fix))
+        object.__setattr__(self, "objectives", tuple(self.objectives))
+        object.__setattr__(self, "image_sizes", tuple(self.image_sizes))
+        if self.objectives:
+            object.__setattr__(self, "objective", self._ranking_objective())
+        if self.image_sizes and self.image_size not in self.image_sizes:
+            object.__setattr__(self, "image_size", self._first_image_size())
         if self.name is None:  # named once, so every message and path agrees
             object.__setattr__(self, "name", f"{self.space}-{datetime.now():%Y%m%d-%H%M%S}")
+
+    def _ranking_objective(self) -> str:
+        """With --objectives, what ranks the trials and picks best_model.keras: the first
+        validation objective listed; an --objective given besides must be among them."""
+        ranking = next((name for name in self.objectives if name in OBJECTIVES), None)
+        if ranking is None:
+            raise UsageError(
+                f"--objectives {','.join(self.objectives)}: name a validation objective too "
+                f"({', '.join(OBJECTIVES)}), or the front needs no training"
+            )
+        if self.objective not in (SearchConfig.objective, *self.objectives):
+            raise UsageError(
+                f"--objective {self.objective} is not among --objectives "
+                f"{','.join(self.objectives)}; add it there or leave --objective out"
+            )
+        return self.objective if self.objective in self.objectives else ranking
+
+    def _first_image_size(self) -> int:
+        """With --image-sizes, --image-size is the size tried first (the hyperparameter's
+        default): the largest unless it names one of them."""
+        if self.image_size != SearchConfig.image_size:
+            raise UsageError(
+                f"--image-size {self.image_size} is not among --image-sizes "
+                f"{','.join(map(str, self.image_sizes))}; it names the size tried first"
+            )
+        return max(self.image_sizes)
+
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def measures_deploy(self) -> bool:
+        """Whether every complete trial's TFLite size and latency are measured: asked for, or
+        needed by a limit or an objective (the parameter count needs no conversion)."""
+        needed = {*self.limits(), *self.objectives} & {"latency_ms", "tflite_kb"}
+        return self.measure_deploy or bool(needed)
 
     def limits(self) -> dict[str, float]:
         """The deployment limits set, by the trials.csv column each bounds."""

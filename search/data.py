@@ -14,7 +14,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +68,20 @@ class ImageData:
             name: {c: int((self.split(name).y == i).sum()) for i, c in enumerate(self.class_names)}
             for name in SPLITS
         }
+
+
+class ImagesBySize:
+    """The run's images decoded at each size a trial asks for (--image-sizes), each once:
+    the same files and splits, so every trial's figures compare."""
+
+    def __init__(self, first: ImageData, decode: Callable[[int], ImageData]):
+        self._decoded = {first.image_size: first}
+        self._decode = decode
+
+    def __call__(self, size: int) -> ImageData:
+        if size not in self._decoded:
+            self._decoded[size] = self._decode(size)
+        return self._decoded[size]
 
 
 def keras_home() -> Path:

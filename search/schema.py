@@ -45,10 +45,14 @@ BASELINE_COLUMNS = (f"{HP_PREFIX}baseline", "baseline")
 # validation predictions after each epoch when one of them is the objective.
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "val_auc": "max", "val_f1": "max"}
 PREDICTION_SCORES = ("val_auc", "val_f1")
+# --objectives may also name what the model costs where it ships (search/deploy.py; n_params
+# is counted for every trial): all lower-is-better.
+DEPLOY_OBJECTIVES = {"latency_ms": "min", "tflite_kb": "min", "n_params": "min"}
+ALL_OBJECTIVES = OBJECTIVES | DEPLOY_OBJECTIVES
 
 
 def maximised(objective: str) -> bool:
-    return OBJECTIVES[objective] == "max"
+    return ALL_OBJECTIVES[objective] == "max"
 
 
 # A trial's figures at its best epoch (the kept weights): "_clean" ones in inference mode on a
@@ -95,6 +99,8 @@ RENAMED_COLUMNS = {"train_accuracy": "train_accuracy_fit", "gap": "gap_fit"}
 DEPLOY_COLUMNS = ("tflite_kb", "latency_ms", "latency_iqr_ms", "deploy_s")
 # The deployment limits (--max-latency-ms, --max-size-kb, --max-params), by the column each bounds.
 LIMITS = {"max_latency_ms": "latency_ms", "max_size_kb": "tflite_kb", "max_params": "n_params"}
+# --objectives: whether a trial is on the Pareto front of the complete (feasible) trials.
+PARETO_COLUMN = "pareto"
 INTEGER_COLUMNS = ("trial_id", "best_epoch", "n_params")
 # Accuracies that get Wilson 95% interval columns (<name>_low, <name>_high), by the split whose
 # image count (run.json's counts) they were measured on.

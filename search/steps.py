@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,10 +27,10 @@ from typing import TYPE_CHECKING
 from search.backends import Backend, get_backend
 from search.config import SearchConfig, config_defaults
 from search.console import log, start_tensorflow
-from search.data import ImageData, load_image_data, resolve_data_dir
+from search.data import ImageData, ImagesBySize, load_image_data, resolve_data_dir
 from search.errors import SearchStopped, UsageError, first_line
 from search.store import RunStore
-from spaces import Space, declared_space, get_space
+from spaces import Space, declared_space, get_space, sized_space
 from spaces.context import SpaceContext
 from spaces.user import SpaceError, check_contract, is_user_space, source_digest
 
@@ -46,7 +47,9 @@ RESUME_KEYS = (
     "data",
     "labels",
     "objective",
+    "objectives",
     "image_size",
+    "image_sizes",
     "split_seed",
     "weights",
     "fix",
@@ -66,7 +69,8 @@ class PreparedRun:
     config: SearchConfig
     backend: Backend
     store: RunStore
-    data: ImageData
+    data: ImageData  # decoded at --image-size
+    images_at: ImagesBySize  # the same images at another size (--image-sizes)
     space: Space
     ctx: SpaceContext
     declared: kt.HyperParameters  # the space's hyperparameters, --fix values pinned
@@ -150,7 +154,10 @@ def describe_run(
 ) -> dict:
     """The run's run.json: its settings, data, machine and library versions."""
     return asdict(config) | {
-        "fix": list(config.fix),  # as run.json gives it back, so a resume compares equal
+        # As run.json gives them back, so a resume compares equal.
+        "fix": list(config.fix),
+        "objectives": list(config.objectives),
+        "image_sizes": list(config.image_sizes),
         "precision": precision,
         "name": config.run_name(),
         "command": sys.argv,
@@ -212,6 +219,12 @@ def check_options(config: SearchConfig) -> None:
         raise UsageError(
             f"--confirm-top ranks finalists by the mean validation accuracy of their runs; use "
             f"it with --objective val_accuracy, not {config.objective}"
+        )
+    if config.image_sizes and (config.refit or config.confirm_top):
+        raise UsageError(
+            "--refit and --confirm-top train the best configuration again at --image-size, not "
+            "at its own size: search with --image-sizes, then rerun them with --fix "
+            "image_size=SIZE"
         )
     if config.warmup_epochs >= config.epochs:
         raise UsageError(
@@ -294,13 +307,14 @@ def _load(
     report: Report | None,
 ) -> PreparedRun:
     """The run's data, devices and space, its first trials and grid, and its run.json."""
-    data = load_image_data(
+    decode = partial(
+        load_image_data,
         inputs.root,
-        config.image_size,
         split_seed=config.split_seed,
         cache_dir=cache_folder(config, store),
         labels=Path(config.labels).absolute() if config.labels else None,
     )
+    data = decode(config.image_size)
     # TensorFlow is imported only once the inputs are known to be usable.
     from search.devices import configure_devices, configure_precision
     from search.fixed import parse_fixed, pinned_space
@@ -309,6 +323,8 @@ def _load(
     if devices is None:  # first, before anything below starts TensorFlow's runtime
         devices = configure_devices(config.gpu_memory_mb)
     space = load_space(config.space)
+    if config.image_sizes:
+        space = sized_space(space, config.image_sizes, default=config.image_size)
     ctx = SpaceContext(config.image_size, len(data.class_names), inputs.weights, inputs.alpha)
     precision = configure_precision(config.mixed_precision)
     if is_user_space(config.space):  # the built-in spaces keep the contract by construction
@@ -332,6 +348,7 @@ def _load(
         backend=inputs.backend,
         store=store,
         data=data,
+        images_at=ImagesBySize(data, decode),
         space=space,
         ctx=ctx,
         declared=declared,
@@ -421,6 +438,7 @@ def trial_runner(run: PreparedRun) -> TrialRunner:
         if config.no_feature_cache
         else FeatureCache(run.data, cache_folder(config, run.store)),
         max_memory_growth_mb=config.max_memory_growth,
+        images_at=run.images_at if config.image_sizes else None,
     )
 
 
@@ -458,7 +476,7 @@ def finish(run: PreparedRun, runner: TrialRunner, stopped: SearchStopped | None)
         except KeyboardInterrupt:  # finished runs are kept under RUNDIR/confirm/
             store.write_run_info(info | {"status": "interrupted"})
             raise
-    test_accuracy = score_best_on_test(store, run.data)
+    test_accuracy = score_best_on_test(store, run.images_at)
     if config.refit and not stopped:
         info["refit"] = refit_best(
             store, space=run.space, ctx=run.ctx, data=run.data, settings=runner.settings
@@ -472,10 +490,11 @@ def finish(run: PreparedRun, runner: TrialRunner, stopped: SearchStopped | None)
         run.report(store.run_dir)
 
 
-def score_best_on_test(store: RunStore, data: ImageData) -> float | None:
-    """Test accuracy of the stored best model; the test split is used here and nowhere else.
-    Its per-image test predictions are stored, its validation ones too where its trial left
-    none, with both splits' files and labels, so the report can show its mistakes."""
+def score_best_on_test(store: RunStore, images_at: Callable[[int], ImageData]) -> float | None:
+    """Test accuracy of the stored best model, on the images at its own input size; the test
+    split is used here and nowhere else. Its per-image test predictions are stored, its
+    validation ones too where its trial left none, with both splits' files and labels, so the
+    report can show its mistakes."""
     import keras
 
     from search.stats import predicted_classes
@@ -484,6 +503,7 @@ def score_best_on_test(store: RunStore, data: ImageData) -> float | None:
         return None
     trial_id = store.read_best_hparams()["trial_id"]
     model = keras.saving.load_model(store.best_model_path, safe_mode=True)
+    data = images_at(model.input_shape[1])
     for name in ("validation", "test"):
         split = data.split(name)
         store.save_split_images(name, split.files, split.y)

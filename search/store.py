@@ -6,6 +6,8 @@ runs/<name>/
   epochs.csv        one row per trained epoch (EPOCH_COLUMNS), appended after every epoch
   best_model.keras  the best trial's model at its best epoch
   best_hparams.json that trial's hyperparameters
+  models/           trial-<id>.keras: the models of the Pareto front's trials (--objectives),
+                    kept as the front changes, so `export --trial N` can ship any of them
   predictions/      per-image predicted probabilities (float32): <split>-trial-<id>.npy holds a
                     trial's, at its kept epoch, in the order of <split>-images.json, the split's
                     image files and true labels (validation for every complete trial, test for
@@ -36,6 +38,7 @@ import pandas as pd
 
 from search.atomic import atomic_write
 from search.errors import UsageError
+from search.pareto import front_ids
 from search.schema import (
     CONFIRM_COLUMNS,
     EPOCH_COLUMNS,
@@ -44,6 +47,7 @@ from search.schema import (
     INTEGER_COLUMNS,
     INTERVAL_SPLITS,
     LOST_WORKER,
+    PARETO_COLUMN,
     RENAMED_COLUMNS,
     TRIAL_COLUMNS,
     TrialStatus,
@@ -111,6 +115,7 @@ class RunStore:
         self.best_model_path = self.run_dir / "best_model.keras"
         self.best_hparams_path = self.run_dir / "best_hparams.json"
         self.predictions_dir = self.run_dir / "predictions"
+        self.models_dir = self.run_dir / "models"
 
     @staticmethod
     def _read_rows(path: Path) -> list[dict]:
@@ -255,6 +260,7 @@ class RunStore:
             hp = {f"{HP_PREFIX}{k}": v for k, v in (hparams or {}).items()}
             trials[trial_id].update({k: _clean(v) for k, v in (hp | results).items()})
             self._add_intervals([trials[trial_id]])
+            self._mark_pareto(trials)
 
     def replace_all(self, trial_rows: list[dict], epoch_rows: list[dict]) -> None:
         """Rewrite both tables, as when rebuilding the store from an Optuna study."""
@@ -263,6 +269,7 @@ class RunStore:
             trials.update({r["trial_id"]: {k: _clean(v) for k, v in r.items()} for r in trial_rows})
             self._write_epochs([{c: _clean(r.get(c)) for c in EPOCH_COLUMNS} for r in epoch_rows])
             self._add_intervals(trials.values())
+            self._mark_pareto(trials)
 
     def set_test_accuracy(self, trial_id: int, accuracy: float) -> None:
         """Only the trial whose model is best_model.keras carries a test score."""
@@ -270,6 +277,24 @@ class RunStore:
             for row in trials.values():
                 row["test_accuracy"] = _clean(accuracy) if row["trial_id"] == trial_id else None
             self._add_intervals(trials.values())
+
+    def objectives(self) -> list[str]:
+        """The run's --objectives (none for a single-objective run)."""
+        return list(self.read_run_info().get("objectives") or []) if self.exists() else []
+
+    def pareto_front(self) -> set[int]:
+        """The trial ids on the Pareto front of the run's --objectives."""
+        return front_ids(self.trials(), self.objectives())
+
+    def _mark_pareto(self, trials: dict[int, dict]) -> None:
+        """Set every row's PARETO_COLUMN, for a multi-objective run (the caller holds the
+        lock): a trial's result can put it on the front and push others off it."""
+        objectives = self.objectives()
+        if len(objectives) < 2:
+            return
+        front = front_ids(self._trial_frame(trials), objectives)
+        for row in trials.values():
+            row[PARETO_COLUMN] = row["trial_id"] in front
 
     def split_size(self, split: str) -> int | None:
         """Usable images of a split, from run.json's counts; None before run.json has them."""
@@ -412,6 +437,49 @@ class RunStore:
                 self.promote(trial_id, hparams)
             else:
                 staged.unlink()
+
+    # models/ of the Pareto front
+    def trial_model_path(self, trial_id: int) -> Path:
+        """Where a kept trial's model is (it exists only while the trial is kept)."""
+        return self.models_dir / f"trial-{trial_id}.keras"
+
+    def kept_trials(self) -> list[int]:
+        """Trials with a model on disk: the best one and those kept in models/."""
+        kept = {int(p.stem.split("-")[1]) for p in self.models_dir.glob("trial-*.keras")}
+        if self.best_model_path.exists():
+            kept.add(int(self.read_best_hparams()["trial_id"]))
+        return sorted(kept)
+
+    def model_path(self, trial_id: int | None = None) -> Path:
+        """The model file of `trial_id` (the best trial's when None), or a one-line UsageError
+        naming the trials whose models were kept."""
+        if trial_id is None or (
+            self.best_model_path.exists() and self.read_best_hparams()["trial_id"] == trial_id
+        ):
+            if not self.best_model_path.exists():
+                raise UsageError(
+                    f"{self.run_dir} has no best_model.keras: no trial of it has completed"
+                )
+            return self.best_model_path
+        if self.trial_model_path(trial_id).exists():
+            return self.trial_model_path(trial_id)
+        kept = ", ".join(map(str, self.kept_trials())) or "none"
+        raise UsageError(
+            f"trial {trial_id} of {self.run_dir} has no kept model (kept: {kept}); only the best "
+            f"trial's and, with --objectives, the Pareto front's models are kept"
+        )
+
+    def keep_models(self, model, trial_id: int, front: Iterable[int]) -> None:
+        """Save a trial's model if it is on the Pareto `front` (the trial ids on it now) and
+        delete the kept models of trials that left it."""
+        front = set(front)
+        with self._locked():
+            if trial_id in front:
+                self.models_dir.mkdir(exist_ok=True)
+                atomic_write(self.trial_model_path(trial_id), model.save)
+            for path in self.models_dir.glob("trial-*.keras"):
+                if int(path.stem.split("-")[1]) not in front:
+                    path.unlink()
 
     def read_best_hparams(self) -> dict:
         return json.loads(self.best_hparams_path.read_text(encoding="utf-8"))

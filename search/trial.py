@@ -35,7 +35,7 @@ from search.inputs import evaluation_dataset, subset_dataset, training_dataset
 from search.schema import PREDICTION_SCORES, TrialStatus
 from search.stats import prediction_scores
 from search.store import RunStore
-from spaces import Space
+from spaces import IMAGE_SIZE, Space
 from spaces.context import SpaceContext
 from spaces.user import labels_for
 
@@ -62,6 +62,7 @@ class TrainSettings:
     objective: str = SearchConfig.objective  # one of schema.OBJECTIVES
     class_weight: str = SearchConfig.class_weight  # "none" or "balanced"
     measure_deploy: bool = SearchConfig.measure_deploy  # search/deploy.py, per complete trial
+    objectives: tuple[str, ...] = SearchConfig.objectives  # --objectives (Optuna), or none
     limits: tuple[tuple[str, float], ...] = ()  # (column, limit): SearchConfig.limits()
 
     @classmethod
@@ -70,7 +71,7 @@ class TrainSettings:
         own = ("precision", "limits", "measure_deploy")
         shared = {f.name: getattr(config, f.name) for f in fields(cls) if f.name not in own}
         limits = tuple(config.limits().items())
-        measure = config.measure_deploy or any(c != "n_params" for c, _ in limits)
+        measure = config.measures_deploy()
         return cls(**shared, precision=precision, limits=limits, measure_deploy=measure)
 
 
@@ -316,6 +317,7 @@ class TrialRunner:
         max_memory_growth_mb: float = 0,
         reuse_heads: bool = True,
         announce_as: str | None = None,
+        images_at: Callable[[int], ImageData] | None = None,
     ):
         self.space, self.ctx, self.data, self.store = space, ctx, data, store
         self.settings, self.max_trials = settings, max_trials
@@ -326,6 +328,8 @@ class TrialRunner:
         # values: a run that must train with its own seed (--confirm-top) turns that off.
         self.reuse_heads = reuse_heads
         self.announce_as = announce_as  # the progress line's name for a trial outside a search
+        # --image-sizes: the images at the size a trial's model takes (search.data.ImagesBySize).
+        self.images_at = images_at
         self._resident: list[float] = []  # after each trial run in this process
         self._sample = clean_sample(len(data.train), len(data.validation), settings.seed)
 
@@ -368,7 +372,7 @@ class TrialRunner:
         if pruned and result.status == TrialStatus.COMPLETE:
             result.status = TrialStatus.PRUNED
         if self.settings.measure_deploy and result.status == TrialStatus.COMPLETE:
-            result.__dict__.update(measure_deploy(model, self.ctx.image_size))
+            result.__dict__.update(measure_deploy(model, model.input_shape[1]))
         self._check_limits(result)
         self._record(result, fit, hp, on_result=on_result)
         return result, (model if result.status == TrialStatus.COMPLETE else None)
@@ -427,6 +431,8 @@ class TrialRunner:
         self.store.finish_trial(trial_id, result.row(), hp.values)
         if complete:
             self.store.promote(trial_id, hp.values)
+        if len(self.settings.objectives) > 1:  # the front's models, for export --trial N
+            self.store.keep_models(fit.model, trial_id, self.store.pareto_front())
         self._announce(result)
         if self.after_trial is not None:
             self.after_trial()
@@ -455,6 +461,7 @@ class TrialRunner:
 
     def _train(self, hp, fit: _Fit, request: _Request) -> None:
         fit.model = model = self.space.build(hp, self.ctx)
+        self._use_images_for(model, hp)
         if request.initial_weights is not None:
             with warnings.catch_warnings():  # the new optimizer has no state to restore yet
                 warnings.simplefilter("ignore", UserWarning)
@@ -471,6 +478,21 @@ class TrialRunner:
             self._fine_tune(model, hp, fit)
         if fit.rows and not _diverged(fit.rows):
             self._measure_kept(fit)
+
+    def _use_images_for(self, model: keras.Model, hp) -> None:
+        """With --image-sizes, train on the images decoded at the size of this trial's
+        IMAGE_SIZE (cached features too: their key holds the size)."""
+        if self.images_at is None:
+            return
+        size = hp.values[IMAGE_SIZE]
+        if model.input_shape[1:3] != (size, size):
+            raise ValueError(
+                f"the model takes {model.input_shape[1:3]} inputs, not the {size} px of its "
+                f"{IMAGE_SIZE}: build it for ctx.image_size"
+            )
+        self.data = self.images_at(size)
+        if self.features is not None:
+            self.features.data = self.data
 
     def _measure_kept(self, fit: _Fit) -> None:
         """Once the kept weights are in the model: its validation predictions, and its clean
@@ -713,8 +735,13 @@ class TrialRunner:
                 if result.gap_clean is None
                 else f"gap_clean={result.gap_clean:+.3f}"
             )
+            deployed = (
+                f" {result.latency_ms:.2f}ms {result.tflite_kb:.0f}KB"
+                if result.latency_ms is not None
+                else ""
+            )
             log.info(
-                f"{head} val_acc={result.val_accuracy:.3f} {gap} "
+                f"{head} val_acc={result.val_accuracy:.3f} {gap}{deployed} "
                 f"best={best_text} ({result.duration_s:.1f}s)"
             )
         else:

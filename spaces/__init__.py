@@ -14,8 +14,8 @@ import dataclasses
 import functools
 import importlib
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from spaces.context import SpaceContext
@@ -69,6 +69,21 @@ class Space:
     fine_tunes: Callable[[kt.HyperParameters], bool] = _never
     second_stage: tuple[str, ...] = ()
     uses_backbone: bool = False
+
+
+IMAGE_SIZE = "image_size"  # the hyperparameter --image-sizes adds to a space
+
+
+def sized_space(space: Space, sizes: Sequence[int], default: int) -> Space:
+    """`space` with its input size searched too, as the hyperparameter IMAGE_SIZE: each point
+    builds its model for its own size (ctx.image_size), and the trial trains it on the images
+    decoded at that size."""
+
+    def build(hp: kt.HyperParameters, ctx: SpaceContext) -> keras.Model:
+        size = hp.Choice(IMAGE_SIZE, list(sizes), default=default)
+        return space.build(hp, replace(ctx, image_size=size))
+
+    return replace(space, build=build)
 
 
 # Spaces handed over in this process (search.run(space=build_model) from a notebook), by name.

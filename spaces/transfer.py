@@ -43,7 +43,10 @@ def backbone(ctx: SpaceContext) -> keras.Model:
     if cached is not None:
         base.set_weights(cached)
     elif ctx.weights is not None:
-        _PRETRAINED.clear()  # one set of weights at a time: a run uses one backbone
+        # One weights source at a time (a run uses one backbone), at each input size a run
+        # searches (--image-sizes): Keras picks its ImageNet file by the size.
+        for other in [k for k in _PRETRAINED if k[:3] != key[:3]]:
+            del _PRETRAINED[other]
         _PRETRAINED[key] = base.get_weights()
     return base
 

@@ -50,7 +50,7 @@ BACKENDS = {
     ),
 }
 ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
-SAMPLERS = ("tpe", "random", "cmaes", "gp", "grid")
+SAMPLERS = ("auto", "tpe", "nsga2", "random", "cmaes", "gp", "grid")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
 # Samplers whose module Optuna imports only when it first samples: checked before any trial.
 SAMPLER_NEEDS = {

@@ -171,6 +171,11 @@ def check_options(config: SearchConfig) -> None:
             "--workers and --storage need --backend optuna; Keras Tuner runs in parallel "
             "through its chief/worker mode (see the README)"
         )
+    if config.multi_objective():
+        raise UsageError(
+            f"--objectives {','.join(config.objectives)}: Keras Tuner optimises one objective; "
+            f"use --backend optuna for a multi-objective search"
+        )
 
 
 def grid(config: SearchConfig, declared: kt.HyperParameters) -> dict | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import math
 import time
 import warnings
 from collections.abc import Iterator
@@ -115,13 +116,22 @@ def checked_grid(
 
 
 def make_sampler(
-    name: str, seed: int, limits: dict[str, float] | None = None
+    name: str,
+    seed: int,
+    limits: dict[str, float] | None = None,
+    *,
+    multi_objective: bool = False,
 ) -> optuna.samplers.BaseSampler:
-    """The sampler `name`. A grid search queues its points itself (`_reserve_trial`), each as
-    a trial whose every value is given, so its sampler never samples: Optuna's GridSampler
-    cannot serve queued trials, and the exact budget across workers queues every trial. With
-    deployment `limits`, TPE and GP learn from them through Optuna's `constraints_func`."""
+    """The sampler `name` ("auto": Optuna's default for the number of objectives). A grid
+    search queues its points itself (`_reserve_trial`), each as a trial whose every value is
+    given, so its sampler never samples: Optuna's GridSampler cannot serve queued trials, and
+    the exact budget across workers queues every trial. With deployment `limits`, TPE, NSGA-II
+    and GP learn from them through Optuna's `constraints_func`."""
     constraints = {"constraints_func": constraints_for(limits)} if limits else {}
+    if name == "auto":
+        name = "nsga2" if multi_objective else "tpe"
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, **constraints)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, **constraints)
     if name == "random":
@@ -238,14 +248,15 @@ def open_study(
     sampler,
     pruner,
     heartbeat_s: int,
-    objective: str = "val_accuracy",
+    objectives: tuple[str, ...] = ("val_accuracy",),
 ) -> optuna.Study:
+    """The run's study, with one direction per objective (several for --objectives)."""
     return optuna.create_study(
         storage=open_storage(url, heartbeat_s),
         study_name=name,
         sampler=sampler,
         pruner=pruner,
-        direction="maximize" if maximised(objective) else "minimize",
+        directions=["maximize" if maximised(name) else "minimize" for name in objectives],
         load_if_exists=True,
     )
 
@@ -351,7 +362,7 @@ OWN_ATTRS = ("epochs", "hparams", "result", "interrupted")
 
 def objective(
     runner: TrialRunner, trial: optuna.Trial, *, pruning: bool, fixed: dict | None = None
-) -> float:
+) -> float | list[float]:
     # A retried trial starts with a copy of the failed one's attributes: start afresh.
     for key in OWN_ATTRS:
         if key in trial.user_attrs:
@@ -386,7 +397,19 @@ def objective(
     if result.status == TrialStatus.FAILED:
         raise TrialFailed(result.error)
     # An infeasible trial completes with its real score; the constraints say it is infeasible.
-    return getattr(result, name)
+    objectives = runner.settings.objectives
+    if len(objectives) < 2:
+        return getattr(result, name)
+    return [_objective_value(result, name) for name in objectives]
+
+
+def _objective_value(result: TrialResult, name: str) -> float:
+    """One objective of a complete trial; a figure it lacks (a model TFLite could not
+    convert has no latency) counts as the worst, so the sampler moves away from it."""
+    value = getattr(result, name)
+    if value is None:
+        return -math.inf if maximised(name) else math.inf
+    return float(value)
 
 
 def _check_failures(study: optuna.Study, limit: int) -> None:
@@ -432,6 +455,11 @@ def _run_next_trial(
 
 def check_options(config: SearchConfig) -> None:
     _check_sampler_installed(config.sampler)
+    if config.multi_objective() and config.sampler == "cmaes":
+        raise UsageError(
+            "--sampler cmaes optimises one objective; with --objectives use auto (NSGA-II), "
+            "nsga2, tpe, gp, random or grid"
+        )
     if config.workers > 1 and (config.storage is None or config.storage.startswith("sqlite")):
         raise UsageError(
             f"--workers {config.workers} needs a server database: SQLite is not for parallel "
@@ -479,10 +507,12 @@ def search(run: PreparedRun, runner: TrialRunner) -> None:
         sampler=None,  # seeded below, from the trials the study already holds
         pruner=make_pruner(config.pruner, config.epochs, config.warmup_epochs),
         heartbeat_s=config.heartbeat,
-        objective=config.objective,
+        objectives=config.objectives or (config.objective,),
     )
     seed = sampler_seed(config.seed, config.worker_index, len(study.trials))
-    study.sampler = make_sampler(config.sampler, seed, config.limits())
+    study.sampler = make_sampler(
+        config.sampler, seed, config.limits(), multi_objective=config.multi_objective()
+    )
     if run.owner:
         enqueue(study, run.first_trials)
     try:
@@ -494,7 +524,8 @@ def search(run: PreparedRun, runner: TrialRunner) -> None:
                 study,
                 runner,
                 max_trials=config.max_trials,
-                pruning=config.pruner != "none",
+                # Optuna does not prune multi-objective studies (Trial.report refuses them).
+                pruning=config.pruner != "none" and not config.multi_objective(),
                 max_consecutive_failures=config.max_consecutive_failures,
                 fixed=run.fixed,
                 storage_url=url,
