@@ -30,7 +30,15 @@ from reports.analysis import (
 from reports.mistakes import GALLERY_CAP, best_model_outcomes
 from reports.model_card import refit_epochs
 from search.atomic import atomic_write
-from search.schema import HP_PREFIX, INTERVAL_SPLITS, PREDICTION_SCORES, STATUSES, TrialStatus
+from search.pareto import front_ids
+from search.schema import (
+    HP_PREFIX,
+    INTERVAL_SPLITS,
+    LIMITS,
+    PREDICTION_SCORES,
+    STATUSES,
+    TrialStatus,
+)
 from search.stats import TIE_P, mcnemar_exact, predicted_classes
 from search.store import RunStore
 
@@ -67,6 +75,10 @@ LEADERBOARD_COLUMNS = [
     "test_accuracy_high",
     "duration_s",
     "n_params",
+    "pareto",
+    "latency_ms",
+    "latency_iqr_ms",
+    "tflite_kb",
 ]
 # Header tooltips, so the table explains itself.
 COLUMN_HELP = {
@@ -110,6 +122,12 @@ COLUMN_HELP = {
     "test_accuracy_ci": "Wilson 95% interval of test_accuracy, from the test split's size",
     "duration_s": "seconds spent training the trial",
     "n_params": "model parameters",
+    "pareto": "--objectives: yes when no other complete trial is as good on every objective "
+    "and better on one (the Pareto front); its model is kept for export --trial N",
+    "latency_ms": "median latency of the float32 TFLite model on this machine's CPU, one "
+    "thread, batch 1, over 30 runs",
+    "latency_iqr_ms": "interquartile range of those 30 latencies",
+    "tflite_kb": "size of the float32 TFLite file",
 }
 # What --objective ranked by, in the best trial's card.
 OBJECTIVE_NAMES = {
@@ -206,7 +224,7 @@ def format_value(column: str, value: object) -> str:
     """A cell's text: empty when missing, signed gaps, fixed places for rates and losses."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return ""
-    if column == "tied_with_best":
+    if column in ("tied_with_best", "pareto"):
         return "yes" if value else "no"
     if isinstance(value, bool):
         return str(value)
@@ -550,7 +568,27 @@ def report_context(
         | _run_summary(store, info, trials, board=board, best=best, rank_by=rank_by)
         | _tables(board, table, trials, shown=shown)
         | _figures(table, epochs, trials, board=board, top=top, shown=shown, k=k)
+        | {"tradeoff": tradeoff_section(trials, info)}
     )
+
+
+def tradeoff_section(trials: pd.DataFrame, info: dict) -> dict | None:
+    """The deployment trade-off: the ranking objective against each measured cost, with each
+    panel's front when the search had several objectives; None when nothing was measured."""
+    objectives = info.get("objectives") or []
+    objective = info.get("objective", "val_accuracy")
+    measured = [c for c in ("latency_ms", "tflite_kb") if c in trials and trials[c].notna().any()]
+    wanted_params = "n_params" in objectives or info.get("max_params") is not None
+    costs = measured + (["n_params"] if wanted_params else [])
+    if not costs or objective not in trials or trials[objective].isna().all():
+        return None
+    multi = len(objectives) > 1
+    fronts = {c: front_ids(trials, [objective, c]) for c in costs} if multi else {}
+    limits = {column: info[option] for option, column in LIMITS.items() if info.get(option)}
+    svg = plots.deployment_tradeoff(
+        trials, objective=objective, costs=costs, fronts=fronts, limits=limits
+    )
+    return {"svg": Markup(svg), "multi": multi, "objectives": objectives, "objective": objective}
 
 
 def _page_constants() -> dict:

@@ -263,3 +263,93 @@ def optimization_history(history: pd.DataFrame) -> str:
             ax.set(xlabel=label, ylabel="val accuracy")
             ax.legend(fontsize="x-small")
         return _png(figure)
+
+
+# The deployment trade-off (--measure-deploy, --objectives): each trial is one SVG group with a
+# <title>, which a browser shows on hover; inline SVG needs no script and fetches nothing.
+SVG_NAMESPACE = "http://www.w3.org/2000/svg"
+LOG_SPREAD = 20  # a cost axis spanning a wider ratio is drawn on a log scale
+COST_LABELS = {
+    "latency_ms": "TFLite latency (ms, 1 thread, batch 1)",
+    "tflite_kb": "float32 TFLite size (KB)",
+    "n_params": "parameters",
+}
+
+
+def deployment_tradeoff(
+    trials: pd.DataFrame,
+    *,
+    objective: str,
+    costs: list[str],
+    fronts: dict[str, set[int]],
+    limits: dict[str, float],
+) -> str:
+    """An inline SVG: `objective` against each of `costs`, one panel each, for complete and
+    infeasible trials; a panel's Pareto front (`fronts[cost]`, trial ids) is joined and
+    highlighted, each `limits[cost]` drawn as a line, and hovering a point names its trial."""
+    shown = trials[trials["status"].isin([TrialStatus.COMPLETE, TrialStatus.INFEASIBLE])]
+    tips = {}
+    with _style():
+        figure, axes = _figure(1, len(costs))
+        for ax, cost in zip(axes[0], costs, strict=True):
+            points = shown.dropna(subset=[objective, cost])
+            tips |= _tradeoff_panel(ax, points, objective, cost, front=fronts.get(cost, set()))
+            if cost in limits:
+                ax.axvline(limits[cost], color="tab:red", linestyle="--", linewidth=0.8)
+                ax.annotate(
+                    f"limit {limits[cost]:g}",
+                    (limits[cost], 1),
+                    xycoords=("data", "axes fraction"),
+                    fontsize="x-small",
+                    color="tab:red",
+                    va="top",
+                )
+        figure.set_figwidth(PANEL_WIDTH * 1.5 * len(costs))
+        return _svg_with_titles(figure, tips)
+
+
+def _tradeoff_panel(
+    ax: Axes, points: pd.DataFrame, objective: str, cost: str, *, front: set[int]
+) -> dict[str, str]:
+    """Draw one panel; return each point's SVG id and hover text."""
+    tips = {}
+    for row in points.to_dict("records"):
+        trial_id, on_front = int(row["trial_id"]), int(row["trial_id"]) in front
+        infeasible = row["status"] == TrialStatus.INFEASIBLE
+        style = {"marker": "x", "color": "tab:red"} if infeasible else {"marker": "o"}
+        if not infeasible:
+            style["color"] = "tab:blue" if on_front else "0.6"
+        gid = f"trial-{trial_id}-{cost}"
+        ax.plot([row[cost]], [row[objective]], linestyle="none", markersize=6, gid=gid, **style)
+        marks = " (Pareto front)" if on_front else " (over a limit)" if infeasible else ""
+        tips[gid] = f"trial {trial_id}: {objective} {row[objective]:.4g}, {cost} {row[cost]:.4g}"
+        tips[gid] += marks
+    line = points[points["trial_id"].isin(front)].sort_values(cost)
+    if len(line) > 1:
+        ax.step(
+            line[cost], line[objective], where="post", color="tab:blue", linewidth=0.8, zorder=1.5
+        )
+    ax.set(xlabel=COST_LABELS.get(cost, cost), ylabel=objective.replace("_", " "))
+    values = points[cost].astype(float)
+    if len(values) and values.min() > 0 and values.max() / values.min() > LOG_SPREAD:
+        ax.set_xscale("log")
+    return tips
+
+
+def _svg_with_titles(figure: Figure, tips: dict[str, str]) -> str:
+    """The figure as SVG markup, each group named in `tips` given a <title> (its tooltip)."""
+    import xml.etree.ElementTree as ET
+
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+
+    buffer = io.StringIO()
+    FigureCanvasSVG(figure).print_svg(buffer)
+    ET.register_namespace("", SVG_NAMESPACE)
+    ET.register_namespace("xlink", "http://www.w3.org/1999/xlink")
+    root = ET.fromstring(buffer.getvalue())
+    for group in root.iter(f"{{{SVG_NAMESPACE}}}g"):
+        if group.get("id") in tips:
+            title = ET.Element(f"{{{SVG_NAMESPACE}}}title")
+            title.text = tips[group.get("id")]
+            group.insert(0, title)
+    return ET.tostring(root, encoding="unicode")

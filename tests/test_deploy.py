@@ -76,3 +76,13 @@ def test_optuna_samplers_learn_the_limits_as_constraints(tiny_folder, tmp_path):
     for trial in study.trials:
         latency_over, params_over = trial.system_attrs["constraints"]
         assert latency_over > 0 and params_over < 0
+
+
+def test_the_report_shows_the_tradeoff_without_a_front(measured):
+    """One objective: accuracy against latency and size, every trial hoverable, no front."""
+    html = (measured.run_dir / "report.html").read_text(encoding="utf-8")
+    assert '<section id="tradeoff">' in html and "shown without a front" in html
+    for trial_id in measured.trials()["trial_id"]:
+        assert f'<g id="trial-{trial_id}-latency_ms">' in html
+        assert f'<g id="trial-{trial_id}-tflite_kb">' in html
+    assert "(Pareto front)" not in html

@@ -50,6 +50,8 @@ def test_the_pareto_column_is_the_front_worked_out_by_hand(front_run):
         others = [o for o in rows if o["trial_id"] != row["trial_id"]]
         assert bool(row["pareto"]) == (not dominated(row, others)), row["trial_id"]
     assert trials["pareto"].any()
+    html = (store.run_dir / "report.html").read_text(encoding="utf-8")
+    assert html.count("(Pareto front)") >= len(store.pareto_front())
 
 
 def test_the_front_is_optunas_own(front_run):

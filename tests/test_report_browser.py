@@ -295,3 +295,65 @@ def test_gaps_confirmation_and_refit_read_in_the_browser(devtools, tmp_path):
     assert "refit_model.keras, trial 0 retrained on train + validation (80 images)" in text
     assert "trials 1, 2 (gap_basis = fit)" in text
     assert page.errors() == []
+
+
+def test_the_deployment_tradeoff_reads_and_hovers_in_the_browser(devtools, tmp_path):
+    """A multi-objective run (val_accuracy, latency_ms) with a size limit: the section draws
+    both costs, the front's points name their trials on hover, and the leaderboard marks them."""
+    trials = [
+        trial(0, epochs=STEADY, lr=0.01),  # val 0.80
+        trial(1, epochs=OVERFITTING, lr=0.1),  # val 0.70
+        trial(2, epochs=[(0.6, 0.7, 0.5, 0.72)], lr=0.3),  # val 0.72
+        trial(3, epochs=[(0.6, 0.7, 0.5, 0.72)], lr=0.2),
+    ]
+    run = make_run(
+        tmp_path / "run",
+        trials,
+        objectives=["val_accuracy", "latency_ms"],
+        max_size_kb=500.0,
+    )
+    store = RunStore(run)
+    # 2 and 3: slower than 0 and less accurate; 2 over the size limit too.
+    figures = {0: (3.0, 400.0), 1: (1.0, 300.0), 2: (3.5, 550.0), 3: (3.5, 450.0)}
+    for trial_id, (latency, size) in figures.items():
+        store.finish_trial(
+            trial_id, {"latency_ms": latency, "latency_iqr_ms": 0.1, "tflite_kb": size}
+        )
+    store.finish_trial(2, {"status": "infeasible", "error": "over the limit: tflite_kb +50 over"})
+    assert store.pareto_front() == {0, 1}
+    page = Page(devtools, write_report(run).resolve().as_uri())
+    assert page.errors() == []
+    titles = page.evaluate(
+        "Object.fromEntries(Array.from(document.querySelectorAll('#tradeoff svg g > title'),"
+        " (t) => [t.parentNode.id, t.textContent]))"
+    )
+    assert len(titles) == 8  # four trials, two panels
+    assert titles["trial-0-latency_ms"].endswith("(Pareto front)")
+    assert titles["trial-1-tflite_kb"].endswith("(Pareto front)")
+    assert titles["trial-2-tflite_kb"] == "trial 2: val_accuracy 0.72, tflite_kb 550 (over a limit)"
+    # The pointer over trial 1's point on the latency panel lands on that trial's group.
+    x, y = page.evaluate(
+        "(() => { const g = document.querySelector('#trial-1-latency_ms use');"
+        " g.scrollIntoView({block: 'center'}); const r = g.getBoundingClientRect();"
+        " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+    )
+    page.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+    hovered = page.evaluate(
+        f"document.elementFromPoint({x}, {y}).closest('g[id^=\"trial-\"]').querySelector('title')"
+        ".textContent"
+    )
+    assert hovered.startswith("trial 1: val_accuracy 0.7, latency_ms 1")
+    headers = page.evaluate(
+        "Array.from(document.querySelectorAll('#leaderboard-table th'), (h) => h.textContent)"
+    )
+    marks = dict(
+        zip(
+            leaderboard_column(page, headers.index("trial_id")),
+            leaderboard_column(page, headers.index("pareto")),
+            strict=True,
+        )
+    )
+    assert marks == {"0": "yes", "1": "yes", "3": "no"}  # 2 is over a limit: not ranked
+    text = page.evaluate("document.getElementById('tradeoff').innerText")
+    assert "multi-objective search of val_accuracy, latency_ms" in text
+    assert page.screenshot().convert("RGB").getcolors(maxcolors=1) is None
