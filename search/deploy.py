@@ -8,11 +8,14 @@ runs after WARMUP_RUNS, with the interquartile range as its spread.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 
 import keras
 import numpy as np
 
+from search import compat
 from search.errors import UsageError
 from search.export import inference_model, tflite_bytes
 from search.predict import open_interpreter
@@ -20,6 +23,9 @@ from search.schema import DEPLOY_COLUMNS
 
 LATENCY_RUNS = 30
 WARMUP_RUNS = 5
+# Layers that pass their input through unchanged at inference (search.export.inference_model
+# turns augmentation into Identity layers).
+INFERENCE_IDENTITIES = (keras.layers.Dropout, keras.layers.Identity, keras.layers.InputLayer)
 
 
 def violations(figures: dict, limits: dict[str, float]) -> dict[str, float]:
@@ -31,6 +37,45 @@ def violations(figures: dict, limits: dict[str, float]) -> dict[str, float]:
         value = figures.get(column)
         over[column] = float("inf") if value is None else float(value) - limit
     return over
+
+
+class DeployCache:
+    """The figures of each inference architecture measured in this process. Trials that
+    differ only in what inference leaves out (learning rate, dropout rate, augmentation) build
+    the same TFLite graph with weights of the same shapes: the same file size and the same
+    work per image. Converting takes about 10 s at 160 px, so such a trial takes the figures
+    of the first one measured (`deploy_same_as`) instead of converting again."""
+
+    def __init__(self):
+        self._measured: dict[str, dict] = {}
+
+    def measure(self, model: keras.Model, *, trial_id: int, runs: int = LATENCY_RUNS) -> dict:
+        start = time.perf_counter()
+        inference = inference_model(model)
+        signature = architecture_signature(inference)
+        if signature in self._measured:
+            seconds = round(time.perf_counter() - start, 2)
+            return self._measured[signature] | {"deploy_s": seconds}
+        figures = measure_deploy(inference, inference.input_shape[1], runs)
+        if figures.get("tflite_kb") is not None:
+            self._measured[signature] = figures | {"deploy_same_as": trial_id}
+        return figures
+
+
+def architecture_signature(model: keras.Model) -> str:
+    """A digest of what the TFLite converter sees of `model` at inference: every layer's kind,
+    its configuration without its name, and its weights' shapes and dtypes, in order. Layers
+    that are identities at inference (dropout, removed augmentation) are left out."""
+    parts = []
+    for layer in compat.all_layers(model):
+        if isinstance(layer, INFERENCE_IDENTITIES):
+            continue
+        config = {} if isinstance(layer, keras.Model) else layer.get_config()
+        config = {k: v for k, v in config.items() if k not in ("name", "trainable", "seed")}
+        weights = [(tuple(w.shape), str(w.dtype)) for w in layer.weights]
+        parts.append((type(layer).__name__, config, weights))
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def measure_deploy(model: keras.Model, image_size: int, runs: int = LATENCY_RUNS) -> dict:

@@ -27,7 +27,7 @@ from search import compat
 from search.config import SearchConfig
 from search.console import format_seconds, live_line, live_output, log
 from search.data import ImageData
-from search.deploy import measure_deploy, violations
+from search.deploy import DeployCache, violations
 from search.devices import is_out_of_memory
 from search.errors import Restart, first_line
 from search.features import FeatureCache, FrozenSplit, split_frozen_base
@@ -102,6 +102,7 @@ class TrialResult:
     latency_iqr_ms: float | None = None
     deploy_s: float | None = None
     deploy_error: str | None = None  # why TFLite could not convert the model
+    deploy_same_as: int | None = None  # the trial of the same inference graph measured first
 
     def row(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "trial_id"}
@@ -330,6 +331,7 @@ class TrialRunner:
         self.announce_as = announce_as  # the progress line's name for a trial outside a search
         # --image-sizes: the images at the size a trial's model takes (search.data.ImagesBySize).
         self.images_at = images_at
+        self._deploy = DeployCache()  # --measure-deploy's figures per inference architecture
         self._resident: list[float] = []  # after each trial run in this process
         self._sample = clean_sample(len(data.train), len(data.validation), settings.seed)
 
@@ -372,7 +374,7 @@ class TrialRunner:
         if pruned and result.status == TrialStatus.COMPLETE:
             result.status = TrialStatus.PRUNED
         if self.settings.measure_deploy and result.status == TrialStatus.COMPLETE:
-            result.__dict__.update(measure_deploy(model, model.input_shape[1]))
+            result.__dict__.update(self._deploy.measure(model, trial_id=trial_id))
         self._check_limits(result)
         self._record(result, fit, hp, on_result=on_result)
         return result, (model if result.status == TrialStatus.COMPLETE else None)

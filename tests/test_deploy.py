@@ -3,6 +3,7 @@ kept weights' inference model, through the real command line on real photos."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from conftest import error_lines, run_cli
 
@@ -86,3 +87,47 @@ def test_the_report_shows_the_tradeoff_without_a_front(measured):
         assert f'<g id="trial-{trial_id}-latency_ms">' in html
         assert f'<g id="trial-{trial_id}-tflite_kb">' in html
     assert "(Pareto front)" not in html
+
+
+def test_trials_of_one_inference_graph_are_converted_once(tiny_folder, tmp_path):
+    """Only learning rate and dropout vary: every trial after the first takes its figures,
+    saying from which trial, without converting again."""
+    argv = ["--space", "scratch", "--data", str(tiny_folder), "--max-trials", "3"]
+    argv += ["--epochs", "1", "--image-size", "32", "--runs-dir", str(tmp_path), "--name", "c"]
+    pins = ["conv_blocks=1", "filters_1=16", "kernel_size=3", "batch_norm=False"]
+    pins += ["padding=same", "pooling=global_avg", "dense_units=0"]
+    result = run_cli(*argv, "--measure-deploy", *[a for pin in pins for a in ("--fix", pin)])
+    assert result.returncode == 0, error_lines(result)[-5:]
+    trials = RunStore(tmp_path / "c").trials()
+    assert trials["hp_learning_rate"].nunique() == 3
+    assert pd.isna(trials.loc[0, "deploy_same_as"])
+    assert list(trials.loc[1:, "deploy_same_as"]) == [0, 0]
+    assert trials["tflite_kb"].nunique() == 1 and trials["latency_ms"].nunique() == 1
+    assert (trials.loc[1:, "deploy_s"] < trials.loc[0, "deploy_s"] / 5).all()
+
+
+def test_the_signature_is_what_the_converter_sees():
+    """Two models that differ in dropout rate and augmentation convert to files of the same
+    size and share a signature; another dense width changes both."""
+    import keras_tuner as kt
+
+    from search.deploy import architecture_signature
+    from search.export import inference_model, tflite_bytes
+    from spaces import augment
+    from spaces.context import SpaceContext
+
+    ctx = SpaceContext(32, 2, weights=None)
+
+    def built(**values):
+        hp = kt.HyperParameters()
+        for name, value in values.items():
+            hp.Fixed(name, value)
+        return inference_model(augment.SPACE.build(hp, ctx))
+
+    plain = built(dense_dropout=0.0, rotation=0.0, dense_units=64)
+    other = built(dense_dropout=0.4, rotation=0.2, dense_units=64)
+    wider = built(dense_dropout=0.0, rotation=0.0, dense_units=128)
+    assert architecture_signature(plain) == architecture_signature(other)
+    assert architecture_signature(plain) != architecture_signature(wider)
+    assert len(tflite_bytes(plain)) == len(tflite_bytes(other))
+    assert len(tflite_bytes(plain)) < len(tflite_bytes(wider))
