@@ -98,3 +98,34 @@ def test_quick_mode_runs_both_arms_twice_and_writes_their_spread(
     assert f"| {naive_rate} ({naive_range[0]}\u2013{naive_range[1]}) |" in table
     assert "the naive anchor (image_dataset_from_directory with prefetch) 2x" in table
     assert "| RSS, MiB | | not run (--rss-trials 0) |" in table
+
+
+def test_the_deploy_benchmark_runs_quick_and_reads_its_runs(tmp_path):
+    """bench/deploy.py --quick end to end: its fronts are the runs' pareto marks, the fastest
+    trial it names is on the front within a point of the best, and int8 is measured beside
+    float32 for the best trial at each size."""
+    deploy = load_script(REPO / "bench" / "deploy.py")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "deploy.py"), "--quick", "--out", str(tmp_path)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "deploy.json").read_text(encoding="utf-8"))
+    for key, entry in results["searches"].items():
+        trials = deploy.RunStore(tmp_path / "runs" / f"deploy-{key}").trials()
+        marked = set(trials.loc[trials["pareto"].astype(bool), "trial_id"])
+        assert {row["trial_id"] for row in entry["front"]} == marked
+        fastest, best = entry["fastest_within_1pt"], entry["most_accurate"]
+        assert fastest["trial_id"] in marked
+        assert fastest["val_accuracy"] >= best["val_accuracy"] - 0.01
+        assert entry["speedup"] == round(best["latency_ms"] / fastest["latency_ms"], 2)
+    transfer = deploy.RunStore(tmp_path / "runs" / "deploy-transfer")
+    assert set(results["quantized"]) == {str(s) for s in transfer.trials()["hp_image_size"]}
+    for size, entry in results["quantized"].items():
+        f32, int8 = entry["models"]["float32"], entry["models"]["int8"]
+        assert entry["image_size"] == int(size)
+        assert f32["tflite_kb"] > 2.5 * int8["tflite_kb"]
+    assert "Pareto front of `transfer`" in (tmp_path / "README.md").read_text(encoding="utf-8")
