@@ -1,4 +1,4 @@
-"""MODEL_CARD.md for an exported model, written from the run store alone.
+"""MODEL_CARD.md for an exported model, written from the run store and the export's figures.
 
 It reads run.json, trials.csv, epochs.csv and best_hparams.json (through `RunStore`) and says
 what the model was trained on, how the data was split, which hyperparameters won, how well they
@@ -6,6 +6,9 @@ did on the validation and held-out test splits, how far training and validation 
 apart (the clean gap the verdict judges, and the fit-time one beside it), and which of the
 documents' baselines in the same run it beat. Where the run has them, it also reports the refit
 model's test accuracy (`--refit`) and the finalists' means over their seeds (`--confirm-top`).
+An export of another kept trial (`export --trial N`) gets that trial's card instead. Deployment
+figures come from trials.csv (`--measure-deploy`) and, for a quantized TFLite export, from the
+figures search.quantize measured (quantized.json), rendered here as given: nothing is measured.
 Baseline trials are those with a `hp_baseline` (the `baselines` space) or `baseline` column
 set, or whose hyperparameters are exactly a preset of the run's space (`--enqueue`d from
 `spaces.baselines.for_space`).
@@ -37,33 +40,58 @@ CARD_NAME = "MODEL_CARD.md"
 SHOWN_SKIPPED = 20  # skipped files listed by name; the rest are counted
 
 
-def write_model_card(run_dir: Path, output_dir: Path) -> Path:
-    """Write MODEL_CARD.md for the run's best model into `output_dir` and return its path."""
+def write_model_card(
+    run_dir: Path,
+    output_dir: Path,
+    *,
+    trial_id: int | None = None,
+    image_size: int | None = None,
+    quantized: dict | None = None,
+) -> Path:
+    """Write MODEL_CARD.md for the model of `trial_id` (the best trial's when None) into
+    `output_dir` and return its path. `image_size` is the exported model's input size (else the
+    trial's or the run's); `quantized` is a quantized export's figures (search.quantize), shown
+    beside the float32 ones."""
     store = RunStore(run_dir)
     if not store.best_hparams_path.exists():
         raise UsageError(f"{run_dir} has no best_hparams.json: no trial of it has completed")
     path = Path(output_dir) / CARD_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(model_card(store), encoding="utf-8")
+    card = model_card(store, trial_id=trial_id, image_size=image_size, quantized=quantized)
+    path.write_text(card, encoding="utf-8")
     return path
 
 
-def model_card(store: RunStore) -> str:
+def model_card(
+    store: RunStore,
+    *,
+    trial_id: int | None = None,
+    image_size: int | None = None,
+    quantized: dict | None = None,
+) -> str:
     info = store.read_run_info()
     # The verdict and the gap it judged (gap_basis), as the report reads them.
     trials = analyse_trials(
         store.trials(), store.epochs(), warmup_epochs=info.get("warmup_epochs", 0)
     )
     best_hparams = store.read_best_hparams()
-    best = trials[trials["trial_id"] == best_hparams["trial_id"]].iloc[0]
+    best_id = best_hparams["trial_id"]
+    shown = trials[trials["trial_id"] == (best_id if trial_id is None else trial_id)]
+    if shown.empty:
+        raise UsageError(f"{store.run_dir}: trial {trial_id} is not in trials.csv")
+    trial = shown.iloc[0]
+    is_best = int(trial["trial_id"]) == best_id
+    hparams = best_hparams["hyperparameters"] if is_best else trial_hyperparameters(trial)
+    deployment = _deployment(trial, quantized)
     sections = [
-        _summary(info, best),
+        _summary(info, trial, best_id=best_id, image_size=image_size or hparams.get("image_size")),
         _data(info),
         _split(info),
-        _hyperparameters(best_hparams["hyperparameters"]),
-        _results(best, info),
+        _hyperparameters(hparams),
+        _results(trial, info, is_best=is_best),
+        *([deployment] if deployment else []),
         *([_confirmation(trials, info["confirm"])] if info.get("confirm") else []),
-        _baselines(trials, best, info["space"]),
+        _baselines(trials, trial, info["space"], is_best=is_best),
     ]
     return "\n\n".join(sections) + "\n"
 
@@ -94,19 +122,26 @@ def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
-def _summary(info: dict, best: pd.Series) -> str:
+def _summary(info: dict, trial: pd.Series, *, best_id: int, image_size: int | None) -> str:
     status = info.get("status", "unknown")
+    trial_id = int(trial["trial_id"])
+    which = (
+        f"Best trial {trial_id}"
+        if trial_id == best_id
+        else f"Trial {trial_id} (`export --trial {trial_id}`; the best trial is {best_id})"
+    )
+    size = image_size or info["image_size"]  # a searched image size is the trial's own
     return "\n".join(
         [
             f"# Model card: {info['name']}",
             "",
-            f"Best trial {int(best['trial_id'])} of a `{info['space']}` search "
+            f"{which} of a `{info['space']}` search "
             f"({_proposer(info)}; run status: {status}), "
-            f"{_count_params(best)} parameters, kept at epoch {_epoch(best)}; trials ranked "
+            f"{_count_params(trial)} parameters, kept at epoch {_epoch(trial)}; trials ranked "
             f"by `{info.get('objective', 'val_accuracy')}`.",
             "",
-            f"Input: raw RGB pixels in [0, 255], float32 of shape (n, {info['image_size']}, "
-            f"{info['image_size']}, 3); augmentation and scaling are layers inside the model.",
+            f"Input: raw RGB pixels in [0, 255], float32 of shape (n, {size}, {size}, 3); "
+            f"augmentation and scaling are layers inside the model.",
             f"Output: {_output(info['class_names'])}.",
         ]
     )
@@ -240,9 +275,9 @@ def _verdict_text(best: pd.Series) -> str:
     return f"{best['verdict']} (judged on the {basis} gap; overfit above {OVERFIT_GAP:+.2f})"
 
 
-def _results(best: pd.Series, info: dict) -> str:
+def _results(best: pd.Series, info: dict, *, is_best: bool = True) -> str:
     test = _with_interval(best["test_accuracy"], _split_size(info, "test"))
-    refit = _refit(info)
+    refit = _refit(info) if is_best else None  # the refit is of the best configuration
     rows = [
         (
             "validation accuracy",
@@ -263,7 +298,12 @@ def _results(best: pd.Series, info: dict) -> str:
         *([("test accuracy, refit model", refit[0])] if refit else []),
     ]
     lines = ["## Results", ""]
-    lines.append(f"Test accuracy: {test}." if test != "n/a" else "Test accuracy: not scored.")
+    if test != "n/a":
+        lines.append(f"Test accuracy: {test}.")
+    elif is_best:
+        lines.append("Test accuracy: not scored.")
+    else:
+        lines.append("Test accuracy: not scored (only the best trial's model is scored).")
     if refit:
         lines += ["", f"Refit model, `refit_model.keras`: test accuracy {refit[0]}; {refit[1]}."]
     return "\n".join(
@@ -327,7 +367,10 @@ def baseline_name(row: dict, space: str) -> str | None:
     return preset_of(space, trial_hyperparameters(row))
 
 
-def _baselines(trials: pd.DataFrame, best: pd.Series, space: str) -> str:
+def _baselines(trials: pd.DataFrame, best: pd.Series, space: str, *, is_best: bool) -> str:
+    """The run's baseline trials against the exported trial (`best`, the best one unless
+    `export --trial` chose another)."""
+    subject = "best" if is_best else "exported"
     rows = [
         (
             f"`{name}`",
@@ -336,7 +379,7 @@ def _baselines(trials: pd.DataFrame, best: pd.Series, space: str) -> str:
             _number(row["val_accuracy"]),
             _number(row["gap_clean"], signed=True),
             _number(row["gap_fit"], signed=True),
-            _verdict(row, best),
+            _verdict(row, best, subject),
         )
         for row in trials.to_dict("records")
         if (name := baseline_name(row, space)) is not None
@@ -348,7 +391,7 @@ def _baselines(trials: pd.DataFrame, best: pd.Series, space: str) -> str:
         [
             "## Baselines",
             "",
-            f"The best trial beat {beaten} of the run's {len(rows)} baseline trials on "
+            f"The {subject} trial beat {beaten} of the run's {len(rows)} baseline trials on "
             f"validation accuracy.",
             "",
             _table(
@@ -367,11 +410,63 @@ def _baselines(trials: pd.DataFrame, best: pd.Series, space: str) -> str:
     )
 
 
-def _verdict(row: dict, best: pd.Series) -> str:
+def _verdict(row: dict, best: pd.Series, subject: str) -> str:
     if int(row["trial_id"]) == int(best["trial_id"]):
-        return "is the best trial"
+        return f"is the {subject} trial"
     if row["status"] != TrialStatus.COMPLETE:
         return "not complete"
     if row["val_accuracy"] < best["val_accuracy"]:
         return "beaten"
     return "tied on val accuracy, ranked lower on val loss"
+
+
+def _deployment(trial: pd.Series, quantized: dict | None) -> str | None:
+    """What the model costs where it ships: the search's float32 figures (--measure-deploy)
+    and a quantized export's, measured on the test split; None when there are neither."""
+    lines = []
+    if not pd.isna(trial.get("tflite_kb", float("nan"))):
+        lines += [
+            f"Measured in the search (`--measure-deploy`): float32 TFLite "
+            f"{trial['tflite_kb']:,.1f} KB, median latency {_ms(trial.get('latency_ms'))} "
+            f"(IQR {_ms(trial.get('latency_iqr_ms'))}).",
+        ]
+    if quantized:
+        lines += [*([""] if lines else []), *_quantized(quantized)]
+    return "\n".join(["## Deployment", "", *lines]) if lines else None
+
+
+def _ms(value) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{value:.3f} ms"
+
+
+def _quantized(figures: dict) -> list[str]:
+    """Float32 and quantized side by side, as search.quantize measured them."""
+    mode, n, timing = figures["quantize"], figures["test_images"], figures["latency"]
+    rows = [
+        (
+            f"{name} (exported)" if name == mode else name,
+            f"{model['tflite_kb']:,.1f} KB",
+            _with_interval(model["test_accuracy"], n),
+            f"{_ms(model['latency_ms'])} (IQR {_ms(model['latency_iqr_ms'])})",
+        )
+        for name, model in figures["models"].items()
+    ]
+    calibrated = (
+        f", calibrated on {figures['calibration_images']} training images drawn with seed "
+        f"{figures['calibration_seed']}"
+        if figures.get("calibration_images")
+        else ""
+    )
+    return [
+        f"The exported file is the `{mode}` quantization (`--quantize {mode}`{calibrated}), "
+        f"input and output float32. Both TFLite models were run on the test split "
+        f"({n} images) at {figures['image_size']} px:",
+        "",
+        _table(("TFLite model", "size", "test accuracy", "median latency"), rows),
+        "",
+        f"Latencies are this machine's {timing['machine']} CPU figures with the "
+        f"{timing['interpreter']} interpreter: {timing['threads']} thread, batch "
+        f"{timing['batch']}, the median of {timing['runs']} runs after {timing['warmup_runs']} "
+        f"warm-up runs, with the interquartile range. On this CPU {mode} buys size, not "
+        f"necessarily speed; these figures say nothing of another device's.",
+    ]

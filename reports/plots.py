@@ -293,7 +293,8 @@ def deployment_tradeoff(
         figure, axes = _figure(1, len(costs))
         for ax, cost in zip(axes[0], costs, strict=True):
             points = shown.dropna(subset=[objective, cost])
-            tips |= _tradeoff_panel(ax, points, objective, cost, front=fronts.get(cost, set()))
+            front = fronts.get(cost, set())
+            tips |= _tradeoff_panel(ax, points, objective=objective, cost=cost, front=front)
             if cost in limits:
                 ax.axvline(limits[cost], color="tab:red", linestyle="--", linewidth=0.8)
                 ax.annotate(
@@ -309,7 +310,7 @@ def deployment_tradeoff(
 
 
 def _tradeoff_panel(
-    ax: Axes, points: pd.DataFrame, objective: str, cost: str, *, front: set[int]
+    ax: Axes, points: pd.DataFrame, *, objective: str, cost: str, front: set[int]
 ) -> dict[str, str]:
     """Draw one panel; return each point's SVG id and hover text."""
     tips = {}

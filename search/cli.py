@@ -15,7 +15,7 @@ from pathlib import Path
 from search.backends import ALGORITHMS, BACKENDS, PRUNERS, SAMPLERS
 from search.config import SearchConfig, config_defaults
 from search.errors import Restart, SearchStopped, UsageError
-from search.schema import OBJECTIVES
+from search.schema import ALL_OBJECTIVES, OBJECTIVES
 from search.workers import RUN_SEARCH
 from spaces import SPACES
 from spaces.user import is_user_space
@@ -78,6 +78,32 @@ _non_negative = _bounded_int(0, None, "0 or more")
 _image_size = _bounded_int(
     MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, f"between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels"
 )
+
+
+def _objective_list(text: str) -> list[str]:
+    """--objectives: two or more of schema.ALL_OBJECTIVES, comma-separated."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ALL_OBJECTIVES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown objective {unknown[0]!r}; choose from {', '.join(ALL_OBJECTIVES)}"
+        )
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise argparse.ArgumentTypeError(
+            f"give two or more different objectives, comma-separated, got {text!r}"
+        )
+    return names
+
+
+def _image_size_list(text: str) -> list[int]:
+    """--image-sizes: two or more different sizes, comma-separated, in increasing order."""
+    sizes = sorted({_image_size(part.strip()) for part in text.split(",") if part.strip()})
+    if len(sizes) < 2:
+        raise argparse.ArgumentTypeError(
+            f"give two or more different sizes, comma-separated (one size is --image-size), "
+            f"got {text!r}"
+        )
+    return sizes
 
 
 class SpaceChoices(list):
@@ -157,6 +183,16 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
         "at each trial's kept epoch (default: %(default)s)",
     )
     add(
+        "--objectives",
+        type=_objective_list,
+        metavar="A,B[,...]",
+        help="a multi-objective search (--backend optuna) of any of "
+        f"{', '.join(ALL_OBJECTIVES)}: trials.csv marks the Pareto front (pareto), the report "
+        "plots it, and its models are kept for export --trial N. The first validation "
+        "objective listed ranks the leaderboard and picks best_model.keras. Pruning is off: "
+        "Optuna does not prune multi-objective studies",
+    )
+    add(
         "--measure-deploy",
         action="store_true",
         help="convert every complete trial's model to float32 TFLite and record its size "
@@ -198,6 +234,14 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
         "--image-size",
         type=_image_size,
         help="square side in pixels (default: %(default)s)",
+    )
+    add(
+        "--image-sizes",
+        type=_image_size_list,
+        metavar="S1,S2[,...]",
+        help="search the input size too, as the hyperparameter image_size (e.g. 96,128,160): "
+        "latency grows about with the pixels; images are decoded, and frozen-base features "
+        "cached, once per size",
     )
     add("--batch-size", type=_positive, help="(default: %(default)s)")
     add("--seed", type=int, help="search and training seed (default: %(default)s)")
@@ -315,7 +359,13 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
         "note, without a GPU (default: no limit)",
     )
     optuna = parser.add_argument_group("Optuna back end (--backend optuna)")
-    optuna.add_argument("--sampler", choices=SAMPLERS, help="(default: %(default)s)")
+    optuna.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        help="auto: TPE for one objective, NSGA-II for several (Optuna's defaults; NSGA-II's "
+        "first generation, 50 trials, is random: with a smaller budget, tpe learns sooner) "
+        "(default: %(default)s)",
+    )
     optuna.add_argument(
         "--pruner",
         choices=PRUNERS,
@@ -428,7 +478,8 @@ def run_report(argv: list[str]) -> int:
 def export_parser() -> OneLineParser:
     parser = OneLineParser(
         prog="run_search.py export",
-        description="Export a run's best model for inference: its random augmentation layers "
+        description="Export a run's best model (or, with --trial, another kept trial's) for "
+        "inference: its random augmentation layers "
         "are left out, every other layer keeps its trained weights (RUNDIR/best_model.keras "
         "stays as trained). MODEL_CARD.md and labels.json (class names and image size, read "
         "by predict) are written beside the model.",
@@ -440,6 +491,22 @@ def export_parser() -> OneLineParser:
         type=Path,
         help="the model file (the folder, for savedmodel); default: RUNDIR/export/"
         "{model.keras,saved_model,model.tflite}",
+    )
+    parser.add_argument(
+        "--trial",
+        type=int,
+        metavar="N",
+        help="export trial N's model instead of the best one's: the best trial or, with "
+        "--objectives, a Pareto-front trial, whose models are kept (default: the best trial)",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=("dynamic", "float16", "int8"),  # search.export.QUANTIZE, without Keras
+        help="with --format tflite: post-training quantization (dynamic: int8 weights; "
+        "float16: float16 weights; int8: int8 kernels throughout, float32 only in and out, "
+        "calibrated on up to 100 seeded training images); the card and quantized.json give "
+        "its and the float32 model's test accuracy, size and latency on this machine "
+        "(default: float32)",
     )
     return parser
 
@@ -454,7 +521,15 @@ def run_export(argv: list[str]) -> int:
     from reports.model_card import write_model_card
     from search.export import export_best
 
-    print(export_best(args.run_dir, args.format, args.output, document=write_model_card))
+    exported = export_best(
+        args.run_dir,
+        args.format,
+        args.output,
+        document=write_model_card,
+        trial=args.trial,
+        quantize=args.quantize,
+    )
+    print(exported)
     return 0
 
 

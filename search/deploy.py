@@ -85,7 +85,7 @@ def measure_deploy(model: keras.Model, image_size: int, runs: int = LATENCY_RUNS
         flat = tflite_bytes(inference_model(model))
     except UsageError as error:
         return dict.fromkeys(DEPLOY_COLUMNS) | {"deploy_error": str(error)}
-    timings = _latencies(flat, image_size, runs)
+    timings = latencies(flat, image_size, runs)
     low, median, high = np.percentile(timings, [25, 50, 75])
     return {
         "tflite_kb": round(len(flat) / 1024, 1),
@@ -95,7 +95,7 @@ def measure_deploy(model: keras.Model, image_size: int, runs: int = LATENCY_RUNS
     }
 
 
-def _latencies(flat: bytes, image_size: int, runs: int) -> np.ndarray:
+def latencies(flat: bytes, image_size: int, runs: int = LATENCY_RUNS) -> np.ndarray:
     """Milliseconds per invocation of the TFLite model on one image, one thread."""
     interpreter = open_interpreter(model_content=flat, num_threads=1)
     source = interpreter.get_input_details()[0]

@@ -1,9 +1,13 @@
-"""Export the best model of a run as .keras, TF SavedModel or TFLite, for inference.
+"""Export a run's model as .keras, TF SavedModel or TFLite, for inference.
 
-An export is the inference model (`inference_model`): the random augmentation layers are left
+An export is the inference model (`inference_model`) of the best trial, or of a trial whose
+model the run kept (`--trial N`: a Pareto-front trial): the random augmentation layers are left
 out and every other layer keeps its trained weights. `best_model.keras` in the run directory
 stays the trained model, which is what resumes and fine-tunes. Beside the model go MODEL_CARD.md
-and labels.json (class names and image size), which `predict` reads wherever the export is put.
+and labels.json (class names and the model's own image size), which `predict` reads wherever the
+export is put. A TFLite export can be quantized (`--quantize`, QUANTIZE): then search.quantize
+measures it against the float32 conversion on the test split, and quantized.json beside the
+model holds both models' figures, which the card shows side by side.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from search.console import quiet_stderr
 from search.errors import UsageError, first_line
 from search.store import RunStore
 
 FORMATS = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite"}
+QUANTIZE = ("dynamic", "float16", "int8")  # TFLite post-training quantizations (_quantized)
 LABELS_NAME = "labels.json"
+QUANTIZED_NAME = "quantized.json"  # a quantized export's figures, beside the model
 # Keras 3.15's image augmentation layers that return their input unchanged unless training.
 # RandomCrop is not one of them: its output has the crop's size, so it cannot be dropped.
 TRAINING_ONLY = (
@@ -60,33 +67,68 @@ def export_best(
     fmt: str,
     output: Path | None = None,
     *,
-    document: Callable[[Path, Path], object] | None = None,
+    document: Callable[..., object] | None = None,
+    trial: int | None = None,
+    quantize: str | None = None,
 ) -> Path:
-    """Write the run's best model in `fmt` for inference (default place: runs/<name>/export/),
-    with labels.json beside it, and return its path. `document(run_dir, folder)` writes what
-    else ships with the model (the command line passes reports.model_card.write_model_card)."""
+    """Write the model of `trial` (the best trial's when None) in `fmt` for inference (default
+    place: runs/<name>/export/), with labels.json beside it, and return its path. `quantize`
+    (QUANTIZE, TFLite only) converts it quantized and writes quantized.json with its figures.
+    `document(run_dir, folder, trial_id=, image_size=, quantized=)` writes what else ships with
+    the model (the command line passes reports.model_card.write_model_card)."""
     store = RunStore(run_dir)
-    if not store.best_model_path.exists():
-        raise UsageError(f"{run_dir} has no best_model.keras: no trial of it has completed")
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    model_path = store.model_path(trial)
+    _check_format(fmt, quantize)
     output = Path(output) if output else store.run_dir / "export" / FORMATS[fmt]
     if fmt == "keras" and output.suffix != ".keras":
         raise UsageError(f"--output {output}: a Keras model file must end in .keras")
+    trial_id = store.read_best_hparams()["trial_id"] if trial is None else trial
+    model = inference_model(keras.saving.load_model(model_path, safe_mode=True))
+    figures = None
+    if quantize:
+        # Imported here: search.quantize reaches this module through search.deploy.
+        from search.quantize import quantize_and_measure
+
+        flat, figures = quantize_and_measure(model, store, quantize)
+        figures = {"trial_id": trial_id, **figures}
+    # The model's own size: a run that searches the image size has one per trial.
+    size = int(model.input_shape[1])
     output.parent.mkdir(parents=True, exist_ok=True)
     if document is not None:
-        document(store.run_dir, output.parent)  # the model ships with what it is
-    info = store.read_run_info()
-    labels = {"class_names": info["class_names"], "image_size": info["image_size"]}
+        document(
+            store.run_dir, output.parent, trial_id=trial_id, image_size=size, quantized=figures
+        )
+    labels = {"class_names": store.read_run_info()["class_names"], "image_size": size}
     (output.parent / LABELS_NAME).write_text(json.dumps(labels, indent=2), encoding="utf-8")
-    model = inference_model(keras.saving.load_model(store.best_model_path, safe_mode=True))
+    _write_figures(output.parent / QUANTIZED_NAME, figures)
     if fmt == "keras":
         model.save(output)
     elif fmt == "savedmodel":
         model.export(str(output), format="tf_saved_model", verbose=False)
     else:
-        output.write_bytes(tflite_bytes(model))
+        output.write_bytes(flat if quantize else tflite_bytes(model))
     return output
+
+
+def _check_format(fmt: str, quantize: str | None) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise UsageError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZE)}")
+    if quantize and fmt != "tflite":
+        raise UsageError(
+            f"--quantize {quantize} quantizes a TFLite model: add --format tflite "
+            f"(.keras and SavedModel exports stay float32)"
+        )
+
+
+def _write_figures(path: Path, figures: dict | None) -> None:
+    """quantized.json, for a benchmark to read; an earlier export's is removed, so the folder
+    never holds figures of another model than the card describes."""
+    if figures is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(json.dumps(figures, indent=2), encoding="utf-8")
 
 
 def inference_model(model: keras.Model) -> keras.Model:
@@ -119,16 +161,37 @@ def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
             yield from _all_layers(layer)
 
 
-def tflite_bytes(model: keras.Model) -> bytes:
-    """The TFLite flatbuffer of `model`, or a one-line UsageError naming the ops it lacks."""
+def tflite_bytes(
+    model: keras.Model, *, quantize: str | None = None, calibration: np.ndarray | None = None
+) -> bytes:
+    """The TFLite flatbuffer of `model`, float32 or quantized (QUANTIZE; int8 calibrates on the
+    float32 images `calibration`), or a one-line UsageError naming the ops it lacks."""
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as saved, quiet_stderr():
         model.export(saved, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        if quantize:
+            _quantized(converter, quantize, calibration)
         try:
-            return tf.lite.TFLiteConverter.from_saved_model(saved).convert()
+            return converter.convert()
         except Exception as error:  # the converter's ConverterError carries pages of MLIR
             raise UsageError(_conversion_failure(error)) from None
+
+
+def _quantized(converter, quantize: str, calibration: np.ndarray | None) -> None:
+    """dynamic: int8 weights, float activations; float16: float16 weights; int8: int8 weights
+    and activations, calibrated on `calibration`. Input and output stay float32 (a quantize and
+    a dequantize op at the ends), so the file takes raw pixels like every other export."""
+    import tensorflow as tf
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        converter.representative_dataset = lambda: ([image[None]] for image in calibration)
+        # Builtin int8 kernels only: conversion fails rather than leave an op in float.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
 
 
 def _conversion_failure(error: Exception) -> str:

@@ -298,6 +298,26 @@ def prepare(config: SearchConfig, report: Report | None) -> Iterator[PreparedRun
         yield run
 
 
+def run_images(config: SearchConfig, *, store: RunStore, root: Path) -> ImagesBySize:
+    """The run's images, decoded at --image-size now and at each other size on first use."""
+    decode = partial(
+        load_image_data,
+        root,
+        split_seed=config.split_seed,
+        cache_dir=cache_folder(config, store),
+        labels=Path(config.labels).absolute() if config.labels else None,
+    )
+    return ImagesBySize(decode(config.image_size), decode)
+
+
+def run_space(config: SearchConfig) -> Space:
+    """--space, with the input size among its hyperparameters for --image-sizes."""
+    space = load_space(config.space)
+    if config.image_sizes:
+        space = sized_space(space, config.image_sizes, default=config.image_size)
+    return space
+
+
 def _load(
     config: SearchConfig,
     *,
@@ -307,14 +327,8 @@ def _load(
     report: Report | None,
 ) -> PreparedRun:
     """The run's data, devices and space, its first trials and grid, and its run.json."""
-    decode = partial(
-        load_image_data,
-        inputs.root,
-        split_seed=config.split_seed,
-        cache_dir=cache_folder(config, store),
-        labels=Path(config.labels).absolute() if config.labels else None,
-    )
-    data = decode(config.image_size)
+    images_at = run_images(config, store=store, root=inputs.root)
+    data = images_at(config.image_size)
     # TensorFlow is imported only once the inputs are known to be usable.
     from search.devices import configure_devices, configure_precision
     from search.fixed import parse_fixed, pinned_space
@@ -322,9 +336,7 @@ def _load(
     devices = inputs.devices
     if devices is None:  # first, before anything below starts TensorFlow's runtime
         devices = configure_devices(config.gpu_memory_mb)
-    space = load_space(config.space)
-    if config.image_sizes:
-        space = sized_space(space, config.image_sizes, default=config.image_size)
+    space = run_space(config)
     ctx = SpaceContext(config.image_size, len(data.class_names), inputs.weights, inputs.alpha)
     precision = configure_precision(config.mixed_precision)
     if is_user_space(config.space):  # the built-in spaces keep the contract by construction
@@ -348,7 +360,7 @@ def _load(
         backend=inputs.backend,
         store=store,
         data=data,
-        images_at=ImagesBySize(data, decode),
+        images_at=images_at,
         space=space,
         ctx=ctx,
         declared=declared,

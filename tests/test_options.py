@@ -442,6 +442,14 @@ ELSEWHERE = {
     "--format=savedmodel": "test_export.py::exports",
     "--format=tflite": "test_export.py::cli_tflite",
     "--output": "test_export.py::cli_tflite",
+    "--objectives": "test_pareto.py::front_run",
+    "--image-sizes": "test_pareto.py::front_run",
+    "--sampler=auto": "test_pareto.py::front_run",
+    "--sampler=nsga2": "test_pareto.py::test_nsga2_learns_the_limits",
+    "--trial": "test_quantize.py::test_the_best_trial_exports_by_its_number",
+    "--quantize=dynamic": "test_quantize.py::quantized",
+    "--quantize=float16": "test_quantize.py::quantized",
+    "--quantize=int8": "test_quantize.py::quantized",
 }
 
 
