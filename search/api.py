@@ -60,13 +60,28 @@ class SearchResult:
 
         return keras.saving.load_model(self.store.best_model_path, safe_mode=True)
 
-    def export(self, fmt: str = "keras", output: str | Path | None = None) -> Path:
-        """The best model for inference in `fmt` (keras, savedmodel or tflite), with its model
-        card and labels.json beside it."""
+    def export(
+        self,
+        fmt: str = "keras",
+        output: str | Path | None = None,
+        *,
+        trial: int | None = None,
+        quantize: str | None = None,
+    ) -> Path:
+        """The best model (or kept trial `trial`'s) for inference in `fmt` (keras, savedmodel or
+        tflite, quantized with `quantize`: dynamic, float16 or int8), with its model card and
+        labels.json beside it, as `run_search.py export` writes them."""
         from reports.model_card import write_model_card
         from search.export import export_best
 
-        return export_best(self.run_dir, fmt, output, document=write_model_card)
+        return export_best(
+            self.run_dir,
+            fmt,
+            output,
+            document=write_model_card,
+            trial=trial,
+            quantize=quantize,
+        )
 
     def predict(self, images: Sequence[str | Path]) -> list[dict]:
         """Each image's class probabilities from the best model, decoded as in training."""

@@ -78,6 +78,10 @@ class ImagesBySize:
         self._decoded = {first.image_size: first}
         self._decode = decode
 
+    def __contains__(self, size: int) -> bool:
+        """Whether the images are decoded at `size` already."""
+        return size in self._decoded
+
     def __call__(self, size: int) -> ImageData:
         if size not in self._decoded:
             self._decoded[size] = self._decode(size)

@@ -26,7 +26,7 @@ import numpy as np
 from search import compat
 from search.config import SearchConfig
 from search.console import format_seconds, live_line, live_output, log
-from search.data import ImageData
+from search.data import ImageData, ImagesBySize
 from search.deploy import DeployCache, violations
 from search.devices import is_out_of_memory
 from search.errors import Restart, first_line
@@ -318,7 +318,7 @@ class TrialRunner:
         max_memory_growth_mb: float = 0,
         reuse_heads: bool = True,
         announce_as: str | None = None,
-        images_at: Callable[[int], ImageData] | None = None,
+        images_at: ImagesBySize | None = None,
     ):
         self.space, self.ctx, self.data, self.store = space, ctx, data, store
         self.settings, self.max_trials = settings, max_trials
@@ -492,6 +492,10 @@ class TrialRunner:
                 f"the model takes {model.input_shape[1:3]} inputs, not the {size} px of its "
                 f"{IMAGE_SIZE}: build it for ctx.image_size"
             )
+        if size not in self.images_at:
+            # Another size's images (and then features) are memory the run needs, not a leak:
+            # --max-memory-growth measures from after the first trial that holds them.
+            self._resident.clear()
         self.data = self.images_at(size)
         if self.features is not None:
             self.features.data = self.data

@@ -4,6 +4,8 @@ model, export and predictions; bad options raise, never exit."""
 
 from __future__ import annotations
 
+import json
+
 import keras
 import keras_tuner as kt
 import numpy as np
@@ -79,6 +81,11 @@ def test_two_runs_in_one_process_then_export_and_predict(tiny_folder, tmp_path):
     assert len(first.trials) == 1 and len(second.trials) == 2
     output = second.export("tflite", output=tmp_path / "model.tflite")
     assert output.exists() and (tmp_path / "MODEL_CARD.md").exists()
+    best = int(second.store.best_trial()["trial_id"])
+    folder = tmp_path / "quantized"
+    second.export("tflite", output=folder / "model.tflite", trial=best, quantize="dynamic")
+    figures = json.loads((folder / "quantized.json").read_text(encoding="utf-8"))
+    assert figures["models"]["dynamic"]["tflite_kb"] < figures["models"]["float32"]["tflite_kb"]
     image = next((tiny_folder / "validation" / "cats").iterdir())
     [prediction] = second.predict([image])
     assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
