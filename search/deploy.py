@@ -65,8 +65,9 @@ class DeployCache:
 def architecture_signature(model: keras.Model) -> str:
     """A digest of what the TFLite converter sees of `model` at inference: every layer's kind,
     its configuration without its name, and its weights' shapes and dtypes, in order. Layers
-    that are identities at inference (dropout, removed augmentation) are left out."""
-    parts = []
+    that are identities at inference (dropout, removed augmentation) are left out. The input
+    shape comes first: a convolution's weights are the same at any image size, its work not."""
+    parts: list[object] = [list(model.input_shape)]
     for layer in compat.all_layers(model):
         if isinstance(layer, INFERENCE_IDENTITIES):
             continue

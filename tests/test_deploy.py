@@ -108,7 +108,8 @@ def test_trials_of_one_inference_graph_are_converted_once(tiny_folder, tmp_path)
 
 def test_the_signature_is_what_the_converter_sees():
     """Two models that differ in dropout rate and augmentation convert to files of the same
-    size and share a signature; another dense width changes both."""
+    size and share a signature; another dense width changes both, and so does another input
+    size (a global pooling makes the weights the same at both)."""
     import keras_tuner as kt
 
     from search.deploy import architecture_signature
@@ -118,16 +119,25 @@ def test_the_signature_is_what_the_converter_sees():
 
     ctx = SpaceContext(32, 2, weights=None)
 
-    def built(**values):
+    def fixed(values: dict) -> kt.HyperParameters:
         hp = kt.HyperParameters()
         for name, value in values.items():
             hp.Fixed(name, value)
-        return inference_model(augment.SPACE.build(hp, ctx))
+        return hp
+
+    def built(**values):
+        return inference_model(augment.SPACE.build(fixed(values), ctx))
 
     plain = built(dense_dropout=0.0, rotation=0.0, dense_units=64)
     other = built(dense_dropout=0.4, rotation=0.2, dense_units=64)
     wider = built(dense_dropout=0.0, rotation=0.0, dense_units=128)
     assert architecture_signature(plain) == architecture_signature(other)
     assert architecture_signature(plain) != architecture_signature(wider)
+    # Global pooling gives both sizes the same weights; the work per image still differs.
+    pooled = {"dense_dropout": 0.0, "rotation": 0.0, "dense_units": 64, "pooling": "global_avg"}
+    small = built(**pooled)
+    larger = inference_model(augment.SPACE.build(fixed(pooled), SpaceContext(48, 2, weights=None)))
+    assert [w.shape for w in small.weights] == [w.shape for w in larger.weights]
+    assert architecture_signature(small) != architecture_signature(larger)
     assert len(tflite_bytes(plain)) == len(tflite_bytes(other))
     assert len(tflite_bytes(plain)) < len(tflite_bytes(wider))
