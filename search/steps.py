@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
 import os
 import platform
 import sys
@@ -337,7 +338,13 @@ def _load(
     if devices is None:  # first, before anything below starts TensorFlow's runtime
         devices = configure_devices(config.gpu_memory_mb)
     space = run_space(config)
-    ctx = SpaceContext(config.image_size, len(data.class_names), inputs.weights, inputs.alpha)
+    ctx = SpaceContext(
+        config.image_size,
+        len(data.class_names),
+        inputs.weights,
+        inputs.alpha,
+        train_steps=math.ceil(len(data.train) / config.batch_size) * config.epochs,
+    )
     precision = configure_precision(config.mixed_precision)
     if is_user_space(config.space):  # the built-in spaces keep the contract by construction
         check_user_model(space, ctx)

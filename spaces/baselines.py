@@ -88,6 +88,16 @@ def _augmentation(flip: str, rotation: float, *, zoom: float = 0.0, translation:
 NO_AUGMENTATION = _augmentation("none", 0.0)
 
 
+# The from-scratch spaces' choices beyond the documents (issue 22), at the documents' values:
+# plain blocks, Adam at a constant learning rate, no label smoothing.
+SCRATCH_TRAINING = {
+    "residual": False,
+    "optimizer": "adam",
+    "lr_schedule": "constant",
+    "label_smoothing": 0.0,
+}
+
+
 def _cnn(
     filters: list[int],
     padding: str,
@@ -111,7 +121,7 @@ def _cnn(
         "dense_units": dense_units,
         "dense_dropout": dense_dropout,
         "learning_rate": 1e-3,
-    }
+    } | SCRATCH_TRAINING
     values |= {f"filters_{i}": f for i, f in enumerate(filters, 1)}
     # Only blocks followed by another carry a dropout of their own.
     dropouts = block_dropout or {}
@@ -402,6 +412,8 @@ def preset_of(space_name: str, values: dict) -> str | None:
 
 
 def _same_point(values: dict, wanted: dict) -> bool:
+    # A trial stored before SCRATCH_TRAINING's hyperparameters existed trained at their values.
+    values = {k: v for k, v in SCRATCH_TRAINING.items() if k in wanted} | values
     return set(values) == set(wanted) and all(_same(values[k], v) for k, v in wanted.items())
 
 

@@ -70,17 +70,33 @@ def conv_block(
     index: int,
     padding: str = "same",
     dropout_before_pool: layers.Dropout | None = None,
+    residual: bool = False,
 ):
     """Conv2D + ReLU (+ BatchNorm) + MaxPooling2D(2), as in every document's scratch CNN.
 
     Seeds 001 and 003 put their dropout between the last Conv2D and its pooling, which
-    `dropout_before_pool` reproduces.
+    `dropout_before_pool` reproduces. `residual` makes it a residual block, as in keras.io's
+    small Xception: a second convolution ("same" padding), and the block's input added back
+    through a 1x1 convolution (a projection, since the filters change) before the activation;
+    after a "valid" first convolution the input is centre-cropped to its output's size.
     """
+    shortcut = x
     x = layers.Conv2D(
         filters, kernel_size, padding=padding, use_bias=not batch_norm, name=f"conv_{index}"
     )(x)
     if batch_norm:
         x = layers.BatchNormalization(name=f"bn_{index}")(x)
+    if residual:
+        x = layers.Activation("relu", name=f"relu_{index}a")(x)
+        x = layers.Conv2D(
+            filters, kernel_size, padding="same", use_bias=not batch_norm, name=f"conv_{index}b"
+        )(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"bn_{index}b")(x)
+        if padding == "valid":
+            shortcut = layers.Cropping2D((kernel_size - 1) // 2, name=f"crop_{index}")(shortcut)
+        projected = layers.Conv2D(filters, 1, name=f"shortcut_{index}")(shortcut)
+        x = layers.Add(name=f"residual_{index}")([x, projected])
     x = layers.Activation("relu", name=f"relu_{index}")(x)
     if dropout_before_pool is not None:
         x = dropout_before_pool(x)
@@ -95,8 +111,36 @@ def classifier(x, num_classes: int):
 
 
 def compile_model(
-    model: keras.Model, optimizer: keras.optimizers.Optimizer, num_classes: int
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    num_classes: int,
+    *,
+    label_smoothing: float = 0.0,
 ) -> keras.Model:
-    loss = "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+    """Cross-entropy on the run's integer labels. Label smoothing needs one-hot labels for
+    more than two classes (Keras's sparse loss has none), which the runner then feeds
+    (spaces.user.labels_for)."""
+    if num_classes == 2:
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+    elif label_smoothing:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model
+
+
+def optimizer(hp, learning_rate: float, train_steps: int) -> keras.optimizers.Optimizer:
+    """Adam as the documents use it, or AdamW with a searched weight decay; a constant
+    learning rate as in the documents, or a cosine decay to 0 over `train_steps` (a trial's
+    optimizer steps at its full --epochs)."""
+    schedule = hp.Choice("lr_schedule", ["constant", "cosine"], default="constant")
+    rate = learning_rate
+    if schedule == "cosine" and train_steps:
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=train_steps)
+    name = hp.Choice("optimizer", ["adam", "adamw"], default="adam")
+    with hp.conditional_scope("optimizer", ["adamw"]):
+        decay = hp.Float("weight_decay", 1e-5, 1e-2, sampling="log", default=1e-4)
+    if name == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=decay)
+    return keras.optimizers.Adam(rate)
