@@ -311,6 +311,15 @@ def run_images(config: SearchConfig, *, store: RunStore, root: Path) -> ImagesBy
     return ImagesBySize(decode(config.image_size), decode)
 
 
+def run_context(config: SearchConfig, *, data: ImageData, inputs: _Inputs) -> SpaceContext:
+    """What every build of the run is told: image size, classes, backbone weights, and the
+    optimizer steps of a trial trained for all its epochs (for learning-rate schedules)."""
+    steps = math.ceil(len(data.train) / config.batch_size) * config.epochs
+    return SpaceContext(
+        config.image_size, len(data.class_names), inputs.weights, inputs.alpha, train_steps=steps
+    )
+
+
 def run_space(config: SearchConfig) -> Space:
     """--space, with the input size among its hyperparameters for --image-sizes."""
     space = load_space(config.space)
@@ -338,13 +347,7 @@ def _load(
     if devices is None:  # first, before anything below starts TensorFlow's runtime
         devices = configure_devices(config.gpu_memory_mb)
     space = run_space(config)
-    ctx = SpaceContext(
-        config.image_size,
-        len(data.class_names),
-        inputs.weights,
-        inputs.alpha,
-        train_steps=math.ceil(len(data.train) / config.batch_size) * config.epochs,
-    )
+    ctx = run_context(config, data=data, inputs=inputs)
     precision = configure_precision(config.mixed_precision)
     if is_user_space(config.space):  # the built-in spaces keep the contract by construction
         check_user_model(space, ctx)
