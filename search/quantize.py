@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from search.data import decode_image, list_labelled, list_splits
-from search.deploy import LATENCY_RUNS, WARMUP_RUNS, latencies
+from search.deploy import LATENCY_RUNS, WARMUP_RUNS, file_figures
 from search.errors import UsageError
 from search.export import tflite_bytes
 from search.predict import predict_files
@@ -115,14 +115,9 @@ def _measure(
     correct = int(np.sum(np.asarray(predicted) == labels))
     accuracy = correct / len(files) if files else None
     low, high = accuracy_interval(accuracy, len(files))
-    timings = latencies(flat, image_size, LATENCY_RUNS)
-    low_ms, median, high_ms = np.percentile(timings, [25, 50, 75])
-    return {
-        "tflite_kb": round(len(flat) / 1024, 1),
+    return file_figures(flat, image_size) | {
         "test_accuracy": accuracy,
         "test_accuracy_low": low,
         "test_accuracy_high": high,
         "test_correct": correct,
-        "latency_ms": round(float(median), 3),
-        "latency_iqr_ms": round(float(high_ms - low_ms), 3),
     }
