@@ -6,7 +6,11 @@ bench/runs/, so running it again continues it (finished trials are kept):
 1. every document's model (`spaces/baselines.py`), one run each so each gets its own test
    score: its space with the preset enqueued as the only trial, for the document's epochs;
 2. a `transfer` search of 20 trials after the transfer baselines, 10 epochs per phase;
-3. `augment` and `preprocess` searches of 15 trials after their baselines, up to 40 epochs.
+3. `augment` and `preprocess` searches of 15 trials after their baselines, up to 40 epochs;
+4. multi-fidelity searches (issue 22) of the widened `augment` space and of `xception` at 128 px:
+   no baselines among their trials, Optuna's Hyperband pruner over a long maximum (100+ epochs),
+   --warmup-epochs for batch-norm starts, and a budget in trial-hours instead of a trial count:
+   no trial starts once the run's trials have used it.
 
 A run goes a trial a step: each step is one `run_search.py` process that queues the next
 baseline not run yet (`--enqueue`) or lets the sampler propose, runs it, and ends like any
@@ -15,7 +19,7 @@ and study (not its models or image caches) are then copied to bench/results/stor
 committed: a fresh checkout's `--resume` starts from there, so the hours a search takes can be
 spread over machines and sessions, losing at most the trial that was running.
 
-All use early stopping with patience 5, no pruning (a pruned baseline would not be ranked),
+Runs 1-3 use early stopping with patience 5, no pruning (a pruned baseline would not be ranked),
 160 px images (--search-size 128 for the augment/preprocess searches if 160 px is too slow;
 run names carry the size, so both can be kept and reported) and the shared MobileNetV2 weights.
 The test split is the documents' seeded 1/5 of validation, only ever used to score a run's
@@ -60,7 +64,7 @@ PATIENCE = 5
 # space -> (searched trials after its baselines, epochs per trial or per phase)
 SEARCHES = {"transfer": (20, 10), "augment": (15, 40), "preprocess": (15, 40)}
 # The issue's targets, on the held-out test split.
-TARGET_TEST = {"transfer": 0.99, "augment": 0.85, "preprocess": 0.85}
+TARGET_TEST = {"transfer": 0.99, "augment": 0.85, "preprocess": 0.85, "xception": 0.85}
 TARGET_GAP = {"transfer": 0.01}
 BASELINE_TOLERANCE = 0.05  # reproduced within 5 points of the document's accuracy
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
@@ -89,14 +93,41 @@ def read_notes(path: Path = NOTES) -> dict[str, dict[str, str]]:
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """How a multi-fidelity search runs: the pruner stops most trials after a few epochs and
+    lets the good ones train to the maximum; no trial starts once the run's trials have used
+    `budget_h` trial-hours (the last one may end past it)."""
+
+    pruner: str
+    warmup_epochs: int
+    patience: int
+    budget_h: float
+
+
+# Issue 22: space -> (maximum epochs, fidelity), each searched at 128 px. The warm-ups come from
+# the logs: batch-norm trials of augment sat at chance for up to 6 epochs, the small Xception for
+# 8 (bench/quality-notes.md). Only the kept weights' clean training accuracy is measured (the
+# gap), so that the budget goes to training.
+MULTI_FIDELITY = {
+    "augment": (120, Fidelity("hyperband", warmup_epochs=8, patience=10, budget_h=5.0)),
+    "xception": (100, Fidelity("hyperband", warmup_epochs=10, patience=10, budget_h=5.0)),
+}
+MULTI_FIDELITY_SIZE = 128
+BUDGETED_TRIALS = 1000  # a cap that the trial-hour budget reaches first
+TARGET_VAL = 0.85  # issue 22 asks for 85% on validation too
+QUICK_BUDGET_H = 0.01  # --quick: one 1-epoch trial
+
+
+@dataclass(frozen=True)
 class Run:
     key: str
-    kind: str  # "baseline" or "search"
+    kind: str  # "baseline", "search" or "budgeted" (a multi-fidelity search)
     space: str
     max_trials: int
     epochs: int
     image_size: int
     preset: str | None = None
+    fidelity: Fidelity | None = None
 
     @property
     def name(self) -> str:
@@ -127,7 +158,7 @@ def plan(quick: bool, search_size: int) -> list[Run]:
     runs = [baseline_run(name, quick, size) for name in PRESETS]
     for space in SEARCHES:
         runs.append(search_run(space, quick, size if quick or space == "transfer" else search_size))
-    return runs
+    return runs + [budgeted_run(space, quick) for space in MULTI_FIDELITY]
 
 
 def baseline_run(name: str, quick: bool, size: int) -> Run:
@@ -145,14 +176,35 @@ def search_run(space: str, quick: bool, size: int) -> Run:
     return Run(f"search-{space}-{size}px", "search", space, trials, epochs, size)
 
 
+def budgeted_run(space: str, quick: bool) -> Run:
+    """A multi-fidelity search of `space`, ended by its trial-hour budget."""
+    epochs, fidelity = MULTI_FIDELITY[space]
+    if quick:
+        fidelity = Fidelity(fidelity.pruner, 0, PATIENCE, QUICK_BUDGET_H)
+    size = QUICK_IMAGE_SIZE if quick else MULTI_FIDELITY_SIZE
+    key = f"{fidelity.pruner}-{space}-{size}px"
+    trials = 1 if quick else BUDGETED_TRIALS
+    return Run(key, "budgeted", space, trials, 1 if quick else epochs, size, fidelity=fidelity)
+
+
+def training_options(run: Run) -> list[str]:
+    """Pruning and early stopping: none and patience 5, or the run's fidelity."""
+    if run.fidelity is None:
+        return ["--pruner", "none", "--patience", str(PATIENCE)]
+    return [
+        *("--pruner", run.fidelity.pruner, "--patience", str(run.fidelity.patience)),
+        *("--warmup-epochs", str(run.fidelity.warmup_epochs), "--clean-train-eval", "best"),
+    ]
+
+
 def command(run: Run, paths: Paths, max_trials: int, preset: str | None) -> list[str]:
     """The run_search.py command line of one step: the run continues (same name and settings)
     up to `max_trials`, with `preset` (a baseline not run yet) queued first."""
     args = [
         *(sys.executable, "run_search.py", "--space", run.space, "--data", DATA),
-        *("--backend", "optuna", "--pruner", "none"),
+        *("--backend", "optuna", *training_options(run)),
         *("--max-trials", str(max_trials), "--epochs", str(run.epochs)),
-        *("--patience", str(PATIENCE), "--image-size", str(run.image_size)),
+        *("--image-size", str(run.image_size)),
         *("--name", run.name, "--runs-dir", str(paths.runs)),
     ]
     if preset:
@@ -182,7 +234,10 @@ def study_progress(run: Run, paths: Paths) -> tuple[int, bool]:
 
 
 def next_preset(run: Run, store: RunStore) -> str | None:
-    """The first of the run's baselines without a finished trial: they are queued one a step."""
+    """The first of the run's baselines without a finished trial: they are queued one a step.
+    A multi-fidelity search has none among its trials: every trial is the sampler's."""
+    if run.kind == "budgeted":
+        return None
     names = [run.preset] if run.preset else [n for n, p in PRESETS.items() if p.space == run.space]
     done: set[str] = set()
     if store.exists():
@@ -200,7 +255,7 @@ def steps(run: Run, paths: Paths) -> Iterator[float]:
     store, before = RunStore(paths.runs / run.name), None
     while True:
         counted, pending = study_progress(run, paths)
-        if counted >= run.max_trials and not pending:
+        if not pending and (counted >= run.max_trials or budget_spent(run, store)):
             return
         if (counted, pending) == before:
             print(f"== {run.name}: the last step ran no trial", file=sys.stderr, flush=True)
@@ -217,6 +272,18 @@ def steps(run: Run, paths: Paths) -> Iterator[float]:
         if done.returncode != 0:
             print(f"== {run.name} exited with status {done.returncode}", file=sys.stderr)
             return
+
+
+def trial_seconds(store: RunStore) -> float:
+    """Seconds the run's trials took, pruned and failed ones included: the budget's measure."""
+    if not store.exists():
+        return 0.0
+    return float(store.trials()["duration_s"].fillna(0).sum())
+
+
+def budget_spent(run: Run, store: RunStore) -> bool:
+    """Whether a budgeted run's trials have used its trial-hours (no trial starts then)."""
+    return run.fidelity is not None and trial_seconds(store) >= 3600 * run.fidelity.budget_h
 
 
 def keep(run: Run, paths: Paths) -> None:
@@ -273,6 +340,8 @@ def summarize(run: Run, paths: Paths, wall_s: float, before: dict | None = None)
         "wall_s": round(wall_s, 1),
         "machines": ran_on(before),
     }
+    if run.fidelity:
+        entry["fidelity"] = vars(run.fidelity)
     if run.preset:
         preset = PRESETS[run.preset]
         entry |= {
@@ -298,7 +367,30 @@ def summarize(run: Run, paths: Paths, wall_s: float, before: dict | None = None)
         found = baseline_trials(trials, run.space)
         entry["baselines_in_run"] = {name: _measures(row) for name, row in found.items()}
         entry["targets"] = targets(run.space, entry["best"])
+    if run.kind == "budgeted":
+        entry |= budgeted_summary(run, store, entry["best"])
     return entry
+
+
+def budgeted_summary(run: Run, store: RunStore, best: dict) -> dict:
+    """What a multi-fidelity search adds: its fidelity and budget, and its best trial's
+    configuration, epochs and trial-hours (every trial is a searched one)."""
+    found = {"targets": targets(run.space, best)}
+    found["targets"]["val_accuracy"] = {
+        "target": TARGET_VAL,
+        "reached": best.get("val_accuracy"),
+        "met": best.get("val_accuracy") is not None and best["val_accuracy"] >= TARGET_VAL,
+    }
+    if not best:
+        return found
+    row = store.trials().set_index("trial_id").loc[best["trial_id"]]
+    epochs = store.epochs()
+    found["best_trial"] = {
+        "hyperparameters": trial_hyperparameters(row.to_dict()),
+        "epochs_run": int((epochs["trial_id"] == best["trial_id"]).sum()),
+        "trial_s": round(float(row["duration_s"]), 1),
+    }
+    return found
 
 
 def planned_status(run: Run, paths: Paths, store: RunStore) -> str | None:
@@ -556,6 +648,92 @@ def search_row(entry: dict) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def best_baseline(space: str, entries: list[dict]) -> tuple[str, dict] | None:
+    """The best (by validation accuracy) run of one of the space's documented models: a
+    baseline run, or a baseline among an earlier search's trials; named with where it ran."""
+    found = [
+        (f"`{e['preset']}` ({e['image_size']} px)", e.get("best", {}))
+        for e in entries
+        if e["kind"] == "baseline" and e["space"] == space
+    ]
+    found += [
+        (f"`{name}` (in the {e['image_size']} px search)", measures)
+        for e in entries
+        if e["kind"] == "search" and e["space"] == space
+        for name, measures in e.get("baselines_in_run", {}).items()
+    ]
+    found = [(label, best) for label, best in found if best.get("val_accuracy") is not None]
+    return max(found, key=lambda pair: pair[1]["val_accuracy"], default=None)
+
+
+def _trial_states(entry: dict) -> str:
+    trials = entry.get("trials", {})
+    return f"{trials.get('complete', 0)}/{trials.get('pruned', 0)}/{sum(trials.values())}"
+
+
+def budgeted_row(entry: dict, entries: list[dict]) -> str:
+    best, fidelity = entry.get("best", {}), entry["fidelity"]
+    trial = entry.get("best_trial", {})
+    baseline = best_baseline(entry["space"], entries)
+    verdicts = [verdict(name, check, entry) for name, check in entry.get("targets", {}).items()]
+    cells = [
+        f"`{entry['space']}`",
+        entry["image_size"],
+        f"{entry['epochs']} / {fidelity['warmup_epochs']} / {fidelity['patience']}",
+        f"{_hours(entry.get('trial_s', 0))} of {fidelity['budget_h']:.1f} h",
+        _trial_states(entry),
+        f"{best.get('trial_id', '-')}: {best.get('best_epoch') or '-'} of "
+        f"{trial.get('epochs_run', '-')}, {_hours(trial.get('trial_s', 0))}",
+        _pct_ci(best.get("val_accuracy"), VALIDATION_IMAGES),
+        _pct_ci(best.get("test_accuracy"), TEST_IMAGES),
+        _gap(best),
+        "-"
+        if baseline is None
+        else f"{baseline[0]}: {_pct(baseline[1]['val_accuracy'])} "
+        f"({_pct(baseline[1].get('test_accuracy'))})",
+        "; ".join(verdicts),
+        entry.get("status", "-"),
+        _store(entry),
+    ]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _value(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def configurations(entries: list[dict]) -> list[str]:
+    """Each multi-fidelity search's best trial, every hyperparameter of it."""
+    lines = []
+    for e in entries:
+        if e["kind"] == "budgeted" and e.get("best_trial"):
+            values = e["best_trial"]["hyperparameters"]
+            config = ", ".join(f"{name}={_value(v)}" for name, v in sorted(values.items()))
+            lines.append(f"- `{e['space']}`, trial {e['best']['trial_id']}: {config}.")
+    return ["", "Their best trials' configurations:", "", *lines] if lines else []
+
+
+def budgeted_table(entries: list[dict]) -> list[str]:
+    """The multi-fidelity searches (issue 22), beside the best documented model of each space."""
+    rows = [budgeted_row(e, entries) for e in entries if e["kind"] == "budgeted"]
+    return [
+        "",
+        "Multi-fidelity searches (issue 22: Optuna TPE with the Hyperband pruner, every trial "
+        "the sampler's, no baselines among them; no trial starts once the budget of trial-hours "
+        "is used). Epochs are the maximum, the warm-up (--warmup-epochs) and the patience; "
+        "trials are complete/pruned/all; the best trial's epochs are the kept one of those it "
+        "ran. The best baseline is the space's best documented model in the tables above "
+        "(validation, test in brackets).",
+        "",
+        "| search | px | epochs max / warm-up / patience | trial-hours | trials | best trial: "
+        "kept epoch of run, its time | best val | best test | gap | best baseline of the space "
+        "| targets | status | store |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        *configurations(entries),
+    ]
+
+
 def table(results: dict) -> str:
     m = results["machine"]
     entries = results["runs"]
@@ -587,6 +765,7 @@ def table(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *(search_row(e) for e in entries if e["kind"] == "search"),
         *needs(entries),
+        *budgeted_table(entries),
     ]
     return "\n".join(lines)
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -31,9 +33,11 @@ def test_quality_tables_trace_each_row_to_its_committed_store():
     quality = load_script(REPO / "bench" / "quality.py")
     paths = quality.Paths.for_mode(quick=False)
     results = json.loads(paths.results.read_text(encoding="utf-8"))
+    # The multi-fidelity searches' table comes last; its rows are checked on their own.
+    fixed_budget, budgeted = quality.table(results).split("Multi-fidelity searches")
     rows = {
         line.split(" | ")[0].strip("| `") + line.split(" | ")[1]: line
-        for line in quality.table(results).splitlines()
+        for line in fixed_budget.splitlines()
         if line.startswith("| `")
     }
     assert rows["seed004_small_xceptionxception"].endswith(
@@ -48,6 +52,8 @@ def test_quality_tables_trace_each_row_to_its_committed_store():
         "its store was never committed (a re-run would fix both: 2.77 h of CPU)"
     ) in transfer
     for entry in results["runs"]:
+        if entry["kind"] == "budgeted" and entry["store"]:
+            assert f"| `{entry['store']}` |" in budgeted
         assert entry["store"] == quality.committed_store(paths, entry["key"]), entry["key"]
         if entry["store"]:
             assert (REPO / "bench" / entry["store"] / "trials.csv").exists()
@@ -129,3 +135,34 @@ def test_the_deploy_benchmark_runs_quick_and_reads_its_runs(tmp_path):
         assert entry["image_size"] == int(size)
         assert f32["tflite_kb"] > 2.5 * int8["tflite_kb"]
     assert "Pareto front of `transfer`" in (tmp_path / "README.md").read_text(encoding="utf-8")
+
+
+def test_a_budgeted_quality_search_runs_pruned_and_reports_its_best_trial():
+    """bench/quality.py's multi-fidelity search (issue 22), quick: a real run with the Hyperband
+    pruner and its warm-up on the command line, its best trial's configuration, epochs and time
+    in quality.json and the table, and a budget in trial-hours that stops the next step."""
+    quality = load_script(REPO / "bench" / "quality.py")
+    paths = quality.Paths.for_mode(quick=True)
+    run = next(r for r in quality.plan(True, 32) if r.kind == "budgeted" and r.space == "augment")
+    shutil.rmtree(paths.runs / run.name, ignore_errors=True)
+    shutil.rmtree(paths.stores / run.name, ignore_errors=True)
+    script = [sys.executable, str(REPO / "bench" / "quality.py"), "--quick", "--resume"]
+    result = subprocess.run(
+        [*script, "--only", run.key], env=cli_env(), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    store = quality.RunStore(paths.runs / run.name)
+    info = store.read_run_info()
+    assert (info["pruner"], info["warmup_epochs"], info["patience"]) == ("hyperband", 0, 5)
+    assert info["clean_train_eval"] == "best"
+    entry = next(e for e in json.loads(paths.results.read_text())["runs"] if e["key"] == run.key)
+    trial = store.trials().iloc[0]
+    assert entry["best_trial"]["hyperparameters"]["learning_rate"] == trial["hp_learning_rate"]
+    assert entry["best_trial"]["epochs_run"] == len(store.epochs()) == 1
+    assert entry["best_trial"]["trial_s"] == round(trial["duration_s"], 1)
+    table = paths.readme.read_text(encoding="utf-8")
+    assert "| `augment` | 32 | 1 / 0 / 5 | " in table
+    assert f"- `augment`, trial {trial['trial_id']}: " in table
+    spent = quality.Fidelity("hyperband", 0, 5, budget_h=trial["duration_s"] / 3600)
+    assert quality.budget_spent(replace(run, fidelity=spent), store)
+    assert not quality.budget_spent(replace(run, fidelity=replace(spent, budget_h=1.0)), store)
