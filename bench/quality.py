@@ -584,13 +584,13 @@ def explanations(entries: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
-def needs(entries: list[dict]) -> list[str]:
-    """What each search that missed a target would need."""
+def needs(entries: list[dict], kind: str = "search") -> list[str]:
+    """What each search of `kind` that missed a target would need."""
     search_needs = read_notes()["searches"]
     missed = [
         e
         for e in entries
-        if e["kind"] == "search"
+        if e["kind"] == kind
         and e["key"] in search_needs
         and any(c["reached"] is not None and not c["met"] for c in e.get("targets", {}).values())
     ]
@@ -731,6 +731,7 @@ def budgeted_table(entries: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         *configurations(entries),
+        *needs(entries, "budgeted"),
     ]
 
 
