@@ -8,9 +8,10 @@ bench/runs/, so running it again continues it (finished trials are kept):
 2. a `transfer` search of 20 trials after the transfer baselines, 10 epochs per phase;
 3. `augment` and `preprocess` searches of 15 trials after their baselines, up to 40 epochs;
 4. multi-fidelity searches (issue 22) of the widened `augment` space and of `xception` at 128 px:
-   no baselines among their trials, Optuna's Hyperband pruner over a long maximum (100+ epochs),
-   --warmup-epochs for batch-norm starts, and a budget in trial-hours instead of a trial count:
-   no trial starts once the run's trials have used it.
+   no baselines among their trials, an Optuna multi-fidelity pruner (Hyperband for `xception`,
+   successive halving for `augment`) over a long maximum (100+ epochs), --warmup-epochs for
+   batch-norm starts, and a budget in trial-hours instead of a trial count: no trial starts once
+   the run's trials have used it.
 
 A run goes a trial a step: each step is one `run_search.py` process that queues the next
 baseline not run yet (`--enqueue`) or lets the sampler propose, runs it, and ends like any
@@ -107,9 +108,12 @@ class Fidelity:
 # Issue 22: space -> (maximum epochs, fidelity), each searched at 128 px. The warm-ups come from
 # the logs: batch-norm trials of augment sat at chance for up to 6 epochs, the small Xception for
 # 8 (bench/quality-notes.md). Only the kept weights' clean training accuracy is measured (the
-# gap), so that the budget goes to training.
+# gap), so that the budget goes to training. `augment` uses successive halving, chosen from the
+# xception search's log before its first trial: at 1 to 2 hours a trial, Hyperband's 3 brackets
+# leave most trials unjudged until epoch 30 or 90, where one bracket judges every trial from its
+# warm-up on.
 MULTI_FIDELITY = {
-    "augment": (120, Fidelity("hyperband", warmup_epochs=8, patience=10, budget_h=5.0)),
+    "augment": (120, Fidelity("successive-halving", warmup_epochs=8, patience=10, budget_h=5.0)),
     "xception": (100, Fidelity("hyperband", warmup_epochs=10, patience=10, budget_h=5.0)),
 }
 MULTI_FIDELITY_SIZE = 128
@@ -696,6 +700,7 @@ def budgeted_row(entry: dict, entries: list[dict]) -> str:
     cells = [
         f"`{entry['space']}`",
         entry["image_size"],
+        fidelity["pruner"],
         f"{entry['epochs']} / {fidelity['warmup_epochs']} / {fidelity['patience']}",
         f"{_hours(entry.get('trial_s', 0))} of {fidelity['budget_h']:.1f} h",
         _trial_states(entry),
@@ -739,17 +744,17 @@ def budgeted_table(entries: list[dict]) -> list[str]:
     rows = [budgeted_row(e, entries) for e in entries if e["kind"] == "budgeted"]
     return [
         "",
-        "Multi-fidelity searches (issue 22: Optuna TPE with the Hyperband pruner, every trial "
-        "the sampler's, no baselines among them; no trial starts once the budget of trial-hours "
-        "is used). Epochs are the maximum, the warm-up (--warmup-epochs) and the patience; "
+        "Multi-fidelity searches (issue 22: Optuna TPE with the pruner named, every trial the "
+        "sampler's, no baselines among them; no trial starts once the budget of trial-hours is "
+        "used). Epochs are the maximum, the warm-up (--warmup-epochs) and the patience; "
         "trials are complete/pruned/all; the best trial's epochs are the kept one of those it "
         "ran. The best baseline is the space's best documented model in the tables above "
         "(validation, test in brackets).",
         "",
-        "| search | px | epochs max / warm-up / patience | trial-hours | trials | best trial: "
-        "kept epoch of run, its time | best val | best test | gap | best baseline of the space "
-        "| targets | status | store |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| search | px | pruner | epochs max / warm-up / patience | trial-hours | trials | best "
+        "trial: kept epoch of run, its time | best val | best test | gap | best baseline of the "
+        "space | targets | status | store |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         *configurations(entries),
         *needs(entries, "budgeted"),
