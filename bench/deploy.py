@@ -37,8 +37,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from anywhere
+sys.path[:0] = [str(REPO), str(REPO / "bench")]  # run as a script from anywhere
 
+
+from common import cpu_model, write_block  # noqa: E402
 
 from search.data import list_splits  # noqa: E402
 from search.schema import trial_hyperparameters  # noqa: E402
@@ -52,8 +54,8 @@ FROZEN_NO_AUGMENTATION += ("contrast=0",)
 OBJECTIVES = "val_accuracy,latency_ms"
 WITHIN = 0.01  # "within 1 point" of the most accurate trial's validation accuracy
 SPEED_TARGET, SIZE_TARGET = 2.0, 3.0
-BEGIN, END = "<!-- deploy:begin -->", "<!-- deploy:end -->"
 QUICK_IMAGES = 20
+SCRIPT = "bench/deploy.py"
 
 
 @dataclass(frozen=True)
@@ -197,15 +199,7 @@ def quantization_summary(entry: dict) -> dict:
 
 
 def machine() -> dict:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "python": platform.python_version()}
+    return {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def quick_data(target: Path) -> Path:
@@ -335,20 +329,6 @@ def table(results: dict) -> str:
     return "\n".join(body + quantization_table(results))
 
 
-def write_table(readme: Path, text: str) -> None:
-    """Replace the part of README between the markers (or append it as a new section)."""
-    block = f"{BEGIN}\n{text}\n{END}"
-    current = readme.read_text(encoding="utf-8") if readme.exists() else ""
-    if BEGIN in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + block + rest.split(END, 1)[1]
-    else:
-        title = "## Deployment-aware search: `bench/deploy.py`"
-        current = current.rstrip("\n") + f"\n\n{title}\n\n{block}\n"
-    readme.parent.mkdir(parents=True, exist_ok=True)
-    readme.write_text(current, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny data and budgets")
@@ -380,7 +360,7 @@ def main() -> None:
             results["quantized"][str(size)] = entry | {"summary": quantization_summary(entry)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "deploy.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    write_table(readme, table(results))
+    write_block(readme, "deploy", table(results), title=f"## Deployment-aware search: `{SCRIPT}`")
     print(table(results))
 
 

@@ -51,7 +51,9 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from anywhere
+sys.path[:0] = [str(REPO), str(REPO / "bench")]  # run as a script from anywhere
+
+from common import cpu_model, write_block  # noqa: E402
 
 from search.schema import FINISHED_STATUSES, trial_hyperparameters  # noqa: E402
 from search.stats import accuracy_interval  # noqa: E402
@@ -68,7 +70,6 @@ SEARCHES = {"transfer": (20, 10), "augment": (15, 40), "preprocess": (15, 40)}
 TARGET_TEST = {"transfer": 0.99, "augment": 0.85, "preprocess": 0.85, "xception": 0.85}
 TARGET_GAP = {"transfer": 0.01}
 BASELINE_TOLERANCE = 0.05  # reproduced within 5 points of the document's accuracy
-BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 # What of a run directory is committed (bench/results/stores/), so that a fresh checkout goes on
 # where the last machine stopped: the store and the study, without models and image caches.
 STORE_FILES = ("run.json", "trials.csv", "epochs.csv", "study.db")
@@ -453,17 +454,9 @@ def targets(space: str, best: dict, *, validation: bool = False) -> dict:
 
 
 def machine() -> dict:
-    cpu = ""
-    if Path("/proc/cpuinfo").exists():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else ""
     return {
         "platform": platform.platform(),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
     }
@@ -797,16 +790,6 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_table(readme: Path, text: str) -> None:
-    """Replace the part of README between the markers (or start a README with it)."""
-    block = f"{BEGIN}\n{text}\n{END}"
-    if readme.exists() and BEGIN in (current := readme.read_text(encoding="utf-8")):
-        head, rest = current.split(BEGIN, 1)
-        block = head + block + rest.split(END, 1)[1]
-    readme.parent.mkdir(parents=True, exist_ok=True)
-    readme.write_text(block if block.endswith("\n") else block + "\n", encoding="utf-8")
-
-
 def recorded(paths: Paths) -> dict[str, dict]:
     """The entries quality.json already holds, by run key."""
     if not paths.results.exists():
@@ -849,7 +832,7 @@ def write_results(runs: list[Run], paths: Paths, wall: dict[str, float]) -> dict
     }
     paths.results.parent.mkdir(parents=True, exist_ok=True)
     paths.results.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    write_table(paths.readme, table(results))
+    write_block(paths.readme, "quality", table(results))
     return results
 
 

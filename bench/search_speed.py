@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from anywhere
+sys.path[:0] = [str(REPO), str(REPO / "bench")]  # run as a script from anywhere
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
@@ -53,6 +53,7 @@ import keras_tuner as kt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from common import cpu_model, write_block  # noqa: E402
 
 from search.backends.keras_tuner import OBJECTIVE  # noqa: E402
 from search.data import list_splits, load_image_data  # noqa: E402
@@ -78,7 +79,6 @@ FROZEN_NO_AUGMENTATION = (
     "contrast=0",
 )
 SEED, SPLIT_SEED, BATCH = 42, 1337, 32
-BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
 # --quick's budgets, on QUICK_IMAGES of each class per split: a minute or two on 2 CPU cores
 # whatever the data, still two runs of each arm.
 QUICK = {"trials": 2, "epochs": 2, "repeats": 2, "naive_repeats": 2, "rss_trials": 2}
@@ -333,20 +333,8 @@ def precision_speed(size: int, epochs: int) -> dict:
 
 
 def machine() -> dict:
-    model = (
-        next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            platform.processor(),
-        )
-        if Path("/proc/cpuinfo").exists()
-        else platform.processor()
-    )
     return {
-        "cpu": model,
+        "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
@@ -434,15 +422,6 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(path: Path, text: str) -> None:
-    readme = path.read_text(encoding="utf-8") if path.exists() else f"{BEGIN}\n{END}\n"
-    if BEGIN not in readme:
-        readme += f"\n{BEGIN}\n{END}\n"
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
@@ -527,7 +506,7 @@ def main() -> None:
     }
     results["summary"] = summarize(naive, ours, pipeline, memory, gpu)
     (out / "search_speed.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    write_readme(readme, table(results))
+    write_block(readme, "speed", table(results))
     print(table(results))
 
 

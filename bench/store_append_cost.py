@@ -42,9 +42,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from anywhere
+sys.path[:0] = [str(REPO), str(REPO / "bench")]  # run as a script from anywhere
 
 import pandas as pd  # noqa: E402
+from common import cpu_model  # noqa: E402
 
 from search.atomic import atomic_write  # noqa: E402
 from search.schema import EPOCH_COLUMNS  # noqa: E402
@@ -199,16 +200,8 @@ def table(results: dict) -> str:
 
 
 def machine(root: Path) -> dict:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "python": platform.python_version(),
         "pandas": pd.__version__,
