@@ -159,6 +159,15 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
         "from --epochs instead (default: %(default)s)",
     )
     add(
+        "--startup-trials",
+        type=_positive,
+        metavar="N",
+        help="random trials, pruned ones included, before the sampler models the results: "
+        "Optuna's tpe, gp and cmaes (n_startup_trials; their defaults 10, 10 and 1) and Keras "
+        "Tuner's bayesian (num_initial_points; its default 3 per hyperparameter). With a budget "
+        "of a few slow trials, fewer leave trials for the model (default: the library's)",
+    )
+    add(
         "--epochs",
         type=_positive,
         help="epochs per trial; per phase for fine-tuning (default: %(default)s)",

@@ -50,6 +50,9 @@ class SearchConfig:
     max_consecutive_failures: int = 3
     with_baselines: bool = False
     sampler: str = "auto"  # Optuna's defaults: TPE for one objective, NSGA-II for several
+    # Random trials before a model-based sampler (Optuna's TPE, GP, CMA-ES; Keras Tuner's
+    # bayesian oracle) models the results; None: the library's own default.
+    startup_trials: int | None = None
     pruner: str = "median"
     storage: str | None = None
     workers: int = 1

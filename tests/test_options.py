@@ -450,6 +450,7 @@ ELSEWHERE = {
     "--quantize=dynamic": "test_quantize.py::quantized",
     "--quantize=float16": "test_quantize.py::quantized",
     "--quantize=int8": "test_quantize.py::quantized",
+    "--startup-trials": "test_startup_trials.py::test_tpe_models_the_results",
 }
 
 

@@ -51,6 +51,7 @@ BACKENDS = {
 }
 ALGORITHMS = ("random", "bayesian", "hyperband", "grid")
 SAMPLERS = ("auto", "tpe", "nsga2", "random", "cmaes", "gp", "grid")
+MODEL_BASED_SAMPLERS = ("tpe", "gp", "cmaes")  # those with a random start-up phase
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
 # Samplers whose module Optuna imports only when it first samples: checked before any trial.
 SAMPLER_NEEDS = {

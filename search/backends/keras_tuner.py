@@ -60,9 +60,11 @@ def make_oracle(
     hyperparameters: kt.HyperParameters | None = None,
     queued: Sequence[dict] = (),
     objective: str = "val_accuracy",
+    startup_trials: int | None = None,
 ) -> kt.Oracle:
     """The oracle, its first trials taking the `queued` values; `hyperparameters` is a space
-    with pinned values (search.fixed)."""
+    with pinned values (search.fixed); `startup_trials` is the bayesian oracle's
+    num_initial_points (None: Keras Tuner's default)."""
     common = {
         "objective": kt_objective(objective),
         "seed": seed,
@@ -72,6 +74,8 @@ def make_oracle(
     }
     if algorithm == "hyperband":  # its budget is epochs, not trials
         return _queueing(kt.oracles.HyperbandOracle)(max_epochs=epochs, factor=3, **common)
+    if algorithm == "bayesian":
+        common["num_initial_points"] = startup_trials
     if algorithm in ORACLES:
         return _queueing(ORACLES[algorithm])(max_trials=max_trials, **common)
     raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
@@ -176,6 +180,11 @@ def check_options(config: SearchConfig) -> None:
             f"--objectives {','.join(config.objectives)}: Keras Tuner optimises one objective; "
             f"use --backend optuna for a multi-objective search"
         )
+    if config.startup_trials is not None and config.algorithm != "bayesian":
+        raise UsageError(
+            f"--startup-trials is the bayesian oracle's random start; --algorithm "
+            f"{config.algorithm} has none: pass --algorithm bayesian or leave it out"
+        )
 
 
 def grid(config: SearchConfig, declared: kt.HyperParameters) -> dict | None:
@@ -195,6 +204,7 @@ def search(run: PreparedRun, runner: TrialRunner) -> None:
         verbose=config.verbose,
         queued=run.first_trials,
         hyperparameters=run.declared if run.fixed else None,
+        startup_trials=config.startup_trials,
     )
 
 
@@ -208,6 +218,7 @@ def run_tuner(
     verbose: bool = False,
     queued: Sequence[dict] = (),
     hyperparameters: kt.HyperParameters | None = None,
+    startup_trials: int | None = None,
 ) -> None:
     """A Keras Tuner search of `runner`'s space, its trials trained by `runner`;
     `hyperparameters` is the space with --fix values pinned."""
@@ -220,6 +231,7 @@ def run_tuner(
         hyperparameters=hyperparameters,
         queued=queued,
         objective=runner.settings.objective,
+        startup_trials=startup_trials,
     )
     tuner = StoreTuner(oracle, runner, runner.store.run_dir)
     try:

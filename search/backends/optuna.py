@@ -27,7 +27,13 @@ from optuna.trial import TrialState
 from optuna_integration import KerasPruningCallback
 
 from search import compat
-from search.backends import GRID_MAX_POINTS, PRUNERS, SAMPLER_NEEDS, SAMPLERS
+from search.backends import (
+    GRID_MAX_POINTS,
+    MODEL_BASED_SAMPLERS,
+    PRUNERS,
+    SAMPLER_NEEDS,
+    SAMPLERS,
+)
 from search.deploy import violations
 from search.errors import SearchStopped, UsageError, first_line
 from search.fixed import grid_size, grid_space
@@ -121,29 +127,38 @@ def make_sampler(
     limits: dict[str, float] | None = None,
     *,
     multi_objective: bool = False,
+    startup_trials: int | None = None,
 ) -> optuna.samplers.BaseSampler:
     """The sampler `name` ("auto": Optuna's default for the number of objectives). A grid
     search queues its points itself (`_reserve_trial`), each as a trial whose every value is
     given, so its sampler never samples: Optuna's GridSampler cannot serve queued trials, and
     the exact budget across workers queues every trial. With deployment `limits`, TPE, NSGA-II
-    and GP learn from them through Optuna's `constraints_func`."""
+    and GP learn from them through Optuna's `constraints_func`; `startup_trials` is TPE's, GP's
+    and CMA-ES's n_startup_trials (None: Optuna's default)."""
     constraints = {"constraints_func": constraints_for(limits)} if limits else {}
-    if name == "auto":
-        name = "nsga2" if multi_objective else "tpe"
+    startup = {} if startup_trials is None else {"n_startup_trials": startup_trials}
+    name = resolved_sampler(name, multi_objective=multi_objective)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, **constraints)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, **constraints)
+        return optuna.samplers.TPESampler(seed=seed, **startup, **constraints)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
         # CMA-ES handles numbers; categorical choices fall back to independent random sampling.
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False, **startup)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, **constraints)
+        return optuna.samplers.GPSampler(seed=seed, **startup, **constraints)
     if name == "grid":
         return optuna.samplers.RandomSampler(seed=seed)
     raise UsageError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def resolved_sampler(name: str, *, multi_objective: bool) -> str:
+    """The sampler that "auto" stands for: Optuna's default for the number of objectives."""
+    if name != "auto":
+        return name
+    return "nsga2" if multi_objective else "tpe"
 
 
 def constraints_for(limits: dict[str, float]):
@@ -460,6 +475,13 @@ def check_options(config: SearchConfig) -> None:
             "--sampler cmaes optimises one objective; with --objectives use auto (NSGA-II), "
             "nsga2, tpe, gp, random or grid"
         )
+    sampler = resolved_sampler(config.sampler, multi_objective=config.multi_objective())
+    if config.startup_trials is not None and sampler not in MODEL_BASED_SAMPLERS:
+        raise UsageError(
+            f"--startup-trials is for the samplers that model the results "
+            f"({', '.join(MODEL_BASED_SAMPLERS)}); --sampler {sampler} has no start-up phase: "
+            f"leave --startup-trials out or pick one of those"
+        )
     if config.workers > 1 and (config.storage is None or config.storage.startswith("sqlite")):
         raise UsageError(
             f"--workers {config.workers} needs a server database: SQLite is not for parallel "
@@ -511,7 +533,11 @@ def search(run: PreparedRun, runner: TrialRunner) -> None:
     )
     seed = sampler_seed(config.seed, config.worker_index, len(study.trials))
     study.sampler = make_sampler(
-        config.sampler, seed, config.limits(), multi_objective=config.multi_objective()
+        config.sampler,
+        seed,
+        config.limits(),
+        multi_objective=config.multi_objective(),
+        startup_trials=config.startup_trials,
     )
     if run.owner:
         enqueue(study, run.first_trials)
