@@ -9,8 +9,8 @@ bench/runs/, so running it again continues it (finished trials are kept):
 3. `augment` and `preprocess` searches of 15 trials after their baselines, up to 40 epochs;
 4. multi-fidelity searches (issue 22) of the widened `augment` space and of `xception` at 128 px:
    no baselines among their trials, an Optuna multi-fidelity pruner (Hyperband for `xception`,
-   successive halving for `augment`) over a long maximum (100+ epochs), --warmup-epochs for
-   batch-norm starts, and a budget in trial-hours instead of a trial count: no trial starts once
+   successive halving and TPE after 5 random trials for `augment`) over a long maximum (100+
+   epochs), --warmup-epochs for batch-norm starts, and a budget in trial-hours instead of a trial count: no trial starts once
    the run's trials have used it.
 
 A run goes a trial a step: each step is one `run_search.py` process that queues the next
@@ -44,7 +44,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -98,23 +98,29 @@ def read_notes(path: Path = NOTES) -> dict[str, dict[str, str]]:
 class Fidelity:
     """How a multi-fidelity search runs: the pruner stops most trials after a few epochs and
     lets the good ones train to the maximum; no trial starts once the run's trials have used
-    `budget_h` trial-hours (the last one may end past it)."""
+    `budget_h` trial-hours (the last one may end past it). `startup_trials`: TPE's random
+    trials before it models the results (None: Optuna's 10)."""
 
     pruner: str
     warmup_epochs: int
     patience: int
     budget_h: float
+    startup_trials: int | None = None
 
 
 # Issue 22: space -> (maximum epochs, fidelity), each searched at 128 px. The warm-ups come from
 # the logs: batch-norm trials of augment sat at chance for up to 6 epochs, the small Xception for
 # 8 (bench/quality-notes.md). Only the kept weights' clean training accuracy is measured (the
-# gap), so that the budget goes to training. `augment` uses successive halving, chosen from the
+# gap), so that the budget goes to training. `augment` differs in two ways, both chosen from the
 # xception search's log before its first trial: at 1 to 2 hours a trial, Hyperband's 3 brackets
-# leave most trials unjudged until epoch 30 or 90, where one bracket judges every trial from its
-# warm-up on.
+# leave most trials unjudged until epoch 30 or 90, where successive halving's one bracket judges
+# every trial from its warm-up on; and TPE's 10 random start-up trials outlast the budget, so
+# TPE models the results after 5.
 MULTI_FIDELITY = {
-    "augment": (120, Fidelity("successive-halving", warmup_epochs=8, patience=10, budget_h=5.0)),
+    "augment": (
+        120,
+        Fidelity("successive-halving", 8, patience=10, budget_h=5.0, startup_trials=5),
+    ),
     "xception": (100, Fidelity("hyperband", warmup_epochs=10, patience=10, budget_h=5.0)),
 }
 MULTI_FIDELITY_SIZE = 128
@@ -185,7 +191,7 @@ def budgeted_run(space: str, quick: bool) -> Run:
     """A multi-fidelity search of `space`, ended by its trial-hour budget."""
     epochs, fidelity = MULTI_FIDELITY[space]
     if quick:
-        fidelity = Fidelity(fidelity.pruner, 0, PATIENCE, QUICK_BUDGET_H)
+        fidelity = replace(fidelity, warmup_epochs=0, patience=PATIENCE, budget_h=QUICK_BUDGET_H)
     size = QUICK_IMAGE_SIZE if quick else MULTI_FIDELITY_SIZE
     key = f"{fidelity.pruner}-{space}-{size}px"
     trials = 1 if quick else BUDGETED_TRIALS
@@ -196,9 +202,11 @@ def training_options(run: Run) -> list[str]:
     """Pruning and early stopping: none and patience 5, or the run's fidelity."""
     if run.fidelity is None:
         return ["--pruner", "none", "--patience", str(PATIENCE)]
+    startup = run.fidelity.startup_trials
     return [
         *("--pruner", run.fidelity.pruner, "--patience", str(run.fidelity.patience)),
         *("--warmup-epochs", str(run.fidelity.warmup_epochs), "--clean-train-eval", "best"),
+        *(("--startup-trials", str(startup)) if startup else ()),
     ]
 
 
@@ -685,6 +693,11 @@ def _trial_states(entry: dict) -> str:
     return f"{trials.get('complete', 0)}/{trials.get('pruned', 0)}/{sum(trials.values())}"
 
 
+def _sampling(fidelity: dict) -> str:
+    """The pruner, and TPE's random start-up where the run set it (else Optuna's 10)."""
+    return f"{fidelity['pruner']}, TPE after {fidelity.get('startup_trials') or 10} random"
+
+
 def budgeted_row(entry: dict, entries: list[dict]) -> str:
     best, fidelity = entry.get("best", {}), entry["fidelity"]
     trial = entry.get("best_trial", {})
@@ -693,7 +706,7 @@ def budgeted_row(entry: dict, entries: list[dict]) -> str:
     cells = [
         f"`{entry['space']}`",
         entry["image_size"],
-        fidelity["pruner"],
+        _sampling(fidelity),
         f"{entry['epochs']} / {fidelity['warmup_epochs']} / {fidelity['patience']}",
         f"{_hours(entry.get('trial_s', 0))} of {fidelity['budget_h']:.1f} h",
         _trial_states(entry),
@@ -744,9 +757,9 @@ def budgeted_table(entries: list[dict]) -> list[str]:
         "ran. The best baseline is the space's best documented model in the tables above "
         "(validation, test in brackets).",
         "",
-        "| search | px | pruner | epochs max / warm-up / patience | trial-hours | trials | best "
-        "trial: kept epoch of run, its time | best val | best test | gap | best baseline of the "
-        "space | targets | status | store |",
+        "| search | px | pruner, TPE start-up | epochs max / warm-up / patience | trial-hours "
+        "| trials | best trial: kept epoch of run, its time | best val | best test | gap | best "
+        "baseline of the space | targets | status | store |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         *configurations(entries),

@@ -139,9 +139,9 @@ def test_the_deploy_benchmark_runs_quick_and_reads_its_runs(tmp_path):
 
 def test_a_budgeted_quality_search_runs_pruned_and_reports_its_best_trial():
     """bench/quality.py's multi-fidelity search (issue 22), quick: a real run with its pruner
-    (successive halving for augment) and its warm-up on the command line, its best trial's
-    configuration, epochs and time in quality.json and the table, and a budget in trial-hours
-    that stops the next step."""
+    (successive halving for augment), TPE's start-up and its warm-up on the command line, its
+    best trial's configuration, epochs and time in quality.json and the table, and a budget in
+    trial-hours that stops the next step."""
     quality = load_script(REPO / "bench" / "quality.py")
     paths = quality.Paths.for_mode(quick=True)
     run = next(r for r in quality.plan(True, 32) if r.kind == "budgeted" and r.space == "augment")
@@ -155,6 +155,7 @@ def test_a_budgeted_quality_search_runs_pruned_and_reports_its_best_trial():
     store = quality.RunStore(paths.runs / run.name)
     info = store.read_run_info()
     assert (info["pruner"], info["warmup_epochs"], info["patience"]) == ("successive-halving", 0, 5)
+    assert info["startup_trials"] == 5
     assert info["clean_train_eval"] == "best"
     entry = next(e for e in json.loads(paths.results.read_text())["runs"] if e["key"] == run.key)
     trial = store.trials().iloc[0]
@@ -162,7 +163,7 @@ def test_a_budgeted_quality_search_runs_pruned_and_reports_its_best_trial():
     assert entry["best_trial"]["epochs_run"] == len(store.epochs()) == 1
     assert entry["best_trial"]["trial_s"] == round(trial["duration_s"], 1)
     table = paths.readme.read_text(encoding="utf-8")
-    assert "| `augment` | 32 | successive-halving | 1 / 0 / 5 | " in table
+    assert "| `augment` | 32 | successive-halving, TPE after 5 random | 1 / 0 / 5 | " in table
     assert f"- `augment`, trial {trial['trial_id']}: " in table
     spent = quality.Fidelity("successive-halving", 0, 5, budget_h=trial["duration_s"] / 3600)
     assert quality.budget_spent(replace(run, fidelity=spent), store)
