@@ -10,8 +10,8 @@ bench/runs/, so running it again continues it (finished trials are kept):
 4. multi-fidelity searches (issue 22) of the widened `augment` space and of `xception` at 128 px:
    no baselines among their trials, an Optuna multi-fidelity pruner (Hyperband for `xception`,
    successive halving and TPE after 5 random trials for `augment`) over a long maximum (100+
-   epochs), --warmup-epochs for batch-norm starts, and a budget in trial-hours instead of a trial count: no trial starts once
-   the run's trials have used it.
+   epochs), --warmup-epochs for batch-norm starts, and a budget in trial-hours instead of a
+   trial count: no trial starts once the run's trials have used it.
 
 A run goes a trial a step: each step is one `run_search.py` process that queues the next
 baseline not run yet (`--enqueue`) or lets the sampler propose, runs it, and ends like any
