@@ -815,7 +815,8 @@ def recorded(paths: Paths) -> dict[str, dict]:
 def entries(runs: list[Run], paths: Paths, wall: dict[str, float]) -> list[dict]:
     """Every planned run, read from its store; a run whose store is not on this machine (runs
     live in ignored folders, a fresh checkout has none) keeps the entry it was recorded with,
-    and so does a recorded run outside this plan (a search at another image size)."""
+    and so does a recorded run outside this plan (a search at another image size) that
+    started; one that never did (of a design the plan has since changed) holds nothing."""
     kept = recorded(paths)
     planned = [
         summarize(run, paths, wall.get(run.key, 0.0), kept.get(run.key))
@@ -824,7 +825,11 @@ def entries(runs: list[Run], paths: Paths, wall: dict[str, float]) -> list[dict]
         for run in runs
     ]
     keys = {run.key for run in runs}
-    return planned + [entry for key, entry in kept.items() if key not in keys]
+    return planned + [
+        entry
+        for key, entry in kept.items()
+        if key not in keys and entry.get("status") != "not started"
+    ]
 
 
 def elsewhere(entry: dict) -> dict:
