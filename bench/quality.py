@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -71,8 +72,12 @@ TARGET_TEST = {"transfer": 0.99, "augment": 0.85, "preprocess": 0.85, "xception"
 TARGET_GAP = {"transfer": 0.01}
 BASELINE_TOLERANCE = 0.05  # reproduced within 5 points of the document's accuracy
 # What of a run directory is committed (bench/results/stores/), so that a fresh checkout goes on
-# where the last machine stopped: the store and the study, without models and image caches.
+# where the last machine stopped: the store and the study, without models and image caches, and
+# the epoch checkpoint of a trial cut off (search/checkpoint.py), which the next machine goes on
+# from; a finished trial leaves none.
 STORE_FILES = ("run.json", "trials.csv", "epochs.csv", "study.db")
+CHECKPOINTS = "checkpoints"
+STOP_WAIT_S = 10  # after Ctrl-C, how long a step's search has to stop by itself
 # Why a baseline ended more than 5 points from its document, and what a search that missed its
 # target would need, each read from its run's epoch log: written up in NOTES, by run.
 NOTES = REPO / "bench" / "quality-notes.md"
@@ -274,24 +279,46 @@ def steps(run: Run, paths: Paths) -> Iterator[float]:
             print(f"== {run.name}: the last step ran no trial", file=sys.stderr, flush=True)
             return
         before = (counted, pending)
-        step = min(run.max_trials, counted + 1)
+        # A trial left running by a killed step is counted already: its retry is the step.
+        step = min(run.max_trials, counted + (0 if pending else 1))
         print(f"== {run.name}: trial {step}/{run.max_trials}, {run.epochs} epochs", flush=True)
         start = time.perf_counter()
-        done = subprocess.run(
-            command(run, paths, step, next_preset(run, store)), cwd=REPO, check=False
-        )
+        returncode = run_step(command(run, paths, step, next_preset(run, store)), run, paths)
         keep(run, paths)
         yield time.perf_counter() - start
-        if done.returncode != 0:
-            print(f"== {run.name} exited with status {done.returncode}", file=sys.stderr)
+        if returncode != 0:
+            print(f"== {run.name} exited with status {returncode}", file=sys.stderr)
             return
 
 
+def run_step(args: list[str], run: Run, paths: Paths) -> int:
+    """Run one step's search. Stopped (Ctrl-C, or SIGTERM, which main turns into the same),
+    the search is interrupted too, and the run is kept with its trial's epoch checkpoint, so
+    that `--resume`, on this machine or a fresh checkout, goes on from that epoch."""
+    process = subprocess.Popen(
+        args, cwd=REPO, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    )
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        try:  # Ctrl-C in a terminal reached the search too
+            process.wait(timeout=STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGINT)
+            process.wait()
+        keep(run, paths)
+        raise
+
+
 def trial_seconds(store: RunStore) -> float:
-    """Seconds the run's trials took, pruned and failed ones included: the budget's measure."""
+    """Seconds the run's finished trials took, pruned and failed ones included: the budget's
+    measure. A trial cut off counts in the trial that goes on from its checkpoint, whose
+    seconds include those before the cut; what it trained after its checkpoint is lost."""
     if not store.exists():
         return 0.0
-    return float(store.trials()["duration_s"].fillna(0).sum())
+    trials = store.trials()
+    finished = trials[trials["status"].isin(FINISHED_STATUSES)]
+    return float(finished["duration_s"].fillna(0).sum())
 
 
 def budget_spent(run: Run, store: RunStore) -> bool:
@@ -306,6 +333,9 @@ def keep(run: Run, paths: Paths) -> None:
     for name in STORE_FILES:
         if (paths.runs / run.name / name).exists():
             shutil.copy2(paths.runs / run.name / name, target / name)
+    shutil.rmtree(target / CHECKPOINTS, ignore_errors=True)
+    if (paths.runs / run.name / CHECKPOINTS).exists():
+        shutil.copytree(paths.runs / run.name / CHECKPOINTS, target / CHECKPOINTS)
 
 
 def committed_runs(paths: Paths) -> set[str]:
@@ -318,9 +348,7 @@ def restore(run: Run, paths: Paths) -> None:
     run_dir, committed = paths.runs / run.name, paths.stores / run.name
     if run_dir.exists() or not committed.exists():
         return
-    run_dir.mkdir(parents=True)
-    for path in committed.iterdir():
-        shutil.copy2(path, run_dir / path.name)
+    shutil.copytree(committed, run_dir)
 
 
 def baseline_trials(trials, space: str) -> dict[str, dict]:
@@ -873,6 +901,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     paths = Paths.for_mode(args.quick)
@@ -888,6 +920,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     paths.runs.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _interrupt)
     wall = {key: entry.get("wall_s", 0.0) for key, entry in recorded(paths).items()}
     for run in [] if args.table_only else chosen:
         restore(run, paths)

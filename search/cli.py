@@ -75,6 +75,17 @@ def _positive_float(text: str) -> float:
 
 
 _non_negative = _bounded_int(0, None, "0 or more")
+
+
+def _seconds_or_off(text: str) -> float | None:
+    if text == "off":
+        return None
+    try:
+        return _non_negative_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be seconds >= 0 or off, got {text!r}") from None
+
+
 _image_size = _bounded_int(
     MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, f"between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels"
 )
@@ -183,6 +194,15 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
         help="first epochs of each trial that early stopping and the pruner do not judge and "
         "whose weights are never kept (Keras's start_from_epoch): batch-norm models trained from "
         "scratch can sit at chance on validation for their first epochs (default: %(default)s)",
+    )
+    add(
+        "--checkpoint-every",
+        type=_seconds_or_off,
+        metavar="SECONDS",
+        help="save a trial's state (weights, optimizer, early stopping, epochs) at the end of an "
+        "epoch once this long has passed since its last save, so that a resumed run continues "
+        "a trial cut off by Ctrl-C or a crash from there instead of from its first epoch; "
+        "0: every epoch; off: never (default: %(default)s)",
     )
     add(
         "--objective",

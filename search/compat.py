@@ -96,6 +96,12 @@ def study_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
     return study._storage
 
 
+def trial_system_attrs(trial: optuna.Trial) -> dict:
+    """A running trial's system attributes (a retry's `retry_history`): Optuna 4 took
+    `Trial.system_attrs` away, and its storage reads them by the trial's internal id."""
+    return study_storage(trial.study).get_trial_system_attrs(trial._trial_id)
+
+
 # Keras
 
 

@@ -57,6 +57,9 @@ class SearchConfig:
     storage: str | None = None
     workers: int = 1
     heartbeat: int = 60
+    # Seconds between a trial's epoch checkpoints (search/checkpoint.py); 0: every epoch,
+    # None: none.
+    checkpoint_every: float | None = 60.0
     enqueue: str | None = None
     fix: tuple[str, ...] = ()  # NAME=VALUE pins (search.fixed)
     cache_dir: str | None = None

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from search import compat
+from search.checkpoint import Checkpoint, ResumableEarlyStopping, TrialCheckpoints
 from search.config import SearchConfig
 from search.console import format_seconds, live_line, live_output, log
 from search.data import ImageData, ImagesBySize
@@ -64,6 +65,8 @@ class TrainSettings:
     measure_deploy: bool = SearchConfig.measure_deploy  # search/deploy.py, per complete trial
     objectives: tuple[str, ...] = SearchConfig.objectives  # --objectives (Optuna), or none
     limits: tuple[tuple[str, float], ...] = ()  # (column, limit): SearchConfig.limits()
+    # A trial's state is saved at an epoch's end at most this often (search/checkpoint.py).
+    checkpoint_every: float | None = SearchConfig.checkpoint_every
 
     @classmethod
     def of(cls, config: SearchConfig, precision: str) -> TrainSettings:
@@ -118,6 +121,7 @@ class _Request:
     extra_callbacks: list[keras.callbacks.Callback]
     prune_on: tuple[type[BaseException], ...]
     on_epoch: Callable[[dict], None] | None
+    resume_from: int | None  # the trial whose checkpoint this one continues, if not its own
 
 
 @dataclass
@@ -129,6 +133,7 @@ class _Fit:
     extra_callbacks: list[keras.callbacks.Callback]
     on_epoch: Callable[[dict], None] | None
     batch_size: int
+    started: float  # time.perf_counter() when the trial's run began
     model: keras.Model | None = None
     features: str | None = None
     head_from_trial: int | None = None
@@ -136,6 +141,12 @@ class _Fit:
     phase: _Phase | None = None  # the last phase trained (or a reused head)
     clean: dict | None = None  # CLEAN_KEYS measured on the kept weights once training ended
     predictions: np.ndarray | None = None  # on the validation split, with the kept weights
+    resumed: Checkpoint | None = None  # the checkpoint the trial went on from
+
+    def trained_s(self) -> float:
+        """Seconds of training, with those before the checkpoint it went on from."""
+        before = self.resumed.seconds if self.resumed is not None else 0.0
+        return before + time.perf_counter() - self.started
 
 
 @dataclass
@@ -334,6 +345,7 @@ class TrialRunner:
         self._deploy = DeployCache()  # --measure-deploy's figures per inference architecture
         self._resident: list[float] = []  # after each trial run in this process
         self._sample = clean_sample(len(data.train), len(data.validation), settings.seed)
+        self.checkpoints = TrialCheckpoints(store.run_dir, settings.checkpoint_every)
 
     def run(
         self,
@@ -347,21 +359,30 @@ class TrialRunner:
         prune_on: tuple[type[BaseException], ...] = (),
         on_epoch: Callable[[dict], None] | None = None,
         on_result: Callable[[TrialResult, dict], None] | None = None,
+        resume_from: int | None = None,
     ) -> tuple[TrialResult, keras.Model | None]:
         """Train and record one trial. Failures are results, never exceptions.
 
         A back end passes its pruning callbacks in `extra_callbacks` and the exceptions they
         raise in `prune_on`; `on_epoch` sees every recorded epoch row; `on_result` sees the
         outcome and hyperparameters before the store does, so a back end that keeps its own
-        record (an Optuna study) never lags behind the store.
+        record (an Optuna study) never lags behind the store. A trial goes on from the epoch
+        checkpoint that it, or the trial `resume_from` it retries, left (search/checkpoint.py).
         """
         start = time.perf_counter()
         request = _Request(
-            epochs, initial_epoch, initial_weights, list(extra_callbacks), prune_on, on_epoch
+            epochs,
+            initial_epoch,
+            initial_weights,
+            list(extra_callbacks),
+            prune_on,
+            on_epoch,
+            resume_from,
         )
         fit, error, pruned = self._attempt(trial_id, hp, request, start=start)
+        self.checkpoints.discard(trial_id)  # ended: only a trial cut off is continued
         model = fit.model
-        seconds = time.perf_counter() - start
+        seconds = fit.trained_s()
         result = self._judge(
             trial_id, model, fit.rows, error=error, seconds=seconds, clean=fit.clean
         )
@@ -387,7 +408,7 @@ class TrialRunner:
         the back end pruned it."""
         error, pruned = "", False
         for batch_size in (self.settings.batch_size, self.settings.batch_size // 2):
-            fit = _Fit(trial_id, [], request.extra_callbacks, request.on_epoch, batch_size)
+            fit = _Fit(trial_id, [], request.extra_callbacks, request.on_epoch, batch_size, start)
             self._start(trial_id, hp)
             try:
                 self._train(hp, fit, request)
@@ -395,7 +416,7 @@ class TrialRunner:
             except request.prune_on:
                 pruned = True
             except KeyboardInterrupt:
-                seconds = round(time.perf_counter() - start, 3)
+                seconds = round(fit.trained_s(), 3)
                 interrupted = {"status": TrialStatus.INTERRUPTED, "error": "interrupted"}
                 self.store.finish_trial(trial_id, interrupted | {"duration_s": seconds})
                 raise
@@ -472,7 +493,8 @@ class TrialRunner:
         last = initial_epoch + (request.epochs or self.settings.epochs)
         frozen = split_frozen_base(model) if self.features is not None else None
         if frozen is None:
-            self._fit(model, hp, fit, phase="train", initial_epoch=initial_epoch, epochs=last)
+            first = self._resume(model, fit, hp=hp, request=request)
+            self._fit(model, hp, fit, phase="train", initial_epoch=first, epochs=last, saved=True)
         else:
             self._train_head(frozen, hp, fit, initial_epoch=initial_epoch, last=last)
         fine_tune = self.space.fine_tune
@@ -480,6 +502,24 @@ class TrialRunner:
             self._fine_tune(model, hp, fit)
         if fit.rows and not _diverged(fit.rows):
             self._measure_kept(fit)
+
+    def _resume(self, model: keras.Model, fit: _Fit, *, hp, request: _Request) -> int:
+        """Go on from the checkpoint this trial, or the one it retries, left: its weights into
+        the model, and its epochs told again to the store and to the back end's callbacks (the
+        pruner, which may prune the trial there). Returns the epoch training starts from."""
+        source = fit.trial_id if request.resume_from is None else request.resume_from
+        fit.resumed = self.checkpoints.take(
+            source, fit.trial_id, values=hp.values, batch_size=fit.batch_size
+        )
+        if fit.resumed is None:
+            return request.initial_epoch
+        fit.resumed.restore(model)
+        log.info(f"trial {fit.trial_id}: goes on from its checkpoint at epoch {fit.resumed.epoch}")
+        for row in fit.resumed.rows:
+            self._replay_epoch(fit, row)
+            for callback in fit.extra_callbacks:
+                callback.on_epoch_end(row["epoch"] - 1, dict(row))
+        return fit.resumed.epoch
 
     def _use_images_for(self, model: keras.Model, hp) -> None:
         """With --image-sizes, train on the images decoded at the size of this trial's
@@ -601,8 +641,10 @@ class TrialRunner:
         initial_epoch: int,
         epochs: int,
         inputs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        saved: bool = False,
     ) -> None:
-        """Fit `model` on the run's images, or on `inputs` (train x, train y, validation x)."""
+        """Fit `model` on the run's images, or on `inputs` (train x, train y, validation x);
+        `saved`: with epoch checkpoints, going on from `fit.resumed` if there is one."""
         data = self.data
         train_x, train_y, val_x = inputs or (data.train.x, data.train.y, data.validation.x)
         train_y = labels_for(model, train_y, self.ctx.num_classes)
@@ -613,13 +655,7 @@ class TrialRunner:
         fit.phase = _Phase(model, train_x, val_x)
         callbacks = [
             StopOnNaN(),
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss",
-                patience=self.settings.patience,
-                restore_best_weights=True,
-                start_from_epoch=self.settings.warmup_epochs,
-            ),
-            EpochRecorder(self.store, fit.trial_id, phase, rows=fit.rows, on_epoch=fit.on_epoch),
+            *self._stopping_and_records(hp, fit, phase=phase, saved=saved),
             *fit.extra_callbacks,
         ]
         if live_output() and not self.settings.verbose:
@@ -648,6 +684,36 @@ class TrialRunner:
             class_weight=class_weights(self.data.train.y, self.settings.class_weight),
             verbose=1 if self.settings.verbose else 0,
         )
+
+    def _stopping_and_records(
+        self, hp, fit: _Fit, *, phase: str, saved: bool
+    ) -> list[keras.callbacks.Callback]:
+        """Early stopping (where a resumed trial's left off), the epoch recorder and, when the
+        phase is `saved`, the checkpoint saver after both, so it saves what they took in."""
+        resumed = fit.resumed if saved else None
+        stopping = ResumableEarlyStopping(
+            monitor="val_loss",
+            patience=self.settings.patience,
+            restore_best_weights=True,
+            start_from_epoch=self.settings.warmup_epochs,
+            rows=fit.rows if resumed is not None else (),
+            best_weights=resumed.kept_weights() if resumed is not None else None,
+        )
+        callbacks = [
+            stopping,
+            EpochRecorder(self.store, fit.trial_id, phase, rows=fit.rows, on_epoch=fit.on_epoch),
+        ]
+        saver = self.checkpoints.saver(
+            fit.trial_id,
+            values=hp.values,
+            batch_size=fit.batch_size,
+            rows=fit.rows,
+            trained_s=fit.trained_s,
+            stopping=stopping,
+        )
+        if saved and saver is not None:
+            callbacks.append(saver)
+        return callbacks
 
     def _set_jit(self, model: keras.Model, fit: _Fit) -> bool:
         """Apply --jit to `model` and say whether its training will be XLA-compiled. With "on",

@@ -430,6 +430,7 @@ ELSEWHERE = {
     "--class-weight=none": "test_class_weight.py::test_class_weight_runs_from_the_command_line",
     "--class-weight=balanced": "test_class_weight.py::test_class_weight_runs_from_the_command",
     "--warmup-epochs": "test_early_stopping.py::test_a_search_with_a_warmup_keeps",
+    "--checkpoint-every": "test_epoch_checkpoint.py::test_checkpoint_ctrl_c_then_resume_goes_on",
     "--max-memory-growth": "test_reliability.py::test_failure_a_process_that_grows",
     "--storage": "test_optuna.py::test_workers_on_two_machines",
     "--workers": "test_optuna.py::test_workers_on_two_machines",

@@ -14,7 +14,7 @@ import importlib
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -343,13 +343,40 @@ def _next_grid_point(study: optuna.Study, grid: dict[str, list]) -> int | None:
     return next((i for i in range(grid_size(grid)) if i not in taken), None)
 
 
+def retried_from(system_attrs: dict, number: int) -> int | None:
+    """The trial that trial `number`, a retry, retries: the last of its `retry_history` (its
+    `failed_trial` names the first of a chain of retries, as a retry copies its trial's
+    attributes). Its own number is passed over: Optuna's retry callback appends it to the list
+    it shares with the retried trial's cached copy."""
+    history = [n for n in system_attrs.get("retry_history") or [] if n != number]
+    return history[-1] if history else None
+
+
+def _retry_checkpointed(study: optuna.Study, checkpointed: Callable[[int], bool]) -> None:
+    """Queue a retry of each trial cut off unjudged (Ctrl-C, or a lost worker past its one
+    heartbeat retry) that left an epoch checkpoint and has none yet, so that it goes on from
+    its checkpoint; its retry replaces it, as a lost trial's does."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {retried_from(t.system_attrs, t.number) for t in trials}
+    for trial in trials:
+        cut_off = trial.state == TrialState.FAIL and not _judged(trial)
+        if cut_off and trial.number not in retried and checkpointed(trial.number):
+            optuna.storages.RetryHeartbeatStaleTrialCallback()(study, trial)
+
+
 def _reserve_trial(
-    study: optuna.Study, *, max_trials: int, beaten: set[int], grid: dict[str, list] | None
+    study: optuna.Study,
+    *,
+    max_trials: int,
+    beaten: set[int],
+    grid: dict[str, list] | None,
+    checkpointed: Callable[[int], bool],
 ) -> bool:
     """Queue one more trial unless the budget, or the grid, is spent. The caller holds the
     workers' lock. A grid search queues its next point with all its values."""
     # A trial whose worker died is failed here, and its retry queued, before counting.
     optuna.storages.fail_stale_trials(study)
+    _retry_checkpointed(study, checkpointed)
     _beat_for_silent_trials(study, beaten)
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     if any(RETRY_OF in t.system_attrs for t in waiting):
@@ -403,6 +430,7 @@ def objective(
             prune_on=(optuna.TrialPruned,),
             on_epoch=record,
             on_result=keep,
+            resume_from=retried_from(compat.trial_system_attrs(trial), trial.number),
         )
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)  # not counted: a resumed run replaces it
@@ -457,7 +485,14 @@ def _run_next_trial(
     and Optuna would sample one beyond the budget."""
     with contextlib.ExitStack() as reservation:
         reservation.enter_context(lock)
-        if not _reserve_trial(study, max_trials=max_trials, beaten=beaten, grid=grid):
+        reserved = _reserve_trial(
+            study,
+            max_trials=max_trials,
+            beaten=beaten,
+            grid=grid,
+            checkpointed=runner.checkpoints.exists,
+        )
+        if not reserved:
             return False
 
         def run_reserved(trial: optuna.Trial) -> float:
@@ -609,8 +644,12 @@ def _status(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def _retries(study_trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
-    """Original trial number -> the number of the trial that retried it."""
-    return {t.system_attrs[RETRY_OF]: t.number for t in study_trials if RETRY_OF in t.system_attrs}
+    """Trial number -> the number of the trial that retried it."""
+    return {
+        retried_from(t.system_attrs, t.number): t.number
+        for t in study_trials
+        if RETRY_OF in t.system_attrs
+    }
 
 
 def sync_store(study: optuna.Study, store: RunStore) -> None:
