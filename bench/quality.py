@@ -18,7 +18,9 @@ baseline not run yet (`--enqueue`) or lets the sampler propose, runs it, and end
 finished search (its best model scored on the test split, its report written). The run's store
 and study (not its models or image caches) are then copied to bench/results/stores/, which is
 committed: a fresh checkout's `--resume` starts from there, so the hours a search takes can be
-spread over machines and sessions, losing at most the trial that was running.
+spread over machines and sessions. Stopped with Ctrl-C or `kill PID` (SIGTERM), the step's
+search is interrupted and the running trial's epoch checkpoint (search/checkpoint.py) is
+committed with the store, so a long trial goes on from its last saved epoch, even elsewhere.
 
 Runs 1-3 use early stopping with patience 5, no pruning (a pruned baseline would not be ranked),
 160 px images (--search-size 128 for the augment/preprocess searches if 160 px is too slow;
@@ -268,8 +270,9 @@ def steps(run: Run, paths: Paths) -> Iterator[float]:
     """Run (or continue) one run, a trial a step, yielding each step's seconds: every step ends
     like a finished search (its best model scored on the test split, the report written) and
     its store is copied to bench/results/stores/, so an interruption, even of the machine,
-    loses at most one trial. A failed step is reported and the benchmark goes on with the next
-    run."""
+    loses at most one trial; stopped with Ctrl-C or SIGTERM (run_step), it loses only the
+    epochs after the trial's last checkpoint. A failed step is reported and the benchmark goes
+    on with the next run."""
     store, before = RunStore(paths.runs / run.name), None
     while True:
         counted, pending = study_progress(run, paths)

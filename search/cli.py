@@ -199,10 +199,11 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
         "--checkpoint-every",
         type=_seconds_or_off,
         metavar="SECONDS",
-        help="save a trial's state (weights, optimizer, early stopping, epochs) at the end of an "
-        "epoch once this long has passed since its last save, so that a resumed run continues "
-        "a trial cut off by Ctrl-C or a crash from there instead of from its first epoch; "
-        "0: every epoch; off: never (default: %(default)s)",
+        help="save the state of a trial training on images (weights, optimizer, early "
+        "stopping, epochs) at the end of an epoch once this long has passed since its last "
+        "save, so that a resumed run goes on with a trial cut off by Ctrl-C or a crash from "
+        "there instead of from its first epoch; 0: every epoch; off: never "
+        "(default: %(default)s)",
     )
     add(
         "--objective",
