@@ -925,11 +925,15 @@ def main(argv: list[str] | None = None) -> int:
     paths.runs.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _interrupt)
     wall = {key: entry.get("wall_s", 0.0) for key, entry in recorded(paths).items()}
-    for run in [] if args.table_only else chosen:
-        restore(run, paths)
-        for seconds in steps(run, paths):
-            wall[run.key] = wall.get(run.key, 0.0) + seconds
-            write_results(runs, paths, wall)
+    try:
+        for run in [] if args.table_only else chosen:
+            restore(run, paths)
+            for seconds in steps(run, paths):
+                wall[run.key] = wall.get(run.key, 0.0) + seconds
+                write_results(runs, paths, wall)
+    except KeyboardInterrupt:
+        print("stopped: the runs are kept; go on with --resume", file=sys.stderr)
+        return 130
     write_results(runs, paths, wall)
     print(f"wrote {paths.results} and the table in {paths.readme}")
     return 0
