@@ -142,7 +142,9 @@ def test_a_fresh_run_starts_with_the_run_line(verbose, tiny_folder, tmp_path):
     native = ("I0000", "E0000", "W0000", "WARNING: All log messages", "oneDNN", "cuInit")
     shown = [line for line in result.stderr.splitlines() if line.startswith(native)]
     if verbose:
-        assert any("oneDNN" in line for line in shown), result.stderr[-2000:]
+        # Which lines TensorFlow prints depends on the CPU: oneDNN's only where it is on (Intel),
+        # CUDA probing only without a GPU driver; absl's first line, on every machine.
+        assert shown, result.stderr[-2000:]
     else:
         assert result.stderr == "", result.stderr[-2000:]
 
