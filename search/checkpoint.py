@@ -13,7 +13,7 @@ every file is written under a new name and state.json, naming them, is renamed i
 
 A trial that ends in any way deletes its checkpoint. One cut off (Ctrl-C, SIGKILL, a lost
 machine) keeps it for the trial that retries it: Keras Tuner retries the same trial, Optuna a
-copy of it whose `failed_trial` system attribute names it. The copy moves the checkpoint to its
+copy of it whose `retry_history` system attribute ends with it. The copy moves the checkpoint to its
 own number. What a continued trial does not repeat is chance: its batches after the checkpoint
 come in another order than an uninterrupted trial's would have.
 """

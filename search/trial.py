@@ -703,6 +703,8 @@ class TrialRunner:
             stopping,
             EpochRecorder(self.store, fit.trial_id, phase, rows=fit.rows, on_epoch=fit.on_epoch),
         ]
+        if not saved:
+            return callbacks
         saver = self.checkpoints.saver(
             fit.trial_id,
             values=hp.values,
@@ -711,9 +713,7 @@ class TrialRunner:
             trained_s=fit.trained_s,
             stopping=stopping,
         )
-        if saved and saver is not None:
-            callbacks.append(saver)
-        return callbacks
+        return callbacks if saver is None else [*callbacks, saver]
 
     def _set_jit(self, model: keras.Model, fit: _Fit) -> bool:
         """Apply --jit to `model` and say whether its training will be XLA-compiled. With "on",
