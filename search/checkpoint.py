@@ -191,6 +191,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
         return name
 
 
+def lowest_after_warmup(
+    rows: list[dict], warmup_epochs: int, monitor: str = "val_loss"
+) -> dict | None:
+    """The epoch row EarlyStopping restores: the lowest `monitor` after the warm-up, the earliest
+    on ties; None when every epoch is warm-up."""
+    judged = [r for r in rows if r["epoch"] > warmup_epochs]
+    if not judged:
+        return None
+    return min(judged, key=lambda r: (r.get(monitor, math.inf), r["epoch"]))
+
+
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """EarlyStopping that can go on from a checkpoint: its counters are set from the epoch rows
     trained before (the lowest validation loss after the warm-up, and the epochs since), and the
@@ -202,10 +213,9 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        judged = [r for r in self.resumed_rows if r["epoch"] > self.start_from_epoch]
-        if not judged:
+        best = lowest_after_warmup(self.resumed_rows, self.start_from_epoch, self.monitor)
+        if best is None:
             return
-        best = min(judged, key=lambda r: (r.get(self.monitor, math.inf), r["epoch"]))
         self.best, self.best_epoch = best[self.monitor], best["epoch"] - 1
-        self.wait = judged[-1]["epoch"] - best["epoch"]
+        self.wait = self.resumed_rows[-1]["epoch"] - best["epoch"]
         self.best_weights = self.resumed_best_weights

@@ -24,7 +24,12 @@ import keras
 import numpy as np
 
 from search import compat
-from search.checkpoint import Checkpoint, ResumableEarlyStopping, TrialCheckpoints
+from search.checkpoint import (
+    Checkpoint,
+    ResumableEarlyStopping,
+    TrialCheckpoints,
+    lowest_after_warmup,
+)
 from search.config import SearchConfig
 from search.console import format_seconds, live_line, live_output, log
 from search.data import ImageData, ImagesBySize
@@ -273,10 +278,7 @@ def resident_mb() -> float | None:
 def best_row(rows: list[dict], warmup_epochs: int = 0) -> dict:
     """The epoch whose weights the trial keeps: the lowest validation loss after the warm-up,
     as EarlyStopping restores it; the last epoch if all are warm-up (nothing is restored)."""
-    judged = [r for r in rows if r["epoch"] > warmup_epochs]
-    if not judged:
-        return rows[-1]
-    return min(judged, key=lambda r: (r.get("val_loss", math.inf), r["epoch"]))
+    return lowest_after_warmup(rows, warmup_epochs) or rows[-1]
 
 
 def class_weights(y: np.ndarray, mode: str) -> dict[int, float] | None:
