@@ -433,9 +433,11 @@ def budgeted_summary(space: str, best: dict, *, trials: pd.DataFrame, epochs: pd
 
 def planned_status(run: Run, paths: Paths, store: RunStore) -> str | None:
     """The run's status against the benchmark's plan: every step ends like a finished search,
-    so a run with planned trials left is "partial" between steps, not "finished"."""
+    so a run with planned trials left is "partial" between steps, not "finished". A budgeted
+    run's plan ends when its trial-hours are spent."""
     status = store.read_run_info().get("status")
-    if status == "finished" and study_progress(run, paths)[0] < run.max_trials:
+    planned_left = study_progress(run, paths)[0] < run.max_trials
+    if status == "finished" and planned_left and not budget_spent(run, store):
         return "partial"
     return status
 

@@ -168,3 +168,8 @@ def test_a_budgeted_quality_search_runs_pruned_and_reports_its_best_trial():
     spent = quality.Fidelity("successive-halving", 0, 5, budget_h=trial["duration_s"] / 3600)
     assert quality.budget_spent(replace(run, fidelity=spent), store)
     assert not quality.budget_spent(replace(run, fidelity=replace(spent, budget_h=1.0)), store)
+    # With trials left in its plan, the run is finished once its budget is spent, not before.
+    more = replace(run, max_trials=1000)
+    assert quality.planned_status(replace(more, fidelity=spent), paths, store) == "finished"
+    unspent = replace(more, fidelity=replace(spent, budget_h=1.0))
+    assert quality.planned_status(unspent, paths, store) == "partial"
