@@ -276,7 +276,7 @@ def steps(run: Run, paths: Paths) -> Iterator[float]:
     store, before = RunStore(paths.runs / run.name), None
     while True:
         counted, pending = study_progress(run, paths)
-        if not pending and (counted >= run.max_trials or budget_spent(run, store)):
+        if not pending and plan_done(run, store, counted):
             return
         if (counted, pending) == before:
             print(f"== {run.name}: the last step ran no trial", file=sys.stderr, flush=True)
@@ -322,6 +322,11 @@ def trial_seconds(store: RunStore) -> float:
     trials = store.trials()
     finished = trials[trials["status"].isin(FINISHED_STATUSES)]
     return float(finished["duration_s"].fillna(0).sum())
+
+
+def plan_done(run: Run, store: RunStore, counted: int) -> bool:
+    """Whether the run's plan is done: its trials all run, or its trial-hours spent."""
+    return counted >= run.max_trials or budget_spent(run, store)
 
 
 def budget_spent(run: Run, store: RunStore) -> bool:
@@ -436,8 +441,7 @@ def planned_status(run: Run, paths: Paths, store: RunStore) -> str | None:
     so a run with planned trials left is "partial" between steps, not "finished". A budgeted
     run's plan ends when its trial-hours are spent."""
     status = store.read_run_info().get("status")
-    planned_left = study_progress(run, paths)[0] < run.max_trials
-    if status == "finished" and planned_left and not budget_spent(run, store):
+    if status == "finished" and not plan_done(run, store, study_progress(run, paths)[0]):
         return "partial"
     return status
 
