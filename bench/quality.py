@@ -726,8 +726,14 @@ def best_baseline(space: str, entries: list[dict]) -> tuple[str, dict] | None:
 
 
 def _trial_states(entry: dict) -> str:
+    """Complete/pruned/all. A trial cut off by a stop is not one of them: the resumed run goes
+    on with it from its checkpoint in a new trial (search/backends/optuna.py), so the cut-off
+    rows of one long trial are shown as the one trial in progress they are."""
     trials = entry.get("trials", {})
-    return f"{trials.get('complete', 0)}/{trials.get('pruned', 0)}/{sum(trials.values())}"
+    cut_off = trials.get("interrupted", 0) + trials.get("running", 0)
+    counted = sum(trials.values()) - cut_off
+    states = f"{trials.get('complete', 0)}/{trials.get('pruned', 0)}/{counted}"
+    return f"{states}, 1 in progress" if cut_off and entry.get("status") != "finished" else states
 
 
 def _sampling(fidelity: dict) -> str:
@@ -790,7 +796,9 @@ def budgeted_table(entries: list[dict]) -> list[str]:
         "Multi-fidelity searches (issue 22: Optuna TPE with the pruner named, every trial the "
         "sampler's, no baselines among them; no trial starts once the budget of trial-hours is "
         "used). Epochs are the maximum, the warm-up (--warmup-epochs) and the patience; "
-        "trials are complete/pruned/all; the best trial's epochs are the kept one of those it "
+        "trials are complete/pruned/all, and the one in progress, which a stop cut off and "
+        "--resume continues from its epoch checkpoint; the best trial's epochs are the kept one "
+        "of those it "
         "ran. The best baseline is the space's best documented model in the tables above "
         "(validation, test in brackets).",
         "",

@@ -165,6 +165,10 @@ def test_a_budgeted_quality_search_runs_pruned_and_reports_its_best_trial():
     table = paths.readme.read_text(encoding="utf-8")
     assert "| `augment` | 32 | successive-halving, TPE after 5 random | 1 / 0 / 5 | " in table
     assert f"- `augment`, trial {trial['trial_id']}: " in table
+    # Trials cut off by stops are one long trial carried on from its checkpoints, not trials.
+    cut_off = {"trials": {"complete": 1, "interrupted": 5, "running": 1}, "status": "partial"}
+    assert quality._trial_states(cut_off) == "1/0/1, 1 in progress"
+    assert quality._trial_states(cut_off | {"trials": {"complete": 2}}) == "2/0/2"
     spent = quality.Fidelity("successive-halving", 0, 5, budget_h=trial["duration_s"] / 3600)
     assert quality.budget_spent(replace(run, fidelity=spent), store)
     assert not quality.budget_spent(replace(run, fidelity=replace(spent, budget_h=1.0)), store)
