@@ -569,9 +569,19 @@ def _wall(entry: dict) -> str:
     return "-"
 
 
-def _trial_count(entry: dict) -> str:
+def _judged_trials(entry: dict) -> str:
+    """How many trials the search judged (FINISHED_STATUSES, the trials trial_seconds counts),
+    and the one in progress. A trial cut off by a stop is not one of them: the resumed run
+    goes on with it from its checkpoint in a new trial (search/backends/optuna.py), so the
+    cut-off rows of one long trial are shown as the one trial in progress they are."""
     trials = entry.get("trials", {})
-    return f"{trials.get('complete', 0)}/{sum(trials.values())}"
+    judged = sum(trials.get(status, 0) for status in FINISHED_STATUSES)
+    unfinished = judged < sum(trials.values()) and entry.get("status") != "finished"
+    return f"{judged}, 1 in progress" if unfinished else str(judged)
+
+
+def _trial_count(entry: dict) -> str:
+    return f"{entry.get('trials', {}).get('complete', 0)}/{_judged_trials(entry)}"
 
 
 def _off_reported(entry: dict) -> float | None:
@@ -726,14 +736,8 @@ def best_baseline(space: str, entries: list[dict]) -> tuple[str, dict] | None:
 
 
 def _trial_states(entry: dict) -> str:
-    """Complete/pruned/all. A trial cut off by a stop is not one of them: the resumed run goes
-    on with it from its checkpoint in a new trial (search/backends/optuna.py), so the cut-off
-    rows of one long trial are shown as the one trial in progress they are."""
     trials = entry.get("trials", {})
-    cut_off = trials.get("interrupted", 0) + trials.get("running", 0)
-    counted = sum(trials.values()) - cut_off
-    states = f"{trials.get('complete', 0)}/{trials.get('pruned', 0)}/{counted}"
-    return f"{states}, 1 in progress" if cut_off and entry.get("status") != "finished" else states
+    return f"{trials.get('complete', 0)}/{trials.get('pruned', 0)}/{_judged_trials(entry)}"
 
 
 def _sampling(fidelity: dict) -> str:

@@ -168,6 +168,7 @@ def test_a_budgeted_quality_search_runs_pruned_and_reports_its_best_trial():
     # Trials cut off by stops are one long trial carried on from its checkpoints, not trials.
     cut_off = {"trials": {"complete": 1, "interrupted": 5, "running": 1}, "status": "partial"}
     assert quality._trial_states(cut_off) == "1/0/1, 1 in progress"
+    assert quality._trial_count(cut_off) == "1/1, 1 in progress"  # the fixed-budget table's
     assert quality._trial_states(cut_off | {"trials": {"complete": 2}}) == "2/0/2"
     spent = quality.Fidelity("successive-halving", 0, 5, budget_h=trial["duration_s"] / 3600)
     assert quality.budget_spent(replace(run, fidelity=spent), store)
