@@ -79,7 +79,9 @@ BASELINE_TOLERANCE = 0.05  # reproduced within 5 points of the document's accura
 # from; a finished trial leaves none.
 STORE_FILES = ("run.json", "trials.csv", "epochs.csv", "study.db")
 CHECKPOINTS = "checkpoints"
+CHECKPOINT_STATE = "state.json"  # search/checkpoint.py's STATE (that module imports Keras)
 STOP_WAIT_S = 10  # after Ctrl-C, how long a step's search has to stop by itself
+BUDGET_POLL_S = 20  # how often a budgeted step's trial checkpoint is read (epochs take minutes)
 # Why a baseline ended more than 5 points from its document, and what a search that missed its
 # target would need, each read from its run's epoch log: written up in NOTES, by run.
 NOTES = REPO / "bench" / "quality-notes.md"
@@ -104,8 +106,9 @@ def read_notes(path: Path = NOTES) -> dict[str, dict[str, str]]:
 @dataclass(frozen=True)
 class Fidelity:
     """How a multi-fidelity search runs: the pruner stops most trials after a few epochs and
-    lets the good ones train to the maximum; no trial starts once the run's trials have used
-    `budget_h` trial-hours (the last one may end past it). `startup_trials`: TPE's random
+    lets the good ones train to the maximum; once the run's trials have used `budget_h`
+    trial-hours, no trial starts, and the one in progress is stopped at the end of the epoch
+    that spent them (wait_within_budget). `startup_trials`: TPE's random
     trials before it models the results (None: Optuna's 10)."""
 
     pruner: str
@@ -206,13 +209,16 @@ def budgeted_run(space: str, quick: bool) -> Run:
 
 
 def training_options(run: Run) -> list[str]:
-    """Pruning and early stopping: none and patience 5, or the run's fidelity."""
+    """Pruning and early stopping: none and patience 5, or the run's fidelity, whose trials
+    save their checkpoint every epoch, so that the budget is seen spent at the epoch that spent
+    it (wait_within_budget)."""
     if run.fidelity is None:
         return ["--pruner", "none", "--patience", str(PATIENCE)]
     startup = run.fidelity.startup_trials
     return [
         *("--pruner", run.fidelity.pruner, "--patience", str(run.fidelity.patience)),
         *("--warmup-epochs", str(run.fidelity.warmup_epochs), "--clean-train-eval", "best"),
+        *("--checkpoint-every", "0"),
         *(("--startup-trials", str(startup)) if startup else ()),
     ]
 
@@ -276,7 +282,7 @@ def steps(run: Run, paths: Paths) -> Iterator[float]:
     store, before = RunStore(paths.runs / run.name), None
     while True:
         counted, pending = study_progress(run, paths)
-        if not pending and plan_done(run, store, counted):
+        if budget_spent(run, store) or (not pending and plan_done(run, store, counted)):
             return
         if (counted, pending) == before:
             print(f"== {run.name}: the last step ran no trial", file=sys.stderr, flush=True)
@@ -289,6 +295,9 @@ def steps(run: Run, paths: Paths) -> Iterator[float]:
         returncode = run_step(command(run, paths, step, next_preset(run, store)), run, paths)
         keep(run, paths)
         yield time.perf_counter() - start
+        if budget_spent(run, store):
+            print(f"== {run.name}: its {run.fidelity.budget_h:g} trial-hours are spent", flush=True)
+            return
         if returncode != 0:
             print(f"== {run.name} exited with status {returncode}", file=sys.stderr)
             return
@@ -302,7 +311,7 @@ def run_step(args: list[str], run: Run, paths: Paths) -> int:
         args, cwd=REPO, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
     )
     try:
-        return process.wait()
+        return wait_within_budget(process, run, RunStore(paths.runs / run.name))
     except KeyboardInterrupt:
         try:  # Ctrl-C in a terminal reached the search too
             process.wait(timeout=STOP_WAIT_S)
@@ -313,15 +322,38 @@ def run_step(args: list[str], run: Run, paths: Paths) -> int:
         raise
 
 
+def wait_within_budget(process: subprocess.Popen, run: Run, store: RunStore) -> int:
+    """Wait for a step's search to end. A budgeted run's is stopped as Ctrl-C stops it once
+    the epoch checkpoint of its trial in progress shows the trial-hours spent: the trial that
+    spends them ends there, at the end of an epoch, instead of training on for hours to its
+    next rung. Its checkpoint is kept, and counted (trial_seconds)."""
+    while True:
+        try:
+            return process.wait(timeout=None if run.fidelity is None else BUDGET_POLL_S)
+        except subprocess.TimeoutExpired:
+            if budget_spent(run, store):
+                process.send_signal(signal.SIGINT)
+                return process.wait()
+
+
+def checkpoint_states(store: RunStore) -> list[dict]:
+    """The saved states of the run's trials in progress (search/checkpoint.py): a trial cut
+    off keeps its own until the trial that goes on from it ends."""
+    folders = sorted((store.run_dir / CHECKPOINTS).glob(f"trial_*/{CHECKPOINT_STATE}"))
+    return [json.loads(path.read_text(encoding="utf-8")) for path in folders]
+
+
 def trial_seconds(store: RunStore) -> float:
-    """Seconds the run's finished trials took, pruned and failed ones included: the budget's
-    measure. A trial cut off counts in the trial that goes on from its checkpoint, whose
-    seconds include those before the cut; what it trained after its checkpoint is lost."""
+    """Seconds the run's trials took: the finished ones, pruned and failed ones included, and
+    those trained up to the checkpoint of a trial in progress: the budget's measure. A trial
+    cut off counts once, in the trial that goes on from its checkpoint, whose seconds include
+    those before the cut; what it trained after its checkpoint is lost."""
     if not store.exists():
         return 0.0
     trials = store.trials()
     finished = trials[trials["status"].isin(FINISHED_STATUSES)]
-    return float(finished["duration_s"].fillna(0).sum())
+    in_progress = sum(state["seconds"] for state in checkpoint_states(store))
+    return float(finished["duration_s"].fillna(0).sum()) + in_progress
 
 
 def plan_done(run: Run, store: RunStore, counted: int) -> bool:
@@ -418,6 +450,10 @@ def summarize(run: Run, paths: Paths, wall_s: float, before: dict | None = None)
         entry["targets"] = targets(run.space, entry["best"])
     if run.kind == "budgeted":
         entry |= budgeted_summary(run.space, entry["best"], trials=trials, epochs=store.epochs())
+        entry["in_progress"] = [
+            {"trial_id": state["trial_id"], "epoch": state["epoch"]}
+            for state in checkpoint_states(store)
+        ]
     return entry
 
 
@@ -441,6 +477,8 @@ def planned_status(run: Run, paths: Paths, store: RunStore) -> str | None:
     so a run with planned trials left is "partial" between steps, not "finished". A budgeted
     run's plan ends when its trial-hours are spent."""
     status = store.read_run_info().get("status")
+    if budget_spent(run, store):
+        return "finished"  # its last trial may have been stopped in progress by the budget
     if status == "finished" and not plan_done(run, store, study_progress(run, paths)[0]):
         return "partial"
     return status
@@ -570,14 +608,19 @@ def _wall(entry: dict) -> str:
 
 
 def _judged_trials(entry: dict) -> str:
-    """How many trials the search judged (FINISHED_STATUSES, the trials trial_seconds counts),
-    and the one in progress. A trial cut off by a stop is not one of them: the resumed run
-    goes on with it from its checkpoint in a new trial (search/backends/optuna.py), so the
-    cut-off rows of one long trial are shown as the one trial in progress they are."""
+    """How many trials the search judged (FINISHED_STATUSES), and the one in progress, or the
+    one the budget stopped (wait_within_budget), with the epoch it stopped at. A trial cut off
+    by a stop is not one of them: the resumed run goes on with it from its checkpoint in a new
+    trial (search/backends/optuna.py), so the cut-off rows of one long trial are shown as the
+    one trial in progress they are."""
     trials = entry.get("trials", {})
     judged = sum(trials.get(status, 0) for status in FINISHED_STATUSES)
-    unfinished = judged < sum(trials.values()) and entry.get("status") != "finished"
-    return f"{judged}, 1 in progress" if unfinished else str(judged)
+    if entry.get("status") != "finished":
+        return f"{judged}, 1 in progress" if judged < sum(trials.values()) else str(judged)
+    stopped = [
+        f"1 stopped by the budget at epoch {t['epoch']}" for t in entry.get("in_progress", [])
+    ]
+    return ", ".join([str(judged), *stopped])
 
 
 def _trial_count(entry: dict) -> str:
@@ -798,12 +841,13 @@ def budgeted_table(entries: list[dict]) -> list[str]:
     return [
         "",
         "Multi-fidelity searches (issue 22: Optuna TPE with the pruner named, every trial the "
-        "sampler's, no baselines among them; no trial starts once the budget of trial-hours is "
-        "used). Epochs are the maximum, the warm-up (--warmup-epochs) and the patience; "
-        "trials are complete/pruned/all, and the one in progress, which a stop cut off and "
-        "--resume continues from its epoch checkpoint; the best trial's epochs are the kept one "
-        "of those it "
-        "ran. The best baseline is the space's best documented model in the tables above "
+        "sampler's, no baselines among them; once the budget of trial-hours is used, no trial "
+        "starts and the one in progress stops at the end of that epoch: trial-hours count the "
+        "epochs it trained too). Epochs are the maximum, the warm-up (--warmup-epochs) and "
+        "the patience; trials are complete/pruned/all, and the one in progress, which a stop "
+        "cut off and --resume continues from its epoch checkpoint, or the one the budget "
+        "stopped; the best trial's epochs are the kept one of those it ran. The best baseline "
+        "is the space's best documented model in the tables above "
         "(validation, test in brackets).",
         "",
         "| search | px | pruner, TPE start-up | epochs max / warm-up / patience | trial-hours "

@@ -157,6 +157,7 @@ def test_a_budgeted_quality_search_runs_pruned_and_reports_its_best_trial():
     assert (info["pruner"], info["warmup_epochs"], info["patience"]) == ("successive-halving", 0, 5)
     assert info["startup_trials"] == 5
     assert info["clean_train_eval"] == "best"
+    assert info["checkpoint_every"] == 0  # every epoch, for the budget's stop
     entry = next(e for e in json.loads(paths.results.read_text())["runs"] if e["key"] == run.key)
     trial = store.trials().iloc[0]
     assert entry["best_trial"]["hyperparameters"]["learning_rate"] == trial["hp_learning_rate"]
@@ -178,3 +179,31 @@ def test_a_budgeted_quality_search_runs_pruned_and_reports_its_best_trial():
     assert quality.planned_status(replace(more, fidelity=spent), paths, store) == "finished"
     unspent = replace(more, fidelity=replace(spent, budget_h=1.0))
     assert quality.planned_status(unspent, paths, store) == "partial"
+
+
+def test_the_trial_that_spends_the_budget_stops_at_that_epoch():
+    """bench/quality.py's budget in trial-hours (issue 22) stops the trial in progress at the
+    end of the epoch that spends it, from the epoch checkpoint the step's real search saved, not
+    after training on to its maximum; the run is then finished, counting those epochs' seconds,
+    and no further step starts."""
+    quality = load_script(REPO / "bench" / "quality.py")
+    quality.BUDGET_POLL_S = 0.5
+    paths = quality.Paths.for_mode(quick=True)
+    quick = next(r for r in quality.plan(True, 32) if r.kind == "budgeted")
+    fidelity = replace(quick.fidelity, patience=50, budget_h=1 / 3600)
+    run = replace(quick, key="budget-stop", max_trials=3, epochs=50, fidelity=fidelity)
+    shutil.rmtree(paths.runs / run.name, ignore_errors=True)
+    shutil.rmtree(paths.stores / run.name, ignore_errors=True)
+    assert len(list(quality.steps(run, paths))) == 1
+    store = quality.RunStore(paths.runs / run.name)
+    [state] = quality.checkpoint_states(store)
+    assert 1 <= state["epoch"] < run.epochs
+    assert quality.trial_seconds(store) == state["seconds"] >= 1
+    assert set(store.trials()["status"]) == {"interrupted"}
+    entry = quality.summarize(run, paths, wall_s=0.0)
+    assert entry["status"] == "finished"
+    assert (
+        quality._trial_states(entry) == f"0/0/0, 1 stopped by the budget at epoch {state['epoch']}"
+    )
+    assert (paths.stores / run.name / "checkpoints").is_dir()  # kept, as a stop keeps it
+    assert list(quality.steps(run, paths)) == []
