@@ -68,6 +68,9 @@ def cut_off(args: list[str], run: Path, *, at_epoch: int, how: signal.Signals) -
     process.send_signal(how)
     _, err = process.communicate(timeout=120)
     assert process.returncode in (-signal.SIGKILL, 130), err[-3000:]
+    if how == signal.SIGINT:  # Ctrl-C ends with how to resume, without a traceback
+        assert "Traceback" not in err and "failed with" not in err, err[-3000:]
+        assert err.strip().splitlines()[-1].startswith("interrupted; finished trials are kept")
     left = saved_epoch(run)
     assert at_epoch <= left < EPOCHS
     return left

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import logging
 import math
 import time
 import warnings
@@ -402,6 +403,24 @@ def _others_running(study: optuna.Study) -> bool:
 OWN_ATTRS = ("epochs", "hparams", "result", "interrupted")
 
 
+class _InterruptedTrials(logging.Filter):
+    """Optuna logs a trial that Ctrl-C stopped as failed, with the KeyboardInterrupt's
+    traceback and a second line, "failed with value None". It was interrupted, not failed: the
+    CLI says so and how to resume, and the resumed run replaces it, so both lines go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numbers: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(message.startswith(f"Trial {n} failed with") for n in self.numbers)
+
+
+INTERRUPTED = _InterruptedTrials()
+logging.getLogger("optuna.study._optimize").addFilter(INTERRUPTED)  # the logger of both lines
+
+
 def objective(
     runner: TrialRunner, trial: optuna.Trial, *, pruning: bool, fixed: dict | None = None
 ) -> float | list[float]:
@@ -434,6 +453,7 @@ def objective(
         )
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)  # not counted: a resumed run replaces it
+        INTERRUPTED.numbers.add(trial.number)
         raise
     if result.status == TrialStatus.PRUNED:
         raise optuna.TrialPruned(f"pruned at epoch {len(epochs)}")
