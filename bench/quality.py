@@ -37,6 +37,7 @@ rewritten from the run stores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
 import os
@@ -338,9 +339,13 @@ def wait_within_budget(process: subprocess.Popen, run: Run, store: RunStore) -> 
 
 def checkpoint_states(store: RunStore) -> list[dict]:
     """The saved states of the run's trials in progress (search/checkpoint.py): a trial cut
-    off keeps its own until the trial that goes on from it ends."""
-    folders = sorted((store.run_dir / CHECKPOINTS).glob(f"trial_*/{CHECKPOINT_STATE}"))
-    return [json.loads(path.read_text(encoding="utf-8")) for path in folders]
+    off keeps its own until the trial that goes on from it ends. A state is written whole
+    (renamed into place); one whose trial ended, or moved it, since the listing is skipped."""
+    states = []
+    for path in sorted((store.run_dir / CHECKPOINTS).glob(f"trial_*/{CHECKPOINT_STATE}")):
+        with contextlib.suppress(FileNotFoundError):
+            states.append(json.loads(path.read_text(encoding="utf-8")))
+    return states
 
 
 def trial_seconds(store: RunStore) -> float:
