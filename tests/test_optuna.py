@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import fcntl
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -230,6 +231,39 @@ def optuna_args(folder, runs, name, *extra):
         name,
         *extra,
     )
+
+
+class _Messages(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_ctrl_c_hides_optunas_failure_lines_for_that_trial_only():
+    """A trial Ctrl-C stopped is not logged by Optuna as failed; a trial of the same number
+    that fails in a later study of the same process (a notebook) still is."""
+    messages = _Messages()
+    logging.getLogger("optuna").addHandler(messages)
+
+    def interrupted(trial: optuna.Trial) -> float:
+        backend.INTERRUPTED.numbers.add(trial.number)  # as objective does on Ctrl-C
+        raise KeyboardInterrupt
+
+    def failing(trial: optuna.Trial) -> float:
+        raise RuntimeError("broken")
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            optuna.create_study().optimize(interrupted, n_trials=1)
+        assert not [line for line in messages.lines if "failed with" in line]
+        optuna.create_study().optimize(failing, n_trials=1, catch=(RuntimeError,))
+    finally:
+        logging.getLogger("optuna").removeHandler(messages)
+    failed = [line for line in messages.lines if line.startswith("Trial 0 failed with")]
+    assert len(failed) == 2 and "RuntimeError('broken')" in failed[0]
 
 
 def test_stop_then_resume_keeps_finished_trials(tiny_folder, tmp_path):

@@ -406,7 +406,10 @@ OWN_ATTRS = ("epochs", "hparams", "result", "interrupted")
 class _InterruptedTrials(logging.Filter):
     """Optuna logs a trial that Ctrl-C stopped as failed, with the KeyboardInterrupt's
     traceback and a second line, "failed with value None". It was interrupted, not failed: the
-    CLI says so and how to resume, and the resumed run replaces it, so both lines go."""
+    CLI says so and how to resume, and the resumed run replaces it, so both lines go. The
+    second is Optuna's last word on the trial: after it the number is forgotten, so that a
+    later study in the same process (a notebook) still shows its own trial of that number
+    failing."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -414,7 +417,13 @@ class _InterruptedTrials(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not any(message.startswith(f"Trial {n} failed with") for n in self.numbers)
+        for number in self.numbers:
+            if message.startswith(f"Trial {number} failed with value"):
+                self.numbers.discard(number)
+                return False
+            if message.startswith(f"Trial {number} failed with"):
+                return False
+        return True
 
 
 INTERRUPTED = _InterruptedTrials()
