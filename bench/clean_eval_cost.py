@@ -44,7 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pandas as pd  # noqa: E402
 from search_speed import machine  # noqa: E402
 
-from search import trial  # noqa: E402
+from search.clean_eval import CleanEvaluation  # noqa: E402
 from search.steps import SearchConfig, run_search  # noqa: E402
 from search.store import RunStore  # noqa: E402
 
@@ -83,21 +83,21 @@ def subset(target: Path) -> Path:
 
 
 class CleanTimer:
-    """Seconds spent in TrialRunner._measure_clean, the clean evaluation, in this process."""
+    """Seconds spent in CleanEvaluation.measure, the clean evaluation, in this process."""
 
     def __init__(self):
         self.seconds = 0.0
-        measure = trial.TrialRunner._measure_clean
+        measure = CleanEvaluation.measure
 
         @wraps(measure)
-        def timed(runner, *args, **kwargs):
+        def timed(evaluation, *args, **kwargs):
             start = time.perf_counter()
             try:
-                return measure(runner, *args, **kwargs)
+                return measure(evaluation, *args, **kwargs)
             finally:
                 self.seconds += time.perf_counter() - start
 
-        trial.TrialRunner._measure_clean = timed
+        CleanEvaluation.measure = timed
 
 
 def one_trial(data: Path, runs: Path, arm: str, mode: str, name: str, timer: CleanTimer) -> dict:

@@ -18,10 +18,12 @@ from pathlib import Path
 import keras_tuner as kt
 import pandas as pd
 
+from search.announce import TrialAnnouncer
 from search.fixed import check_enqueued, hyperparameters_of
 from search.schema import TrialStatus, trial_hyperparameters
 from search.store import RunStore, rank_trials
 from search.trial import TrialRunner
+from search.trial_edge import TrialRequest
 from spaces import declared_space
 
 CONFIRM_DIR = "confirm"
@@ -54,11 +56,14 @@ def _confirmation_run(
             runner.data,
             store=store,
             settings=settings,
+            announcer=TrialAnnouncer(
+                store, announce_as=f"confirm trial {trial_id} run {run} (seed {seed})"
+            ),
+            hooks=runner.hooks,
             features=runner.features,
             reuse_heads=False,  # a fresh seed for both phases, not the finalist's first stage
-            announce_as=f"confirm trial {trial_id} run {run} (seed {seed})",
         )
-        again.run(trial_id, hyperparameters_of(values))
+        again.run(TrialRequest(trial_id, hyperparameters_of(values)))
         done = store.completed(trial_id)
     row = {"trial_id": trial_id, "run": run, "seed": seed}
     if done is None:

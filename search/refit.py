@@ -17,11 +17,13 @@ import numpy as np
 import pandas as pd
 
 from search.data import ImageData
+from search.fitting import class_weights
 from search.fixed import hyperparameters_of
 from search.inputs import evaluation_dataset, training_dataset
+from search.judge import best_row
+from search.settings import TrainSettings
 from search.stats import accuracy_interval
 from search.store import RunStore
-from search.trial import TrainSettings, best_row, class_weights
 from spaces import Space
 from spaces.context import SpaceContext
 from spaces.user import labels_for

@@ -31,6 +31,7 @@ from search.console import log, start_tensorflow
 from search.data import ImageData, ImagesBySize, load_image_data, resolve_data_dir
 from search.errors import SearchStopped, UsageError, first_line
 from search.store import RunStore
+from search.trial_edge import TrialHook, TrialResult
 from spaces import Space, declared_space, get_space, sized_space
 from spaces.context import SpaceContext
 from spaces.user import SpaceError, check_contract, is_user_space, source_digest
@@ -441,27 +442,46 @@ def cache_folder(config: SearchConfig, store: RunStore) -> Path:
 
 
 def trial_runner(run: PreparedRun) -> TrialRunner:
-    """The runner every trial of `run` trains through, whatever the back end."""
+    """The runner every trial of `run` trains through, whatever the back end, with the hooks
+    this run asks for: deployment figures and limits before a trial is recorded, the report's
+    refresh after."""
+    from search.announce import TrialAnnouncer
     from search.features import FeatureCache
+    from search.memory_guard import MemoryGuard
     from search.trial import TrainSettings, TrialRunner
 
     config = run.config
+    # Hyperband sizes its own brackets from --epochs; it has no trial budget to show.
+    budget = None if config.algorithm == "hyperband" else config.max_trials
     return TrialRunner(
         run.space,
         run.ctx,
         run.data,
         store=run.store,
         settings=TrainSettings.of(config, run.precision),
-        # Hyperband sizes its own brackets from --epochs; it has no trial budget to show.
-        max_trials=None if config.algorithm == "hyperband" else config.max_trials,
-        # The report is rewritten as trials finish, so a long search can be watched by reloading.
-        after_trial=ReportRefresher(run.report, run.store.run_dir) if run.report else None,
+        announcer=TrialAnnouncer(run.store, max_trials=budget),
+        memory=MemoryGuard(config.max_memory_growth),
+        hooks=trial_hooks(run),
         features=None
         if config.no_feature_cache
         else FeatureCache(run.data, cache_folder(config, run.store)),
-        max_memory_growth_mb=config.max_memory_growth,
         images_at=run.images_at if config.image_sizes else None,
     )
+
+
+def trial_hooks(run: PreparedRun) -> list[TrialHook]:
+    """What runs around each trial's record in this run: deployment figures and limits before
+    it (search/deployment_hook.py), and the report's refresh after, so a long search can be
+    watched by reloading."""
+    from search.deployment_hook import DeploymentHook
+
+    config, hooks = run.config, []
+    measure, limits = config.measures_deploy(), config.limits()
+    if measure or limits:
+        hooks.append(DeploymentHook(measure=measure, limits=limits))
+    if run.report:
+        hooks.append(ReportRefresher(run.report, run.store.run_dir))
+    return hooks
 
 
 def search(run: PreparedRun, runner: TrialRunner) -> SearchStopped | None:
@@ -553,16 +573,16 @@ def frozen_startup_objects() -> Iterator[None]:
         gc.unfreeze()
 
 
-class ReportRefresher:
-    """Rewrites the report after a trial, every `every_s` seconds at most and at most 1/20 of
-    the time (rendering takes seconds, longer than a trial on cached features); the run writes
-    it again at the end. A report that fails is reported, never fatal."""
+class ReportRefresher(TrialHook):
+    """Rewrites the report after a trial is recorded, every `every_s` seconds at most and at
+    most 1/20 of the time (rendering takes seconds, longer than a trial on cached features);
+    the run writes it again at the end. A report that fails is reported, never fatal."""
 
     def __init__(self, report: Report, run_dir: Path, every_s: float = REPORT_EVERY_S):
         self.report, self.run_dir, self.every_s = report, run_dir, every_s
         self.wait_s, self.last = every_s, time.monotonic()
 
-    def __call__(self) -> None:
+    def recorded(self, result: TrialResult) -> None:
         if time.monotonic() - self.last < self.wait_s:
             return
         start = time.monotonic()

@@ -18,6 +18,7 @@ import optuna
 import pytest
 
 from reports.model_card import write_model_card
+from search.announce import TrialAnnouncer
 from search.backends import keras_tuner as kt_backend
 from search.backends.optuna import OptunaHyperParameters
 from search.data import decode_image
@@ -26,6 +27,7 @@ from search.stats import wilson_interval
 from search.steps import SearchConfig, describe_run, run_search, score_best_on_test
 from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
+from search.trial_edge import TrialRequest
 from spaces import baselines, get_space, transfer
 from spaces.context import SpaceContext
 
@@ -334,7 +336,7 @@ def test_two_stage_preset_trains_both_stages_as_a_trial(ctx, tiny_data, tmp_path
         store=store,
         settings=TrainSettings(epochs=1, batch_size=16),
     )
-    result, _ = runner.run(0, trial_hp("tf_transfer_fine_tune"))
+    result, _ = runner.run(TrialRequest(0, trial_hp("tf_transfer_fine_tune")))
     assert result.status == "complete", result.error
     assert list(store.epochs()["phase"]) == ["train", "fine_tune"]
     row = store.trials().iloc[0]
@@ -356,8 +358,9 @@ def baselines_run(ctx, tiny_data, tmp_path_factory) -> RunStore:
         | {"status": "finished"}
     )
     settings = TrainSettings(epochs=1, batch_size=16)
+    announcer = TrialAnnouncer(store, max_trials=2)
     runner = TrialRunner(
-        baselines.SPACE, ctx, tiny_data, store=store, settings=settings, max_trials=2
+        baselines.SPACE, ctx, tiny_data, store=store, settings=settings, announcer=announcer
     )
     kt_backend.run_tuner(
         runner, algorithm="random", max_trials=2, seed=7, max_consecutive_failures=3

@@ -11,8 +11,10 @@ from conftest import error_lines, link_images, run_cli
 from test_early_stopping import prior_only_space
 
 from search.data import load_image_data
+from search.fitting import class_weights
 from search.store import RunStore
-from search.trial import TrainSettings, TrialRunner, class_weights
+from search.trial import TrainSettings, TrialRunner
+from search.trial_edge import TrialRequest
 from spaces.context import SpaceContext
 
 
@@ -41,7 +43,7 @@ def test_the_weights_reach_the_loss(mode, mean, imbalanced, tmp_path):
     runner = TrialRunner(
         prior_only_space(), SpaceContext(32, 2), data, store=store, settings=settings
     )
-    result, _ = runner.run(0, kt.HyperParameters())
+    result, _ = runner.run(TrialRequest(0, kt.HyperParameters()))
     assert result.status == "complete", result.error
     predicted = store.predictions(0, "validation")
     assert predicted.mean() == pytest.approx(mean, abs=0.05)

@@ -21,11 +21,13 @@ from reports.analysis import (
     rank,
     trial_measures,
 )
+from search.clean_eval import clean_sample
 from search.cli import main
 from search.features import FeatureCache
 from search.steps import SearchConfig
 from search.store import RunStore, rank_trials
-from search.trial import TrainSettings, TrialRunner, clean_sample
+from search.trial import TrainSettings, TrialRunner
+from search.trial_edge import TrialRequest
 from search.workers import worker_argv
 from spaces import get_space
 from spaces.context import SpaceContext
@@ -205,7 +207,7 @@ def test_an_augmented_trial_measures_training_accuracy_without_augmentation(tiny
     runner = TrialRunner(
         get_space("augment"), SpaceContext(32, 2), tiny_data, store=store, settings=settings
     )
-    result, _ = runner.run(0, hp_of(STRONG_AUGMENTATION))
+    result, _ = runner.run(TrialRequest(0, hp_of(STRONG_AUGMENTATION)))
     assert result.status == "complete"
     epochs = store.epochs()
     assert epochs[["train_accuracy_clean", "train_loss_clean"]].notna().all().all()
@@ -242,7 +244,7 @@ def test_a_frozen_feature_trial_measures_it_on_its_cached_features(
     runner = TrialRunner(
         get_space("transfer"), ctx, tiny_data, store=store, settings=settings, features=cache
     )
-    result, model = runner.run(0, hp_of(NO_AUGMENTATION | {"dropout": 0.5}))
+    result, model = runner.run(TrialRequest(0, hp_of(NO_AUGMENTATION | {"dropout": 0.5})))
     assert (result.status, result.features) == ("complete", "computed")
     assert store.epochs()["train_accuracy_clean"].notna().all()
     # The head on the sample's features measures what the full model does on its images.

@@ -166,7 +166,7 @@ def test_the_search_logger_is_the_python_callers_to_silence(tiny_folder, tmp_pat
     logger = logging.getLogger("search")
     options = {"data": str(tiny_folder), "max_trials": 1, "epochs": 1, "image_size": 32}
     search.run(space="scratch", runs_dir=str(tmp_path), name="shown", **options)
-    assert "trial 1/1 complete" in capsys.readouterr().out
+    assert "trial 0 (1/1) complete" in capsys.readouterr().out
     logger.setLevel(logging.WARNING)
     try:
         search.run(space="scratch", runs_dir=str(tmp_path), name="silent", **options)
@@ -206,6 +206,6 @@ def test_a_terminal_gets_a_live_progress_line(tiny_folder, tmp_path):
         shown += chunk
     assert process.wait(timeout=600) == 0
     text = shown.decode()
-    assert "\r\x1b[Ktrial 1/2 epoch 1/3 (train) " in text and "elapsed, ETA " in text
-    assert "\r\x1b[Ktrial 2/2 epoch 3/3 (train) " in text
-    assert "\r\x1b[Ktrial 2/2 complete val_acc=" in text, "the result line replaces it"
+    assert "\r\x1b[Ktrial 0 (1/2) epoch 1/3 (train) " in text and "elapsed, ETA " in text
+    assert "\r\x1b[Ktrial 1 (2/2) epoch 3/3 (train) " in text
+    assert "\r\x1b[Ktrial 1 (2/2) complete val_acc=" in text, "the result line replaces it"

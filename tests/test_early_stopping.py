@@ -12,8 +12,10 @@ from conftest import error_lines, link_images, run_cli
 
 from search.backends import optuna as backend
 from search.data import load_image_data
+from search.judge import best_row
 from search.store import RunStore
-from search.trial import TrainSettings, TrialRunner, best_row
+from search.trial import TrainSettings, TrialRunner
+from search.trial_edge import TrialRequest
 from spaces import Space
 from spaces.context import SpaceContext
 
@@ -54,7 +56,7 @@ def train_one(data, run_dir, warmup_epochs: int):
     runner = TrialRunner(
         prior_only_space(), SpaceContext(32, 2), data, store=store, settings=settings
     )
-    result, model = runner.run(0, kt.HyperParameters())
+    result, model = runner.run(TrialRequest(0, kt.HyperParameters()))
     return result, model, store.epochs()
 
 

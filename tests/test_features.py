@@ -15,6 +15,7 @@ from search.features import FeatureCache, feature_key, split_frozen_base
 from search.steps import SearchConfig, run_search
 from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
+from search.trial_edge import TrialRequest
 from spaces import get_space, transfer
 from spaces.context import SpaceContext
 
@@ -106,7 +107,7 @@ def cached_runner(
 
 def test_a_cached_trial_is_the_full_model_on_raw_images(tiny_data, tmp_path, weights_file):
     runner = cached_runner(tiny_data, tmp_path, weights_file)
-    result, model = runner.run(0, transfer_hp(dense_units=32, dropout=0.2))
+    result, model = runner.run(TrialRequest(0, transfer_hp(dense_units=32, dropout=0.2)))
     assert result.status == "complete" and result.features == "computed"
     split = split_frozen_base(model)
     assert split.pool is not None  # the head trains on pooled features
@@ -122,7 +123,7 @@ def test_a_cached_trial_is_the_full_model_on_raw_images(tiny_data, tmp_path, wei
     _, accuracy = stored.evaluate(tiny_data.validation.x, tiny_data.validation.y, verbose=0)
     assert accuracy == pytest.approx(result.val_accuracy, abs=1e-6)
     # The next trial with the same base takes the features from memory; only its head trains.
-    second, _ = runner.run(1, transfer_hp(pooling="max"))
+    second, _ = runner.run(TrialRequest(1, transfer_hp(pooling="max")))
     assert second.features == "memory"
     assert set(runner.store.epochs()["phase"]) == {"train"}
 
@@ -131,9 +132,13 @@ def test_a_fine_tune_trial_reuses_the_first_stage_of_a_matching_trial(
     tiny_data, tmp_path, weights_file
 ):
     runner = cached_runner(tiny_data, tmp_path, weights_file)
-    frozen, _ = runner.run(0, transfer_hp(learning_rate=1e-3))
-    tuned, _ = runner.run(1, transfer_hp(learning_rate=1e-3, mode="fine_tune", fine_tune_at=140))
-    other, _ = runner.run(2, transfer_hp(learning_rate=2e-3, mode="fine_tune", fine_tune_at=140))
+    frozen, _ = runner.run(TrialRequest(0, transfer_hp(learning_rate=1e-3)))
+    tuned, _ = runner.run(
+        TrialRequest(1, transfer_hp(learning_rate=1e-3, mode="fine_tune", fine_tune_at=140))
+    )
+    other, _ = runner.run(
+        TrialRequest(2, transfer_hp(learning_rate=2e-3, mode="fine_tune", fine_tune_at=140))
+    )
     assert (frozen.head_from_trial, tuned.head_from_trial, other.head_from_trial) == (
         None,
         0,
@@ -148,7 +153,9 @@ def test_a_fine_tune_trial_reuses_the_first_stage_of_a_matching_trial(
     fresh = cached_runner(
         tiny_data, tmp_path / "later", weights_file, FeatureCache(tiny_data, tmp_path / "cache")
     )
-    again, _ = fresh.run(0, transfer_hp(learning_rate=1e-3, mode="fine_tune", fine_tune_at=150))
+    again, _ = fresh.run(
+        TrialRequest(0, transfer_hp(learning_rate=1e-3, mode="fine_tune", fine_tune_at=150))
+    )
     assert again.head_from_trial == 0 and again.features == "disk"
 
 
@@ -245,13 +252,15 @@ def test_a_fine_tune_that_never_beats_the_frozen_head_keeps_its_weights_in_the_s
     head did, so the trial falls back to the frozen phase's weights, and the stored model is
     the same model as a frozen trial of the same point and seed."""
     frozen_runner = cached_runner(tiny_data, tmp_path / "frozen", weights_file)
-    _, frozen_model = frozen_runner.run(0, transfer_hp(learning_rate=1e-3))
+    _, frozen_model = frozen_runner.run(TrialRequest(0, transfer_hp(learning_rate=1e-3)))
     runner = cached_runner(tiny_data, tmp_path / "tuned", weights_file)
     tuned, _ = runner.run(
-        0,
-        transfer_hp(
-            learning_rate=1e-3, mode="fine_tune", fine_tune_at=0, fine_tune_learning_rate=0.05
-        ),
+        TrialRequest(
+            0,
+            transfer_hp(
+                learning_rate=1e-3, mode="fine_tune", fine_tune_at=0, fine_tune_learning_rate=0.05
+            ),
+        )
     )
     assert tuned.status == "complete"
     epochs = runner.store.epochs()
@@ -272,8 +281,8 @@ def test_pooled_features_are_kept_apart_where_the_poolings_differ(
     features, still trains on max-pooled ones, and its head gives the full model's output."""
     data = load_image_data(tiny_folder, 64)
     runner = cached_runner(data, tmp_path, weights_file, image_size=64)
-    _, average = runner.run(0, transfer_hp(pooling="avg"))
-    second, maximum = runner.run(1, transfer_hp(pooling="max"))
+    _, average = runner.run(TrialRequest(0, transfer_hp(pooling="avg")))
+    second, maximum = runner.run(TrialRequest(1, transfer_hp(pooling="max")))
     assert second.features == "memory", "the base features were not shared"
     pooled = {}
     for name, model in (("avg", average), ("max", maximum)):

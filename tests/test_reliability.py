@@ -16,6 +16,7 @@ from conftest import REPO, error_lines
 from search.errors import UsageError
 from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
+from search.trial_edge import TrialRequest
 from spaces import Space, get_space
 from spaces.context import SpaceContext
 
@@ -42,7 +43,7 @@ def test_failure_out_of_memory_is_retried_at_half_batch_then_recorded(tiny_data,
     runner = TrialRunner(
         oversized_space(), SpaceContext(32, 2), tiny_data, store=store, settings=settings
     )
-    result, model = runner.run(0, kt.HyperParameters())
+    result, model = runner.run(TrialRequest(0, kt.HyperParameters()))
     assert result.status == "failed" and result.error.startswith("oom: ResourceExhaustedError")
     assert model is None
     assert "out of memory at batch 16; retrying once at batch 8" in capsys.readouterr().out
@@ -52,7 +53,7 @@ def test_failure_out_of_memory_is_retried_at_half_batch_then_recorded(tiny_data,
     scratch = TrialRunner(
         get_space("scratch"), SpaceContext(32, 2), tiny_data, store=store, settings=settings
     )
-    assert scratch.run(1, kt.HyperParameters())[0].status == "complete"
+    assert scratch.run(TrialRequest(1, kt.HyperParameters()))[0].status == "complete"
 
 
 def test_failure_second_process_on_the_same_run_is_refused(tmp_path):

@@ -17,6 +17,7 @@ from search.schema import EPOCH_COLUMNS, TRIAL_COLUMNS
 from search.steps import SearchConfig, run_search
 from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
+from search.trial_edge import TrialRequest
 from spaces import get_space
 from spaces.context import SpaceContext
 
@@ -41,15 +42,23 @@ def test_transfer_search_on_the_default_data_from_the_cli(tmp_path, weights_file
     )
     assert result.returncode == 0, error_lines(result)
     lines = re.findall(
-        r"^trial (\d)/3 complete val_acc=0\.\d{3} gap_clean=[+-]\d\.\d{3} "
+        r"^trial (\d) \((\d)/3\) complete val_acc=(0\.\d{3}) gap_clean=[+-]\d\.\d{3} "
         r"best=0\.\d{3} \(\d+\.\ds\)$",
         result.stdout,
         flags=re.M,
     )
-    assert lines == ["1", "2", "3"]
+    assert [(trial, count) for trial, count, _ in lines] == [("0", "1"), ("1", "2"), ("2", "3")]
     store = RunStore(tmp_path / "done")
-    trials = store.trials()
+    trials = store.trials().set_index("trial_id")
     assert list(trials["status"]) == ["complete"] * 3
+    # The result line names the best trial by the number its progress line used.
+    best_id, best_acc = re.search(
+        r"^best trial (\d): val_acc=(0\.\d{4}) ", result.stdout, re.M
+    ).groups()
+    assert best_acc == f"{trials['val_accuracy'].max():.4f}"
+    assert f"{trials.loc[int(best_id), 'val_accuracy']:.4f}" == best_acc
+    shown = {trial: acc for trial, _, acc in lines}
+    assert shown[best_id] == f"{trials.loc[int(best_id), 'val_accuracy']:.3f}"
     info = store.read_run_info()
     assert info["data"].startswith(str(KERAS_HOME))
     assert info["counts"]["train"] == {"cats": 1000, "dogs": 1000}
@@ -173,7 +182,7 @@ def test_diverging_trial_fails_with_nan_loss(tiny_data, tmp_path):
     runner = runner_for("scratch", SpaceContext(32, 2), tiny_data, tmp_path)
     hp = kt.HyperParameters()
     hp.Fixed("learning_rate", 1e30)
-    result, model = runner.run(0, hp)
+    result, model = runner.run(TrialRequest(0, hp))
     assert (result.status, result.error, model) == ("failed", "nan_loss", None)
     row = runner.store.trials().iloc[0]
     assert row["status"] == "failed" and row["error"] == "nan_loss"
@@ -183,11 +192,11 @@ def test_diverging_trial_fails_with_nan_loss(tiny_data, tmp_path):
 def test_trial_that_raises_is_recorded_and_the_search_goes_on(tiny_data, tmp_path):
     bad = SpaceContext(32, 2, str(tmp_path / "missing.weights.h5"), 1.0)
     runner = runner_for("transfer", bad, tiny_data, tmp_path)
-    result, _ = runner.run(0, kt.HyperParameters())
+    result, _ = runner.run(TrialRequest(0, kt.HyperParameters()))
     assert result.status == "failed" and result.error
     assert "\n" not in result.error
     good = runner_for("scratch", SpaceContext(32, 2), tiny_data, tmp_path / "next")
-    assert good.run(1, kt.HyperParameters())[0].status == "complete"
+    assert good.run(TrialRequest(1, kt.HyperParameters()))[0].status == "complete"
 
 
 def test_fine_tune_trial_records_both_phases(tiny_data, tmp_path, weights_file):
@@ -195,7 +204,7 @@ def test_fine_tune_trial_records_both_phases(tiny_data, tmp_path, weights_file):
     runner = runner_for("transfer", ctx, tiny_data, tmp_path)
     hp = kt.HyperParameters()
     hp.Fixed("mode", "fine_tune")
-    result, _ = runner.run(0, hp)
+    result, _ = runner.run(TrialRequest(0, hp))
     assert result.status == "complete"
     epochs = runner.store.epochs()
     phases = list(epochs["phase"])

@@ -1,4 +1,5 @@
-"""Back ends turn a space into trials; all of them train through `search.trial.TrialRunner`.
+"""Back ends turn a space into trials; all of them train through the `Trials` they
+are given (search.trial.TrialRunner), asking for each trial with one `TrialRequest`.
 
 A back end is a module with the three functions of `Backend`. Adding one means one module in
 this package and one line in `BACKENDS`; `get_backend` imports it on first use. The option
@@ -15,7 +16,25 @@ if TYPE_CHECKING:
 
     from search.config import SearchConfig
     from search.steps import PreparedRun
-    from search.trial import TrialRunner
+    from search.trial_edge import RunView, TrialOutcome, TrialRequest
+    from spaces import Space
+    from spaces.context import SpaceContext
+
+
+class Trials(Protocol):
+    """All a back end may use of the trial runner (search.trial.TrialRunner): train one trial
+    per request, read the run through a read-only view, and check between trials whether the
+    process must restart; the space and its context are what a Keras Tuner HyperModel wraps."""
+
+    space: Space
+    ctx: SpaceContext
+    view: RunView
+
+    def run(self, request: TrialRequest) -> TrialOutcome:
+        """Train and record one trial; failures are outcomes, never exceptions."""
+
+    def check_memory(self) -> None:
+        """Raise search.errors.Restart when the process should restart before the next trial."""
 
 
 class Backend(Protocol):
@@ -29,7 +48,7 @@ class Backend(Protocol):
         """For a grid search, the values walked per hyperparameter of `declared` (the space
         with --fix applied), sized and checked before any trial; None for any other search."""
 
-    def search(self, run: PreparedRun, runner: TrialRunner) -> None:
+    def search(self, run: PreparedRun, runner: Trials) -> None:
         """Propose trials of `run` and train each with `runner.run`, until the run's budget is
         spent; resumes what the run store and the back end's own state hold. Only the process
         that owns the run (`run.owner`, not a --workers worker) queues `run.first_trials`."""

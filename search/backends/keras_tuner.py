@@ -19,6 +19,7 @@ from search.errors import Restart, SearchStopped, UsageError
 from search.fixed import grid_space
 from search.schema import OBJECTIVES, TUNER_PREFIX, TrialStatus
 from search.trial import TrialRunner
+from search.trial_edge import TrialRequest
 from spaces import as_hypermodel, declared_space
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ class StoreTuner(compat.KnownSpaceTuner):
         except Restart as restart:
             raise RestartSearch(str(restart)) from None
         hp = trial.hyperparameters
-        done = self.runner.store.completed(int(trial.trial_id))
+        done = self.runner.view.completed(int(trial.trial_id))
         if done is not None:
             # Finished before a crash that came before Keras Tuner saved it: never train twice.
             return self._metrics(done.to_dict())
@@ -148,11 +149,13 @@ class StoreTuner(compat.KnownSpaceTuner):
         initial_epoch = hp.values.get(f"{TUNER_PREFIX}initial_epoch", 0)
         target = hp.values.get(f"{TUNER_PREFIX}epochs")
         result, model = self.runner.run(
-            int(trial.trial_id),
-            hp,
-            epochs=None if target is None else target - initial_epoch,
-            initial_epoch=initial_epoch,
-            initial_weights=self._checkpoint(parent) if parent else None,
+            TrialRequest(
+                int(trial.trial_id),
+                hp,
+                epochs=None if target is None else target - initial_epoch,
+                initial_epoch=initial_epoch,
+                initial_weights=self._checkpoint(parent) if parent else None,
+            )
         )
         if result.status == TrialStatus.INFEASIBLE:
             # Over a deployment limit: the oracle is told the worst score, so it moves away.
@@ -165,7 +168,7 @@ class StoreTuner(compat.KnownSpaceTuner):
 
     def _metrics(self, figures: dict) -> dict[str, float]:
         """What the oracle is told of a trial: its figures at the kept epoch."""
-        names = {"val_accuracy", "val_loss", self.runner.settings.objective}
+        names = {"val_accuracy", "val_loss", self.runner.view.objective}
         return {name: figures[name] for name in names}
 
 
@@ -225,22 +228,22 @@ def run_tuner(
     oracle = make_oracle(
         algorithm,
         max_trials=max_trials,
-        epochs=runner.settings.epochs,
+        epochs=runner.view.epochs,
         seed=seed,
         max_consecutive_failures=max_consecutive_failures,
         hyperparameters=hyperparameters,
         queued=queued,
-        objective=runner.settings.objective,
+        objective=runner.view.objective,
         startup_trials=startup_trials,
     )
-    tuner = StoreTuner(oracle, runner, runner.store.run_dir)
+    tuner = StoreTuner(oracle, runner, runner.view.run_dir)
     try:
         tuner.search(verbose=1 if verbose else 0)
     except RuntimeError as error:
         if not compat.too_many_failures(error):
             raise
         failed = (
-            runner.store.trials()
+            runner.view.trials()
             .query(f"status == '{TrialStatus.FAILED}'")["error"]
             .tail(max_consecutive_failures)
         )
