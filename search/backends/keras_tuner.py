@@ -176,7 +176,7 @@ def check_options(config: SearchConfig) -> None:
     if config.workers > 1 or config.storage:
         raise UsageError(
             "--workers and --storage need --backend optuna; Keras Tuner runs in parallel "
-            "through its chief/worker mode (see the README)"
+            "through its chief/worker mode (see docs/workers.md)"
         )
     if config.multi_objective():
         raise UsageError(
