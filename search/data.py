@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from search.atomic import atomic_folder
 from search.errors import UsageError, first_line
+from search.labels import labelled_files
 
 DEFAULT_DATASET = "cats_and_dogs_filtered"
 DATASET_ORIGIN = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
@@ -230,9 +231,9 @@ def list_labelled(
 ) -> tuple[str, list[str], dict[str, list], list[dict]]:
     """`list_splits` for --labels: classes from the CSV (search/labels.py), each row in its
     `split` or, without one, in the seeded split of a flat folder; also the skipped rows."""
-    from search.labels import labelled_files
-
-    class_names, fixed, seeded, skipped = labelled_files(root, labels, _image_files(root))
+    class_names, fixed, seeded, skipped = labelled_files(
+        root, labels, _image_files(root), extensions=IMAGE_EXTENSIONS
+    )
     if len(class_names) < 2:
         raise UsageError(
             f"--labels {labels}: {len(class_names)} distinct label(s); a classifier needs at "

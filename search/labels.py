@@ -12,6 +12,7 @@ class is left with too few images, as with unreadable images.
 from __future__ import annotations
 
 import csv
+from collections.abc import Collection
 from pathlib import Path
 
 from search.errors import UsageError
@@ -39,12 +40,12 @@ def read_label_rows(labels: Path) -> list[dict[str, str]]:
 
 
 def labelled_files(
-    root: Path, labels: Path, image_files: list[Path]
+    root: Path, labels: Path, image_files: list[Path], *, extensions: Collection[str]
 ) -> tuple[list[str], dict[str, list], list[tuple[Path, int]], list[dict]]:
     """Class names (sorted), the (file, label) pairs whose split the CSV fixes, by split, the
-    pairs left to the seeded split, and the skipped rows and files with their reasons."""
-    from search.data import IMAGE_EXTENSIONS
-
+    pairs left to the seeded split, and the skipped rows and files with their reasons.
+    `extensions` (lower case, with the dot) are what search/data.py decodes: given, not
+    imported, so data.py can import this module and not the other way round."""
     rows = read_label_rows(labels)
     class_names = sorted({r["label"] for r in rows if r["label"]})
     index = {name: i for i, name in enumerate(class_names)}
@@ -57,7 +58,7 @@ def labelled_files(
         reason = None
         if not row["filename"] or not path.is_file():
             reason = f"labels line {number}: no such file"
-        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+        elif path.suffix.lower() not in extensions:
             reason = f"labels line {number}: not an image file"
         elif not row["label"]:
             reason = f"labels line {number}: empty label"

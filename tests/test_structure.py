@@ -126,3 +126,97 @@ def test_defaults_are_written_once():
     assert settings.limits == tuple(built.limits().items())
     shown = {a.dest: a.default for a in search_parser()._actions}
     assert shown["epochs"] == SearchConfig.epochs and shown["space"] == SearchConfig.space
+
+
+def _module_name(path: str) -> str:
+    """search/backends/optuna.py -> search.backends.optuna; a package's __init__ is the package."""
+    parts = path.removesuffix(".py").split("/")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """The ids of the import nodes under `if TYPE_CHECKING:`, which never run."""
+    return {
+        id(child)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        for statement in node.body
+        for child in ast.walk(statement)
+    }
+
+
+def _imported_modules(node: ast.Import | ast.ImportFrom, package: str, known: set[str]) -> set[str]:
+    """The modules of `known` that `node` runs: relative imports resolved against `package`,
+    and `from a import b` counted as module a.b where b is one, else as a."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names} & known
+    base = node.module or ""
+    if node.level:
+        anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+        base = ".".join([*anchor, *([base] if base else [])])
+    found = {f"{base}.{alias.name}" for alias in node.names} & known
+    if len(found) < len(node.names):  # some names are attributes of `base` itself
+        found |= {base} & known
+    return found
+
+
+def _search_import_graph() -> dict[str, set[str]]:
+    """Each module of search/ -> the modules of search/ it imports, at its top or inside a
+    function (only `if TYPE_CHECKING:` blocks left out, as they never run)."""
+    trees = {_module_name(path): (path, tree) for path, tree in _modules("search").items()}
+    graph = {}
+    for name, (path, tree) in trees.items():
+        package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+        skipped = _type_checking_only(tree)
+        graph[name] = set().union(
+            *(
+                _imported_modules(node, package, set(trees))
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in skipped
+            )
+        )
+    return graph
+
+
+def _shortest_cycle(graph: dict[str, set[str]], start: str) -> list[str] | None:
+    """The shortest import path from `start` back to itself, or None."""
+    paths, seen = [[start]], {start}
+    while paths:
+        path = paths.pop(0)
+        for target in sorted(graph[path[-1]]):
+            if target == start:
+                return [*path, start]
+            if target not in seen:
+                seen.add(target)
+                paths.append([*path, target])
+    return None
+
+
+def test_the_import_graph_resolves_relative_imports_and_modules_imported_from_packages():
+    known = {"search", "search.compat", "search.backends", "search.backends.optuna"}
+
+    def imports(source: str, package: str) -> set[str]:
+        return _imported_modules(ast.parse(source).body[0], package, known)
+
+    assert imports("from . import compat", "search") == {"search.compat"}
+    assert imports("from .. import compat", "search.backends") == {"search.compat"}
+    assert imports("from .optuna import OptunaBackend", "search.backends") == {
+        "search.backends.optuna"
+    }
+    assert imports("from search import compat, run", "search") == {"search.compat", "search"}
+    assert imports("import search.backends.optuna, os", "search") == {"search.backends.optuna"}
+
+
+def test_the_import_graph_of_search_has_no_cycle():
+    """A cycle hidden by an import inside a function still ties both modules together: neither
+    can be understood, tested or moved alone. Each module's shortest cycle is printed once."""
+    graph = _search_import_graph()
+    assert "search.labels" in graph["search.data"], "a top-level import is missed"
+    assert "search.api" in graph["search"], "`from search import api` in a function is missed"
+    cycles, seen = [], set()
+    for module in sorted(graph):
+        cycle = _shortest_cycle(graph, module)
+        if cycle and frozenset(cycle) not in seen:
+            seen.add(frozenset(cycle))
+            cycles.append(" -> ".join(cycle))
+    assert not cycles, "import cycles among search/ modules:\n" + "\n".join(cycles)
