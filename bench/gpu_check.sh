@@ -95,7 +95,7 @@ import numpy as np
 import tensorflow as tf  # importing it starts nothing: configure_devices comes first
 
 from search.devices import configure_devices
-from search.inputs import _tensor
+from search.runtime.tensorflow import _tensor
 
 devices = configure_devices()
 gpus = tf.config.list_physical_devices("GPU")

@@ -1,46 +1,25 @@
-"""What the terminal shows: TensorFlow's native start-up lines kept off it unless asked for."""
+"""What the terminal shows: TensorFlow's native start-up lines kept off it unless asked for
+(search.runtime.quiet), and the package's messages."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 
-
-@contextlib.contextmanager
-def quiet_stderr(replay: bool = False) -> Iterator[None]:
-    """Send file descriptor 2 to a scratch file meanwhile: TensorFlow's C++ code writes there
-    past Python's logging and past TF_CPP_MIN_LOG_LEVEL (absl's lines before its log is set up,
-    the TFLite converter's MLIR). With `replay`, what was written is shown afterwards."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                if replay:
-                    sink.seek(0)
-                    sys.stderr.write(sink.read().decode("utf-8", "replace"))
-                    sys.stderr.flush()
-    finally:
-        os.close(saved)
+from search.runtime.quiet import quiet_stderr
 
 
 def start_tensorflow(verbose: bool = False) -> None:
-    """Import TensorFlow and look for GPUs once, quietly: the oneDNN notice, "could not find
-    cuda drivers" and a cuInit error on a machine without a GPU come from these two steps.
-    Looking for GPUs does not start TensorFlow's runtime, so devices can still be configured."""
+    """Import the Keras backend's library (TensorFlow) and look for GPUs once, quietly: the
+    oneDNN notice, "could not find cuda drivers" and a cuInit error on a machine without a GPU
+    come from these two steps. Looking for GPUs does not start the device runtime, so devices
+    can still be configured."""
     with quiet_stderr(replay=verbose):
-        import tensorflow as tf
+        from search.runtime import get_runtime
 
-        tf.config.list_physical_devices("GPU")
+        get_runtime().start()
 
 
 def live_output() -> bool:

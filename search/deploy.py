@@ -1,9 +1,11 @@
 """What a trial's model costs where it ships: its float32 TFLite size and its latency.
 
 `--measure-deploy` measures every complete trial at its kept weights: the inference model
-(search.export.inference_model, augmentation removed) converted to TFLite, then run by the TFLite
-interpreter on this machine's CPU with one thread and batch 1, the median of LATENCY_RUNS timed
-runs after WARMUP_RUNS, with the interquartile range as its spread.
+(`inference_model`, augmentation removed, which every export ships too) converted to TFLite,
+then run by the TFLite interpreter on this machine's CPU with one thread and batch 1, the median
+of LATENCY_RUNS timed runs after WARMUP_RUNS, with the interquartile range as its spread. The
+conversion and the interpreter are the Keras backend's runtime's (search.runtime). This module
+sits below search.export and search.quantize, which both use its model and its timing.
 """
 
 from __future__ import annotations
@@ -11,21 +13,79 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 
 import keras
 import numpy as np
 
 from search import compat
 from search.errors import UsageError
-from search.export import inference_model, tflite_bytes
-from search.predict import open_interpreter
+from search.runtime import get_runtime
 from search.schema import DEPLOY_COLUMNS
 
 LATENCY_RUNS = 30
 WARMUP_RUNS = 5
-# Layers that pass their input through unchanged at inference (search.export.inference_model
-# turns augmentation into Identity layers).
+# Keras 3.15's image augmentation layers that return their input unchanged unless training.
+# RandomCrop is not one of them: its output has the crop's size, so it cannot be dropped.
+TRAINING_ONLY = (
+    keras.layers.AugMix,
+    keras.layers.CutMix,
+    keras.layers.MixUp,
+    keras.layers.RandAugment,
+    keras.layers.RandomBrightness,
+    keras.layers.RandomColorDegeneration,
+    keras.layers.RandomColorJitter,
+    keras.layers.RandomContrast,
+    keras.layers.RandomElasticTransform,
+    keras.layers.RandomErasing,
+    keras.layers.RandomFlip,
+    keras.layers.RandomGaussianBlur,
+    keras.layers.RandomGrayscale,
+    keras.layers.RandomHue,
+    keras.layers.RandomInvert,
+    keras.layers.RandomPerspective,
+    keras.layers.RandomPosterization,
+    keras.layers.RandomRotation,
+    keras.layers.RandomSaturation,
+    keras.layers.RandomSharpness,
+    keras.layers.RandomShear,
+    keras.layers.RandomTranslation,
+    keras.layers.RandomZoom,
+    keras.layers.Solarization,
+)
+# Layers that pass their input through unchanged at inference (`inference_model` turns
+# augmentation into Identity layers).
 INFERENCE_IDENTITIES = (keras.layers.Dropout, keras.layers.Identity, keras.layers.InputLayer)
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """`model` without its training-only augmentation layers, sharing its other layers.
+
+    Augmentation layers pass images through unchanged at inference, but they still put their
+    random-number and image-transform ops into an exported graph, and TFLite has no kernels for
+    those (StatelessRandomUniformV2, ImageProjectiveTransformV3), so an augmented model would not
+    convert. Each such layer becomes an Identity of the same name; every other layer is the same
+    object, with its trained weights, called with the same arguments (the transfer space's
+    backbone keeps `training=False`). Nested models are rebuilt the same way.
+    """
+    if not any(isinstance(layer, TRAINING_ONLY) for layer in _all_layers(model)):
+        return model
+
+    def replace(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(layer, TRAINING_ONLY):
+            return keras.layers.Identity(name=layer.name, dtype=layer.dtype_policy.name)
+        if isinstance(layer, keras.Model):
+            return inference_model(layer)
+        return layer
+
+    return keras.models.clone_model(model, clone_function=replace)
+
+
+def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def violations(figures: dict, limits: dict[str, float]) -> dict[str, float]:
@@ -83,7 +143,7 @@ def measure_deploy(model: keras.Model, image_size: int, runs: int = LATENCY_RUNS
     """DEPLOY_COLUMNS of `model`; a model TFLite cannot convert gets None, with the reason."""
     start = time.perf_counter()
     try:
-        flat = tflite_bytes(inference_model(model))
+        flat = get_runtime().tflite_bytes(inference_model(model))
     except UsageError as error:
         return dict.fromkeys(DEPLOY_COLUMNS) | {"deploy_error": str(error)}
     return file_figures(flat, image_size, runs) | {
@@ -104,7 +164,7 @@ def file_figures(flat: bytes, image_size: int, runs: int = LATENCY_RUNS) -> dict
 
 def latencies(flat: bytes, image_size: int, runs: int = LATENCY_RUNS) -> np.ndarray:
     """Milliseconds per invocation of the TFLite model on one image, one thread."""
-    interpreter = open_interpreter(model_content=flat, num_threads=1)
+    interpreter = get_runtime().tflite_interpreter(model_content=flat, num_threads=1)
     source = interpreter.get_input_details()[0]
     image = np.random.default_rng(0).integers(0, 256, (1, image_size, image_size, 3))
     interpreter.set_tensor(source["index"], image.astype(source["dtype"]))

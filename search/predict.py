@@ -12,7 +12,6 @@ raw [0, 255] float32 pixels, since scaling is a layer inside the model. Models a
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from search.console import quiet_stderr
 from search.data import decode_image
 from search.errors import UsageError, first_line
-from search.export import LABELS_NAME
+from search.runtime import get_runtime
 from search.store import RunStore
 
+LABELS_NAME = "labels.json"  # written beside an export by search.export: classes, image size
 TOP_CLASSES = 3  # classes named in a sentence when there are more than two
 BATCH = 32  # images per model call: a SavedModel or TFLite call takes its whole input at once
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -147,33 +146,11 @@ def _keras(path: Path) -> Classifier:
 
 
 def _saved_model(path: Path) -> Classifier:
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(path))
-    if not hasattr(loaded, "serve"):
-        raise UsageError(
-            f"{path}: this SavedModel has no serve endpoint, as `export --format savedmodel` writes"
-        )
-    # The closure keeps `loaded` alive: `serve` reads its variables.
-    size = loaded.serve.input_signature[0].shape[1]
-    return Classifier(size, lambda images: loaded.serve(tf.constant(images)).numpy())
-
-
-def open_interpreter(**source):
-    """TFLite's interpreter over `model_path=` or `model_content=` (and `num_threads=`), its
-    tensors allocated, without its deprecation notice and delegate announcement."""
-    import tensorflow as tf
-
-    with warnings.catch_warnings():  # its deprecation notice (LiteRT) is no concern of a user's
-        warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated")
-        interpreter = tf.lite.Interpreter(**source)
-    with quiet_stderr():  # the first allocation announces TFLite's XNNPACK delegate
-        interpreter.allocate_tensors()
-    return interpreter
+    return Classifier(*get_runtime().load_saved_model(path))
 
 
 def _tflite(path: Path) -> Classifier:
-    interpreter = open_interpreter(model_path=str(path))
+    interpreter = get_runtime().tflite_interpreter(model_path=path)
     (source,), (result,) = interpreter.get_input_details(), interpreter.get_output_details()
 
     def run(images: np.ndarray) -> np.ndarray:

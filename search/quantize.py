@@ -1,7 +1,7 @@
 """A quantized TFLite export, measured beside the float32 conversion of the same model.
 
 `export --format tflite --quantize MODE` converts the inference model with TFLite's
-post-training quantization (search.export.QUANTIZE). int8 calibrates its activations on a seeded
+post-training quantization (QUANTIZE). int8 calibrates its activations on a seeded
 sample of the run's training images: run.json keeps the data folder, split seed and labels file,
 so search.data lists the same training split again, and the sample is drawn with the run's seed.
 Both models, float32 and quantized, are then run on the run's test split (the files and labels
@@ -23,11 +23,12 @@ from PIL import Image
 from search.data import decode_image, list_labelled, list_splits
 from search.deploy import LATENCY_RUNS, WARMUP_RUNS, file_figures
 from search.errors import UsageError
-from search.export import tflite_bytes
 from search.predict import predict_files
+from search.runtime import get_runtime
 from search.stats import accuracy_interval
 from search.store import RunStore
 
+QUANTIZE = ("dynamic", "float16", "int8")  # TFLite post-training quantizations
 CALIBRATION_IMAGES = 100  # training images int8 calibrates on, at most
 UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -44,10 +45,11 @@ def quantize_and_measure(model: keras.Model, store: RunStore, mode: str) -> tupl
         )
     size = int(model.input_shape[1])
     calibration = calibration_images(info, size) if mode == "int8" else None
-    quantized = tflite_bytes(model, quantize=mode, calibration=calibration)
+    runtime = get_runtime()
+    quantized = runtime.tflite_bytes(model, quantize=mode, calibration=calibration)
     measured = {
         name: _measure(flat, test=test, class_names=info["class_names"], image_size=size)
-        for name, flat in (("float32", tflite_bytes(model)), (mode, quantized))
+        for name, flat in (("float32", runtime.tflite_bytes(model)), (mode, quantized))
     }
     figures = {
         "quantize": mode,

@@ -112,8 +112,8 @@ def test_the_signature_is_what_the_converter_sees():
     size (a global pooling makes the weights the same at both)."""
     import keras_tuner as kt
 
-    from search.deploy import architecture_signature
-    from search.export import inference_model, tflite_bytes
+    from search.deploy import architecture_signature, inference_model
+    from search.runtime import get_runtime
     from spaces import augment
     from spaces.context import SpaceContext
 
@@ -139,5 +139,6 @@ def test_the_signature_is_what_the_converter_sees():
     larger = inference_model(augment.SPACE.build(fixed(pooled), SpaceContext(48, 2, weights=None)))
     assert [w.shape for w in small.weights] == [w.shape for w in larger.weights]
     assert architecture_signature(small) != architecture_signature(larger)
+    tflite_bytes = get_runtime().tflite_bytes
     assert len(tflite_bytes(plain)) == len(tflite_bytes(other))
     assert len(tflite_bytes(plain)) < len(tflite_bytes(wider))

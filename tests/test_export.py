@@ -14,8 +14,9 @@ import tensorflow as tf
 from conftest import error_lines, run_cli
 
 from reports.model_card import write_model_card
+from search.deploy import TRAINING_ONLY
 from search.errors import UsageError
-from search.export import FORMATS, LABELS_NAME, TRAINING_ONLY, export_best, inference_model
+from search.export import FORMATS, LABELS_NAME, export_best, inference_model
 from search.predict import describe, predict_target
 from search.steps import SearchConfig, run_search
 from search.store import RunStore

@@ -100,7 +100,7 @@ import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from search.inputs import _tensor
+from search.runtime.tensorflow import _tensor
 
 with tf.device("/CPU:1"):
     print(_tensor(np.zeros((4, 3), np.uint8)).device)
