@@ -60,7 +60,7 @@ from search.data import list_splits, load_image_data  # noqa: E402
 from search.fixed import parse_fixed, pinned_space  # noqa: E402
 from search.inputs import training_dataset  # noqa: E402
 from spaces import declared_space, transfer  # noqa: E402
-from spaces.context import SpaceContext  # noqa: E402
+from spaces.context import DEFAULT_BACKBONE, SpaceContext  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "cats_and_dogs_filtered"
 WEIGHTS = (
@@ -316,9 +316,8 @@ def precision_speed(size: int, epochs: int) -> dict:
         keras.mixed_precision.set_global_policy(policy)
         hp = kt.HyperParameters()
         hp.values.update({"mode": "fine_tune", "fine_tune_at": 0})
-        model = transfer.build(
-            hp, SpaceContext(size, 2, "imagenet" if not WEIGHTS.exists() else str(WEIGHTS))
-        )
+        weights = "imagenet" if not WEIGHTS.exists() else str(WEIGHTS)
+        model = transfer.build(hp, SpaceContext(size, 2, DEFAULT_BACKBONE.with_weights(weights)))
         transfer.fine_tune(hp, model)
         times = EpochTimes()
         model.fit(x, y, batch_size=64, epochs=epochs, callbacks=[times], verbose=0)
@@ -459,7 +458,7 @@ def main() -> None:
     readme = REPO / "bench" / "README.md" if out == results_dir else out / "README.md"
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(SEED)
-    ctx = SpaceContext(size, 2, str(WEIGHTS), 1.0)
+    ctx = SpaceContext(size, 2, DEFAULT_BACKBONE.with_weights(str(WEIGHTS)))
     fixed = parse_fixed(FROZEN_NO_AUGMENTATION, declared_space(transfer.SPACE, ctx))
     pinned = pinned_space(declared_space(transfer.SPACE, ctx), fixed)
     fix_args = [part for pair in FROZEN_NO_AUGMENTATION for part in ("--fix", pair)]

@@ -33,7 +33,7 @@ from search.errors import SearchStopped, UsageError, first_line
 from search.store import RunStore
 from search.trial_edge import TrialHook, TrialResult
 from spaces import Space, declared_space, get_space, sized_space
-from spaces.context import SpaceContext
+from spaces.context import DEFAULT_BACKBONE, BackboneWeights, SpaceContext
 from spaces.user import SpaceError, check_contract, is_user_space, source_digest
 
 if TYPE_CHECKING:
@@ -168,7 +168,8 @@ def describe_run(
         "class_names": data.class_names,
         "counts": data.counts(),
         "skipped": data.skipped,
-        "alpha": ctx.alpha,
+        # The backbone's variant (MobileNetV2's "alpha"), as run.json has always recorded it.
+        **ctx.backbone.options,
         "versions": _versions(),
         "devices": devices,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -242,8 +243,7 @@ class _Inputs:
     backend: Backend
     root: Path
     queued: list[dict]
-    weights: str
-    alpha: float
+    backbone: BackboneWeights  # resolved where the space builds one, else the default
     devices: list[str] | None  # configured already where the backbone's weights needed it
 
 
@@ -261,14 +261,14 @@ def check_inputs(config: SearchConfig) -> _Inputs:
     backend = get_backend(config.backend)
     backend.check_options(config)
     if not load_space(config.space).uses_backbone:
-        return _Inputs(backend, root, queued, "imagenet", 1.0, None)
+        return _Inputs(backend, root, queued, DEFAULT_BACKBONE, None)
     from search.devices import configure_devices
     from search.weights import backbone_weights
 
     # Building the backbone starts TensorFlow's runtime: the devices are set up before.
     devices = configure_devices(config.gpu_memory_mb)
-    weights, alpha = backbone_weights(config.weights, config.image_size)
-    return _Inputs(backend, root, queued, weights, alpha, devices)
+    backbone = backbone_weights(config.weights, config.image_size)
+    return _Inputs(backend, root, queued, backbone, devices)
 
 
 @contextlib.contextmanager
@@ -317,7 +317,7 @@ def run_context(config: SearchConfig, *, data: ImageData, inputs: _Inputs) -> Sp
     optimizer steps of a trial trained for all its epochs (for learning-rate schedules)."""
     steps = math.ceil(len(data.train) / config.batch_size) * config.epochs
     return SpaceContext(
-        config.image_size, len(data.class_names), inputs.weights, inputs.alpha, train_steps=steps
+        config.image_size, len(data.class_names), inputs.backbone, train_steps=steps
     )
 
 

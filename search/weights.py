@@ -1,4 +1,5 @@
-"""Find the MobileNetV2 weights a transfer search needs, before any trial starts."""
+"""Resolve the weights of the backbone a space builds, before any trial starts: through its
+entry in spaces/backbones.py, so this module knows no particular network or space."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from pathlib import Path
 
 from search.data import keras_home
 from search.errors import UsageError, first_line
-from spaces import transfer
-from spaces.context import SpaceContext
+from spaces.backbones import Backbone, build_backbone, get_backbone
+from spaces.context import DEFAULT_BACKBONE, BackboneWeights
 
-# Keras publishes MobileNetV2 weights at these widths; 1.0 is the documents' and is tried first.
-ALPHAS = (1.0, 0.35, 0.5, 0.75, 1.3, 1.4)
 # What a weights file that does not fit raises: h5py's OSError for a file it cannot read,
 # Keras's ValueError (or a KeyError) for other shapes or layers. Anything else (a CUDA or
 # out-of-memory error) is not about the file, and propagates.
@@ -27,33 +26,44 @@ def _not_downloaded(error: Exception) -> bool:
     return type(error) is Exception and isinstance(error.__context__, urllib.error.URLError)
 
 
-def backbone_weights(weights: str, image_size: int) -> tuple[str, float]:
-    """The weights to load ("imagenet" or an absolute path) and their alpha; else a UsageError."""
+def backbone_weights(
+    weights: str, image_size: int, backbone: str = DEFAULT_BACKBONE.name
+) -> BackboneWeights:
+    """`backbone` with the weights to load ("imagenet" or an absolute path) and the variant
+    they fit, found by building it once; else a UsageError in one line."""
+    entry = get_backbone(backbone)
+    shape = (image_size, image_size, 3)
     if weights == "imagenet":
-        try:
-            transfer.backbone(SpaceContext(image_size, 2, "imagenet", 1.0))
-        except Exception as error:
-            if not _not_downloaded(error):
-                raise
-            raise UsageError(
-                f"MobileNetV2 ImageNet weights are not in {keras_home() / 'models'} and could not "
-                f"be downloaded ({first_line(error)}); pass --weights PATH to a "
-                f"MobileNetV2 no_top weights file"
-            ) from None
-        return weights, 1.0
+        return _imagenet(entry, shape)
     path = Path(weights).expanduser().resolve()
     if not path.is_file():
         raise UsageError(
-            f"--weights {weights}: no such file; pass a MobileNetV2 no_top weights "
-            f"file (.h5) or 'imagenet'"
+            f"--weights {weights}: no such file; pass a {entry.weights_file} or 'imagenet'"
         )
-    for alpha in ALPHAS:
+    for variant in entry.variants:
+        choice = entry.choice(str(path), variant)
         try:
-            transfer.backbone(SpaceContext(image_size, 2, str(path), alpha))
-            return str(path), alpha
-        except NOT_LOADABLE:  # wrong width for this file: try the next one
+            build_backbone(choice, shape)
+            return choice
+        except NOT_LOADABLE:  # another variant's file (MobileNetV2: another width): try the next
             continue
+    tried = ", ".join(" ".join(f"{k}={v}" for k, v in variant) for variant in entry.variants)
     raise UsageError(
-        f"--weights {weights} does not load into MobileNetV2 (include_top=False) at "
-        f"any alpha in {ALPHAS}; pass a MobileNetV2 no_top weights file"
+        f"--weights {weights} does not load into {entry.title} (include_top=False) at any of "
+        f"{tried}; pass a {entry.weights_file}"
     )
+
+
+def _imagenet(entry: Backbone, shape: tuple[int, int, int]) -> BackboneWeights:
+    """The ImageNet weights from Keras's cache, downloaded if absent."""
+    choice = entry.choice("imagenet")
+    try:
+        build_backbone(choice, shape)
+    except Exception as error:
+        if not _not_downloaded(error):
+            raise
+        raise UsageError(
+            f"{entry.title} ImageNet weights are not in {keras_home() / 'models'} and could not "
+            f"be downloaded ({first_line(error)}); pass --weights PATH to a {entry.weights_file}"
+        ) from None
+    return choice

@@ -10,7 +10,6 @@ Modules are imported on first use, so listing the spaces (as `--help` does) need
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib
 import tempfile
@@ -33,9 +32,10 @@ SPACES: dict[str, str] = {
     "baselines": "the documents' own models as fixed presets of the spaces above, each run once",
 }
 
-# The backbone contract: a pretrained base is one nested model named BACKBONE. When it is
-# frozen and only weightless, deterministic layers stand before it, the runner computes its
-# features once per run and trains only the head on them (search/features.py).
+# The backbone contract: a pretrained base is one nested model named BACKBONE, built from its
+# entry in spaces/backbones.py (BACKBONES) as `ctx.backbone` names it. When it is frozen and
+# only weightless, deterministic layers stand before it, the runner computes its features once
+# per run and trains only the head on them (search/features.py).
 BACKBONE = "backbone"
 
 
@@ -59,8 +59,8 @@ class Space:
         fine_tunes(hp): whether the point `hp` has a second stage, known without a model.
         second_stage: names of the hyperparameters only the second stage reads: two points
             that differ only in them share their first stage (a reused head).
-        uses_backbone: the space builds a pretrained MobileNetV2 (under the BACKBONE
-            contract), so the run resolves --weights before anything is created.
+        uses_backbone: the space builds the pretrained base `ctx.backbone` names (under the
+            BACKBONE contract), so the run resolves --weights before anything is created.
     """
 
     name: str
@@ -143,7 +143,7 @@ def _declared(space: Space, ctx: SpaceContext) -> kt.HyperParameters:
 
     oracle = kt.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=1)
     # Pretrained weights never change which hyperparameters are declared; loading them would.
-    hypermodel = as_hypermodel(space, dataclasses.replace(ctx, weights=None))
+    hypermodel = as_hypermodel(space, replace(ctx, backbone=ctx.backbone.with_weights(None)))
     with tempfile.TemporaryDirectory() as scratch:
         kt.engine.base_tuner.BaseTuner(oracle, hypermodel, directory=scratch, overwrite=True)
     return oracle.get_space()

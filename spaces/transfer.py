@@ -1,4 +1,5 @@
-"""`transfer`: a pretrained MobileNetV2 base with a small head, frozen or fine-tuned.
+"""`transfer`: a pretrained base (`ctx.backbone`, MobileNetV2 by default) with a small head,
+frozen or fine-tuned.
 
 Follows the TF transfer-learning tutorial (seed 003) and model 4 of seeds 001/002:
 augmentation, `preprocess_input`, the base called with training=False and its BatchNorm layers
@@ -10,60 +11,23 @@ at a low learning rate, after the head has been trained on the frozen base.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import keras
 from keras import layers
 
 from spaces import BACKBONE, Space, blocks
+from spaces.backbones import build_backbone, get_backbone
 from spaces.context import SpaceContext
 
 DROPOUT_POSITIONS = ["after_dense", "before_dense"]
 # Read only by the second stage: trials that differ only in these share their first stage.
 SECOND_STAGE = ("mode", "fine_tune_at", "fine_tune_learning_rate")
 
-# Reading the weights file takes about half as long as building the base, and every trial
-# builds one: the values are read once per process. Both paths build the same layers, so they
-# draw the same random initial values and a trial's head starts the same either way.
-_PRETRAINED: dict[tuple, list] = {}
-
-
-def backbone(ctx: SpaceContext) -> keras.Model:
-    """MobileNetV2 without its top, with `ctx.weights` ("imagenet", a weights file, or None for
-    random weights)."""
-    key = _weights_key(ctx)
-    cached = _PRETRAINED.get(key)
-    base = keras.applications.MobileNetV2(
-        input_shape=ctx.input_shape,
-        alpha=ctx.alpha,
-        include_top=False,
-        weights=None if cached is not None else ctx.weights,
-        name=BACKBONE,
-    )
-    if cached is not None:
-        base.set_weights(cached)
-    elif ctx.weights is not None:
-        # One weights source at a time (a run uses one backbone), at each input size a run
-        # searches (--image-sizes): Keras picks its ImageNet file by the size.
-        for other in [k for k in _PRETRAINED if k[:3] != key[:3]]:
-            del _PRETRAINED[other]
-        _PRETRAINED[key] = base.get_weights()
-    return base
-
-
-def _weights_key(ctx: SpaceContext) -> tuple:
-    stamp = None
-    if ctx.weights not in (None, "imagenet"):
-        stat = Path(ctx.weights).stat()  # a rewritten file is read again
-        stamp = (stat.st_mtime_ns, stat.st_size)
-    return (ctx.weights, stamp, ctx.alpha, ctx.input_shape)
-
 
 def build(hp, ctx: SpaceContext) -> keras.Model:
     inputs = blocks.image_input(ctx)
     x = blocks.augmentation(hp, inputs, defaults={"flip": "horizontal", "rotation": 0.2})
-    x = blocks.scaling(x, "mobilenet_v2")
-    base = backbone(ctx)
+    x = get_backbone(ctx.backbone.name).preprocess(x)
+    base = build_backbone(ctx.backbone, ctx.input_shape)
     base.trainable = False
     x = base(x, training=False)
     if hp.Choice("pooling", ["avg", "max"], default="avg") == "avg":
@@ -81,7 +45,8 @@ def build(hp, ctx: SpaceContext) -> keras.Model:
         x = layers.Dense(units, activation="relu", name="dense")(x)
     if position != "before_dense":
         x = dropout(x)
-    model = keras.Model(inputs, blocks.classifier(x, ctx.num_classes), name="mobilenet_v2_transfer")
+    name = f"{ctx.backbone.name}_transfer"
+    model = keras.Model(inputs, blocks.classifier(x, ctx.num_classes), name=name)
     lr = hp.Float("learning_rate", 1e-5, 1e-2, sampling="log", default=1e-4)
     hp.Choice("mode", ["frozen", "fine_tune"], default="frozen")
     # Declared in every trial, active only when fine-tuning (read back by `fine_tune`).

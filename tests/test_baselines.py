@@ -29,7 +29,7 @@ from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
 from search.trial_edge import TrialRequest
 from spaces import baselines, get_space, transfer
-from spaces.context import SpaceContext
+from spaces.context import DEFAULT_BACKBONE, SpaceContext
 
 HP = kt.engine.hyperparameters
 SPACES_WITH_PRESETS = sorted({p.space for p in baselines.PRESETS.values()})
@@ -37,7 +37,7 @@ SPACES_WITH_PRESETS = sorted({p.space for p in baselines.PRESETS.values()})
 
 @pytest.fixture(scope="module")
 def ctx(weights_file) -> SpaceContext:
-    return SpaceContext(32, 2, str(weights_file), 1.0)
+    return SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(str(weights_file)))
 
 
 def trial_hp(name: str) -> kt.HyperParameters:

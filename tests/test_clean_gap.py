@@ -30,7 +30,7 @@ from search.trial import TrainSettings, TrialRunner
 from search.trial_edge import TrialRequest
 from search.workers import worker_argv
 from spaces import get_space
-from spaces.context import SpaceContext
+from spaces.context import DEFAULT_BACKBONE, SpaceContext
 
 # The strongest augmentation the augment space offers, dropout before the classifier and batch
 # normalisation: all three act differently in training and in inference.
@@ -238,7 +238,7 @@ def test_a_frozen_feature_trial_measures_it_on_its_cached_features(
 ):
     store = RunStore(tmp_path / "run")
     store.create()
-    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
+    ctx = SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(str(weights_file)))
     settings = TrainSettings(epochs=2, patience=2, batch_size=16)
     cache = FeatureCache(tiny_data, tmp_path / "cache")
     runner = TrialRunner(

@@ -115,9 +115,9 @@ def test_the_signature_is_what_the_converter_sees():
     from search.deploy import architecture_signature, inference_model
     from search.runtime import get_runtime
     from spaces import augment
-    from spaces.context import SpaceContext
+    from spaces.context import DEFAULT_BACKBONE, SpaceContext
 
-    ctx = SpaceContext(32, 2, weights=None)
+    ctx = SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(None))
 
     def fixed(values: dict) -> kt.HyperParameters:
         hp = kt.HyperParameters()
@@ -136,7 +136,8 @@ def test_the_signature_is_what_the_converter_sees():
     # Global pooling gives both sizes the same weights; the work per image still differs.
     pooled = {"dense_dropout": 0.0, "rotation": 0.0, "dense_units": 64, "pooling": "global_avg"}
     small = built(**pooled)
-    larger = inference_model(augment.SPACE.build(fixed(pooled), SpaceContext(48, 2, weights=None)))
+    random_weights = SpaceContext(48, 2, DEFAULT_BACKBONE.with_weights(None))
+    larger = inference_model(augment.SPACE.build(fixed(pooled), random_weights))
     assert [w.shape for w in small.weights] == [w.shape for w in larger.weights]
     assert architecture_signature(small) != architecture_signature(larger)
     tflite_bytes = get_runtime().tflite_bytes

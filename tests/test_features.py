@@ -17,7 +17,7 @@ from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
 from search.trial_edge import TrialRequest
 from spaces import get_space, transfer
-from spaces.context import SpaceContext
+from spaces.context import DEFAULT_BACKBONE, BackboneWeights, SpaceContext
 
 NO_AUGMENTATION = {
     "flip": "none",
@@ -37,7 +37,7 @@ def transfer_hp(**values) -> kt.HyperParameters:
 
 
 def transfer_model(ctx: SpaceContext, **values) -> keras.Model:
-    keras.utils.set_random_seed(0)  # the same random base when ctx.weights is None
+    keras.utils.set_random_seed(0)  # the same random base when ctx.backbone.weights is None
     return transfer.build(transfer_hp(**values), ctx)
 
 
@@ -46,7 +46,7 @@ def key_of(model: keras.Model, fingerprint: str = "data") -> str:
 
 
 def test_augmentation_or_a_trainable_base_is_never_cached(weights_file):
-    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
+    ctx = SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(str(weights_file)))
     assert split_frozen_base(transfer_model(ctx)) is not None
     for name, value in [("flip", "horizontal"), ("rotation", 0.1), ("zoom", 0.1)]:
         assert split_frozen_base(transfer_model(ctx, **{name: value})) is None, name
@@ -57,13 +57,15 @@ def test_augmentation_or_a_trainable_base_is_never_cached(weights_file):
 
 
 def test_the_key_changes_with_every_input_of_the_features(weights_file, tmp_path):
-    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
+    ctx = SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(str(weights_file)))
     base = key_of(transfer_model(ctx))
     assert key_of(transfer_model(ctx)) == base  # stable between builds
     assert key_of(transfer_model(ctx), "other data") != base
-    assert key_of(transfer_model(SpaceContext(48, 2, str(weights_file), 1.0))) != base
-    random_init = SpaceContext(32, 2, None, 1.0)
-    assert key_of(transfer_model(SpaceContext(32, 2, None, 0.35))) != key_of(
+    larger = SpaceContext(48, 2, DEFAULT_BACKBONE.with_weights(str(weights_file)))
+    assert key_of(transfer_model(larger)) != base
+    random_init = SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(None))
+    narrow = BackboneWeights("mobilenet_v2", None, (("alpha", 0.35),))
+    assert key_of(transfer_model(SpaceContext(32, 2, narrow))) != key_of(
         transfer_model(random_init)
     )
     # Preprocessing: the same base behind another rescaling.
@@ -73,12 +75,14 @@ def test_the_key_changes_with_every_input_of_the_features(weights_file, tmp_path
     # Weights: a copy of the file has the same key, a file with other values another one.
     copy = tmp_path / "copy.weights.h5"
     shutil.copy(weights_file, copy)
-    assert key_of(transfer_model(SpaceContext(32, 2, str(copy), 1.0))) == base
+    copied = SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(str(copy)))
+    assert key_of(transfer_model(copied)) == base
     other = transfer_model(ctx).get_layer("backbone")
     other.set_weights([w * 1.01 for w in other.get_weights()])
     changed = tmp_path / "changed.weights.h5"
     other.save_weights(changed)
-    assert key_of(transfer_model(SpaceContext(32, 2, str(changed), 1.0))) != base
+    rewritten = SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(str(changed)))
+    assert key_of(transfer_model(rewritten)) != base
 
 
 def test_the_data_fingerprint_follows_the_files(tmp_path):
@@ -97,7 +101,7 @@ def test_the_data_fingerprint_follows_the_files(tmp_path):
 def cached_runner(
     data, tmp_path, weights_file, cache: FeatureCache | None = None, image_size: int = 32
 ):
-    ctx = SpaceContext(image_size, 2, str(weights_file), 1.0)
+    ctx = SpaceContext(image_size, 2, DEFAULT_BACKBONE.with_weights(str(weights_file)))
     store = RunStore(tmp_path / "run")
     store.create()
     cache = cache or FeatureCache(data, tmp_path / "cache")

@@ -10,12 +10,12 @@ from search.errors import UsageError
 from search.fixed import agreeing, check_enqueued, parse_fixed, pinned_space
 from search.steps import SearchConfig, run_search
 from spaces import declared_space, get_space
-from spaces.context import SpaceContext
+from spaces.context import DEFAULT_BACKBONE, SpaceContext
 
 
 @pytest.fixture(scope="module")
 def transfer_space(weights_file):
-    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
+    ctx = SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(str(weights_file)))
     return declared_space(get_space("transfer"), ctx)
 
 

@@ -29,7 +29,7 @@ from search.schema import HP_PREFIX
 from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
 from spaces import SPACES, Space, declared_space, get_space
-from spaces.context import SpaceContext
+from spaces.context import DEFAULT_BACKBONE, SpaceContext
 
 HP = kt.engine.hyperparameters
 
@@ -54,7 +54,7 @@ def expected_distribution(hp) -> optuna.distributions.BaseDistribution:
 def test_both_back_ends_see_the_same_space(name, weights_file):
     space = get_space(name)
     weights = str(weights_file) if name == "transfer" else "imagenet"
-    ctx = SpaceContext(32, 2, weights, 1.0)
+    ctx = SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(weights))
     declared = {hp.name: hp for hp in declared_space(space, ctx).space}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     # Visit every conditional branch: one trial per condition, with its parents set to activate it.

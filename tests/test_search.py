@@ -19,7 +19,7 @@ from search.store import RunStore
 from search.trial import TrainSettings, TrialRunner
 from search.trial_edge import TrialRequest
 from spaces import get_space
-from spaces.context import SpaceContext
+from spaces.context import DEFAULT_BACKBONE, SpaceContext
 
 
 def test_transfer_search_on_the_default_data_from_the_cli(tmp_path, weights_file):
@@ -190,7 +190,7 @@ def test_diverging_trial_fails_with_nan_loss(tiny_data, tmp_path):
 
 @pytest.mark.failure
 def test_trial_that_raises_is_recorded_and_the_search_goes_on(tiny_data, tmp_path):
-    bad = SpaceContext(32, 2, str(tmp_path / "missing.weights.h5"), 1.0)
+    bad = SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(str(tmp_path / "missing.weights.h5")))
     runner = runner_for("transfer", bad, tiny_data, tmp_path)
     result, _ = runner.run(TrialRequest(0, kt.HyperParameters()))
     assert result.status == "failed" and result.error
@@ -200,7 +200,7 @@ def test_trial_that_raises_is_recorded_and_the_search_goes_on(tiny_data, tmp_pat
 
 
 def test_fine_tune_trial_records_both_phases(tiny_data, tmp_path, weights_file):
-    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
+    ctx = SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(str(weights_file)))
     runner = runner_for("transfer", ctx, tiny_data, tmp_path)
     hp = kt.HyperParameters()
     hp.Fixed("mode", "fine_tune")
@@ -221,7 +221,7 @@ def test_search_stops_after_consecutive_failures_and_names_the_error(tiny_data, 
     from search.backends import keras_tuner as backend
     from search.errors import SearchStopped
 
-    bad = SpaceContext(32, 2, str(tmp_path / "missing.weights.h5"), 1.0)
+    bad = SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(str(tmp_path / "missing.weights.h5")))
     runner = runner_for("scratch", SpaceContext(32, 2), tiny_data, tmp_path)
     runner.ctx = bad
     runner.space = get_space("transfer")

@@ -7,13 +7,14 @@ import keras_tuner as kt
 import numpy as np
 import pytest
 
-from spaces import SPACES, get_space, transfer
-from spaces.context import SpaceContext
+from spaces import BACKBONE, SPACES, get_space, transfer
+from spaces.backbones import BACKBONES, build_backbone, get_backbone
+from spaces.context import DEFAULT_BACKBONE, BackboneWeights, SpaceContext
 
 
 def context(space_name: str, weights_file, num_classes: int = 2) -> SpaceContext:
     if space_name in ("transfer", "baselines"):  # both load MobileNetV2 backbones
-        return SpaceContext(32, num_classes, str(weights_file), 1.0)
+        return SpaceContext(32, num_classes, DEFAULT_BACKBONE.with_weights(str(weights_file)))
     return SpaceContext(32, num_classes)
 
 
@@ -76,7 +77,7 @@ def test_scratch_defaults_are_the_documents_cnn():
 
 
 def test_transfer_base_is_frozen_in_inference_mode_and_fine_tunes(weights_file):
-    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
+    ctx = SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(str(weights_file)))
     hp = kt.HyperParameters()
     hp.Fixed("mode", "fine_tune")
     model = transfer.build(hp, ctx)
@@ -95,7 +96,7 @@ def test_fine_tuning_keeps_the_base_batch_norm_statistics(weights_file, tiny_dat
     """Batch norm stays in inference mode while fine-tuning, as the TF tutorial requires: a
     fine-tune epoch from layer 0 updates the convolutions but not one batch-norm moving mean or
     variance. (Keras 3's fit overrides the base's training=False: keras-team/keras#20285.)"""
-    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
+    ctx = SpaceContext(32, 2, DEFAULT_BACKBONE.with_weights(str(weights_file)))
     hp = kt.HyperParameters()
     hp.Fixed("mode", "fine_tune")
     hp.Fixed("fine_tune_at", 0)
@@ -117,9 +118,40 @@ def test_fine_tuning_keeps_the_base_batch_norm_statistics(weights_file, tiny_dat
 
 def test_transfer_uses_the_pretrained_weights(weights_file):
     """The backbone's weights are the file's, not a random init."""
-    ctx = SpaceContext(32, 2, str(weights_file), 1.0)
-    first = transfer.backbone(ctx).get_layer("Conv1").get_weights()[0]
-    second = transfer.backbone(ctx).get_layer("Conv1").get_weights()[0]
+    choice = DEFAULT_BACKBONE.with_weights(str(weights_file))
+    first = build_backbone(choice, (32, 32, 3)).get_layer("Conv1").get_weights()[0]
+    second = build_backbone(choice, (32, 32, 3)).get_layer("Conv1").get_weights()[0]
     np.testing.assert_array_equal(first, second)
-    random = transfer.backbone(SpaceContext(32, 2, None, 1.0)).get_layer("Conv1").get_weights()[0]
-    assert not np.allclose(first, random)
+    random = build_backbone(choice.with_weights(None), (32, 32, 3))
+    assert not np.allclose(first, random.get_layer("Conv1").get_weights()[0])
+    # The model the transfer space builds holds the same base, with the same values.
+    model = transfer.build(kt.HyperParameters(), SpaceContext(32, 2, choice))
+    np.testing.assert_array_equal(
+        model.get_layer(BACKBONE).get_layer("Conv1").get_weights()[0], first
+    )
+
+
+def test_the_default_backbone_is_a_registry_entry_at_one_of_its_variants():
+    """Every entry builds under the BACKBONE contract, its first variant the default."""
+    entry = get_backbone(DEFAULT_BACKBONE.name)
+    assert entry.choice("imagenet") == DEFAULT_BACKBONE
+    assert DEFAULT_BACKBONE.options == {"alpha": 1.0}
+    for name, entry in BACKBONES.items():
+        assert entry.name == name and entry.variants
+        base = build_backbone(entry.choice(None), (32, 32, 3))
+        assert base.name == BACKBONE and len(base.output.shape) == 4  # no top, features out
+    with pytest.raises(ValueError, match="unknown backbone 'resnet'; choose one of mobilenet_v2"):
+        get_backbone("resnet")
+
+
+def test_transfer_builds_the_variant_and_preprocessing_its_backbone_names():
+    narrow = BackboneWeights("mobilenet_v2", None, (("alpha", 0.35),))
+    model = transfer.build(kt.HyperParameters(), SpaceContext(32, 2, narrow))
+    base = model.get_layer(BACKBONE)
+    assert base.count_params() == build_backbone(narrow, (32, 32, 3)).count_params()
+    assert (
+        base.count_params()
+        < build_backbone(DEFAULT_BACKBONE.with_weights(None), (32, 32, 3)).count_params()
+    )
+    rescale = model.get_layer("mobilenet_v2_preprocess")
+    assert (rescale.scale, rescale.offset) == (1.0 / 127.5, -1.0)  # [0, 255] to [-1, 1]

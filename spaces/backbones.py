@@ -1,0 +1,109 @@
+"""The pretrained bases a space can build under the BACKBONE contract, one registry entry each.
+
+An entry says how to build the network without its top (for an input shape, weights and a
+variant), how to map raw [0, 255] pixels to what it expects, and which variants a weights file
+may be, so the run resolves its weights once (search/weights.py) without knowing any network,
+and a space builds whichever entry `ctx.backbone` names.
+Adding a backbone: one `Backbone` below plus one line in `BACKBONES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import keras
+
+from spaces import BACKBONE, blocks
+from spaces.context import BackboneWeights, Variant
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One pretrained network.
+
+    name: its key in BACKBONES, as BackboneWeights.name holds it.
+    title: its name in messages ("MobileNetV2").
+    build(input_shape, weights, **variant): the network without its top, named BACKBONE;
+        `weights` is "imagenet" (Keras's cache, downloaded if absent), a file path or None.
+    preprocess(x): raw [0, 255] pixels to what the network expects, in weightless,
+        deterministic layers only, so a frozen base's features can be cached
+        (search/features.py) and an exported model needs no outside code.
+    variants: what a weights file may have been trained as, tried in this order; the first
+        is the default and what "imagenet" loads.
+    weights_file: what `--weights PATH` must name, for messages.
+    """
+
+    name: str
+    title: str
+    build: Callable[..., keras.Model]
+    preprocess: Callable[[keras.KerasTensor], keras.KerasTensor]
+    variants: tuple[Variant, ...]
+    weights_file: str
+
+    def choice(self, weights: str | None, variant: Variant | None = None) -> BackboneWeights:
+        """This network with `weights`, at `variant` (by default the first)."""
+        return BackboneWeights(self.name, weights, self.variants[0] if variant is None else variant)
+
+
+def _mobilenet_v2(
+    input_shape: tuple[int, int, int], weights: str | None, *, alpha: float = 1.0
+) -> keras.Model:
+    return keras.applications.MobileNetV2(
+        input_shape=input_shape, alpha=alpha, include_top=False, weights=weights, name=BACKBONE
+    )
+
+
+# Keras publishes MobileNetV2 weights at these widths; 1.0 is the documents' and is tried first.
+MOBILENET_V2_ALPHAS = (1.0, 0.35, 0.5, 0.75, 1.3, 1.4)
+
+BACKBONES: dict[str, Backbone] = {
+    "mobilenet_v2": Backbone(
+        name="mobilenet_v2",
+        title="MobileNetV2",
+        build=_mobilenet_v2,
+        preprocess=partial(blocks.scaling, mode="mobilenet_v2"),
+        variants=tuple((("alpha", alpha),) for alpha in MOBILENET_V2_ALPHAS),
+        weights_file="MobileNetV2 no_top weights file (.h5)",
+    ),
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    """The registry entry `name`; a ValueError lists the names there are."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+# Reading the weights file takes about half as long as building the base, and every trial
+# builds one: the values are read once per process. Both paths build the same layers, so they
+# draw the same random initial values and a trial's head starts the same either way.
+_PRETRAINED: dict[tuple, list] = {}
+
+
+def build_backbone(choice: BackboneWeights, input_shape: tuple[int, int, int]) -> keras.Model:
+    """`choice`'s network without its top, named BACKBONE, with its weights (random for None)."""
+    key = _weights_key(choice, input_shape)
+    cached = _PRETRAINED.get(key)
+    weights = None if cached is not None else choice.weights
+    base = get_backbone(choice.name).build(input_shape, weights, **choice.options)
+    if cached is not None:
+        base.set_weights(cached)
+    elif choice.weights is not None:
+        # One weights source at a time (a run uses one backbone), at each input size a run
+        # searches (--image-sizes): Keras picks its ImageNet file by the size.
+        for other in [k for k in _PRETRAINED if k[:-1] != key[:-1]]:
+            del _PRETRAINED[other]
+        _PRETRAINED[key] = base.get_weights()
+    return base
+
+
+def _weights_key(choice: BackboneWeights, input_shape: tuple[int, int, int]) -> tuple:
+    stamp = None
+    if choice.weights not in (None, "imagenet"):
+        stat = Path(choice.weights).stat()  # a rewritten file is read again
+        stamp = (stat.st_mtime_ns, stat.st_size)
+    return (choice, stamp, input_shape)
