@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 
 import keras
@@ -108,32 +109,70 @@ def bad_region_runner(data, run_dir, settings: TrainSettings) -> TrialRunner:
     )
 
 
+def optunas_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The deprecation, future and experimental warnings Optuna raised."""
+    kinds = (FutureWarning, DeprecationWarning, optuna.exceptions.ExperimentalWarning)
+    return [
+        f"{w.filename}: {w.message}"
+        for w in caught
+        if issubclass(w.category, kinds)
+        and ("optuna" in w.filename or "constraints_func" in str(w.message))
+    ]
+
+
 def test_pruning_stops_a_trial_in_the_bad_region(tmp_path):
+    """Also: the deployment limits reach the study as each complete trial's constraints (none
+    for the pruned one), and neither the "auto" sampler nor the search warns of a deprecated
+    Optuna API."""
     # Dogs outnumber cats, so a model that always says "cat" scores 0.25 while any trained one
     # soon says "dog" and scores 0.75.
     folder = link_images(tmp_path / "imbalanced", {"train": 10, "validation": 5}, ("cats",))
     link_images(folder, {"train": 24, "validation": 15}, ("dogs",))
-    settings = TrainSettings(epochs=4, patience=4, batch_size=8)
+    limits = (("n_params", 1e9),)
+    settings = TrainSettings(epochs=4, patience=4, batch_size=8, limits=limits)
     runner = bad_region_runner(load_image_data(folder, 32), tmp_path / "run", settings)
     store = runner.store
-    study = backend.open_study(
-        f"sqlite:///{tmp_path / 'study.db'}",
-        "prune",
-        sampler=optuna.samplers.RandomSampler(seed=0),
-        pruner=backend.make_pruner("median", 4),
-        heartbeat_s=60,
-    )
-    good = [{"broken": False, "learning_rate": rate} for rate in (0.1, 0.09, 0.08)]
-    backend.enqueue(study, [*good, {"broken": True, "learning_rate": 0.1}])
-    backend.run_trials(study, runner, max_trials=4, pruning=True, max_consecutive_failures=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study = backend.open_study(
+            f"sqlite:///{tmp_path / 'study.db'}",
+            "prune",
+            sampler=backend.make_sampler("auto", 0),
+            pruner=backend.make_pruner("median", 4),
+            heartbeat_s=60,
+        )
+        good = [{"broken": False, "learning_rate": rate} for rate in (0.1, 0.09, 0.08)]
+        backend.enqueue(study, [*good, {"broken": True, "learning_rate": 0.1}])
+        backend.run_trials(study, runner, max_trials=4, pruning=True, max_consecutive_failures=3)
+    assert not optunas_warnings(caught)
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
+    for trial in study.get_trials()[:3]:
+        n_params = trial.user_attrs["result"]["n_params"]
+        assert trial.constraints == {"n_params": pytest.approx(n_params - 1e9)}
+    assert study.get_trials()[3].constraints == {}
     pruned = study.get_trials()[3]
     assert len(pruned.intermediate_values) < 4, "the pruned trial stopped early"
     backend.sync_store(study, store)
     trials = store.trials()
     assert list(trials["status"]) == ["complete"] * 3 + ["pruned"]
     assert len(store.epochs().query("trial_id == 3")) == len(pruned.intermediate_values)
+
+
+@pytest.mark.parametrize("directions", [["maximize"], ["maximize", "minimize"]])
+def test_auto_is_the_sampler_optuna_itself_creates(directions):
+    """For one objective and for two, whatever the installed Optuna picks, seeded as named."""
+    several = len(directions) > 1
+    made = type(optuna.create_study(directions=directions).sampler)
+    assert backend.resolved_sampler("auto", multi_objective=several) != "auto"
+
+    def first_point(seed: int) -> float:
+        sampler = backend.make_sampler("auto", seed, multi_objective=several, startup_trials=2)
+        assert type(sampler) is made
+        study = optuna.create_study(sampler=sampler, directions=directions)
+        return study.ask().suggest_float("x", 0.0, 1.0)
+
+    assert first_point(5) == first_point(5) != first_point(6)
 
 
 def file_lock_held(lock_path) -> Callable[[], bool]:

@@ -110,20 +110,21 @@ def test_keras_tuner_searches_the_size_too(tiny_folder, tmp_path):
 
 
 def test_nsga2_learns_the_limits(tiny_folder, tmp_path):
-    """NSGA-II, named, with a parameter limit no model meets: its constraints_func stored
-    each trial's excess, and no trial is on the front."""
+    """NSGA-II, named, with a parameter limit no model meets: each trial holds its excess as
+    its constraint (no deprecated `constraints_func` warned of), and no trial is on the
+    front."""
     argv = ["--space", "scratch", "--data", str(tiny_folder), "--max-trials", "2"]
     argv += ["--epochs", "1", "--image-size", "32", "--runs-dir", str(tmp_path), "--name", "n"]
     argv += ["--backend", "optuna", "--sampler", "nsga2", "--max-params", "10"]
     result = run_cli(*argv, "--objectives", "val_loss,n_params")
     assert result.returncode == 1 and "no trial completed" in result.stdout
+    assert "constraints_func" not in result.stderr
     store = RunStore(tmp_path / "n")
     assert set(store.trials()["status"]) == {"infeasible"}
     assert not store.trials()["pareto"].any() and not store.pareto_front()
     study = optuna.load_study(study_name="n", storage=f"sqlite:///{store.run_dir / 'study.db'}")
     for trial in study.trials:
-        (params_over,) = trial.system_attrs["constraints"]
-        assert params_over > 0
+        assert list(trial.constraints) == ["n_params"] and trial.constraints["n_params"] > 0
 
 
 @pytest.mark.parametrize(

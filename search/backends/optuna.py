@@ -9,6 +9,7 @@ intermediate values and user attributes), so the study alone can rebuild the run
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import logging
@@ -125,55 +126,80 @@ def checked_grid(
 def make_sampler(
     name: str,
     seed: int,
-    limits: dict[str, float] | None = None,
     *,
     multi_objective: bool = False,
     startup_trials: int | None = None,
 ) -> optuna.samplers.BaseSampler:
-    """The sampler `name` ("auto": Optuna's default for the number of objectives). A grid
+    """The sampler `name` ("auto": the one Optuna creates for the number of objectives). A grid
     search queues its points itself (`_reserve_trial`), each as a trial whose every value is
     given, so its sampler never samples: Optuna's GridSampler cannot serve queued trials, and
-    the exact budget across workers queues every trial. With deployment `limits`, TPE, NSGA-II
-    and GP learn from them through Optuna's `constraints_func`; `startup_trials` is TPE's, GP's
-    and CMA-ES's n_startup_trials (None: Optuna's default)."""
-    constraints = {"constraints_func": constraints_for(limits)} if limits else {}
+    the exact budget across workers queues every trial. Deployment limits reach TPE, NSGA-II
+    and GP through each trial (`set_constraints`), not the sampler; `startup_trials` is TPE's,
+    GP's and CMA-ES's n_startup_trials (None: Optuna's default)."""
     startup = {} if startup_trials is None else {"n_startup_trials": startup_trials}
     name = resolved_sampler(name, multi_objective=multi_objective)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, **constraints)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, **startup, **constraints)
+        return optuna.samplers.TPESampler(seed=seed, **startup)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
         # CMA-ES handles numbers; categorical choices fall back to independent random sampling.
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False, **startup)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, **startup, **constraints)
+        return optuna.samplers.GPSampler(seed=seed, **startup)
     if name == "grid":
         return optuna.samplers.RandomSampler(seed=seed)
     raise UsageError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
+@functools.cache
+def optuna_default_sampler(n_objectives: int) -> type[optuna.samplers.BaseSampler]:
+    """The class of sampler Optuna gives a study of `n_objectives` that names none, read from
+    a throwaway in-memory study: Optuna's choice changes between versions (5.0 made TPE the
+    multi-objective default, where it had been NSGA-II)."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
+    try:
+        study = optuna.create_study(
+            storage=optuna.storages.InMemoryStorage(), directions=["minimize"] * n_objectives
+        )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return type(study.sampler)
+
+
 def resolved_sampler(name: str, *, multi_objective: bool) -> str:
-    """The sampler that "auto" stands for: Optuna's default for the number of objectives."""
+    """The sampler that "auto" stands for: the one the installed Optuna creates by default for
+    the number of objectives, asked of Optuna so that "auto" follows it across versions."""
     if name != "auto":
         return name
-    return "nsga2" if multi_objective else "tpe"
+    made = optuna_default_sampler(2 if multi_objective else 1)
+    ours = {
+        "tpe": optuna.samplers.TPESampler,
+        "nsga2": optuna.samplers.NSGAIISampler,
+        "random": optuna.samplers.RandomSampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+        "gp": optuna.samplers.GPSampler,
+    }
+    for sampler, cls in ours.items():
+        if made is cls:
+            return sampler
+    raise UsageError(
+        f"--sampler auto: Optuna {optuna.__version__} creates a {made.__name__} by default, "
+        f"which this back end does not offer; name one of {', '.join(ours)}"
+    )
 
 
-def constraints_for(limits: dict[str, float]):
-    """Optuna's constraints_func for `limits`: each limit's excess (at most 0 when within it),
-    read from the figures our runner stored in the trial (a trial without them, failed or
-    pruned, is taken as within them, as Optuna only asks of complete trials)."""
-
-    def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-        result = trial.user_attrs.get("result") or {}
-        if not result:
-            return [0.0] * len(limits)
-        return list(violations(result, limits).values())
-
-    return constraints
+def set_constraints(trial: optuna.Trial, result: TrialResult, limits: dict[str, float]) -> None:
+    """Give the study a complete trial's excess over each deployment limit (at most 0 when
+    within it), through `Trial.set_constraint`: TPE, NSGA-II and GP read the constraints from
+    the study's trials (Optuna 5.0 deprecated the samplers' `constraints_func`). A failed or
+    pruned trial has no figures and gets none, which Optuna takes as within the limits."""
+    if result.status in (TrialStatus.COMPLETE, TrialStatus.INFEASIBLE):
+        for column, excess in violations(result.row(), limits).items():
+            trial.set_constraint(column, excess)
 
 
 def sampler_seed(seed: int, worker_index: int, trials_so_far: int) -> int:
@@ -447,6 +473,8 @@ def objective(
     def keep(result: TrialResult, values: dict) -> None:
         trial.set_user_attr("hparams", values)
         trial.set_user_attr("result", result.row())
+        # After "result": a judged trial is never retried, so no retry copies its constraints.
+        set_constraints(trial, result, runner.view.limits)
 
     name = runner.settings.objective
     callbacks = [KerasPruningCallback(trial, name)] if pruning else []
@@ -599,7 +627,6 @@ def search(run: PreparedRun, runner: TrialRunner) -> None:
     study.sampler = make_sampler(
         config.sampler,
         seed,
-        config.limits(),
         multi_objective=config.multi_objective(),
         startup_trials=config.startup_trials,
     )
