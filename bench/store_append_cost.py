@@ -48,8 +48,9 @@ import pandas as pd  # noqa: E402
 from common import cpu_model  # noqa: E402
 
 from search.atomic import atomic_write  # noqa: E402
+from search.ranking import clean_value as _clean  # noqa: E402
 from search.schema import EPOCH_COLUMNS  # noqa: E402
-from search.store import RunStore, _clean  # noqa: E402
+from search.store import RunStore  # noqa: E402
 
 RESULT = REPO / "bench" / "results" / "store_append_cost.json"
 TRIALS, EPOCHS = 200, 50

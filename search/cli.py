@@ -231,7 +231,7 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
     )
     deploy = parser.add_argument_group(
         "deployment limits: a trial over one is recorded as infeasible and never ranked; "
-        "Optuna's TPE and GP samplers learn from them (constraints_func)"
+        "Optuna's TPE, NSGA-II and GP samplers learn from them (Trial.set_constraint)"
     )
     deploy.add_argument(
         "--max-latency-ms",
@@ -392,9 +392,9 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
     optuna.add_argument(
         "--sampler",
         choices=SAMPLERS,
-        help="auto: TPE for one objective, NSGA-II for several (Optuna's defaults; NSGA-II's "
-        "first generation, 50 trials, is random: with a smaller budget, tpe learns sooner) "
-        "(default: %(default)s)",
+        help="auto: the sampler the installed Optuna creates by default for the number of "
+        "objectives (TPE for one and, since Optuna 5, for several); nsga2's first generation, "
+        "50 trials, is random: with a smaller budget, tpe learns sooner (default: %(default)s)",
     )
     optuna.add_argument(
         "--pruner",

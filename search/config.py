@@ -49,7 +49,7 @@ class SearchConfig:
     quiet: bool = False  # only warnings and the result: no run line, no line per trial
     max_consecutive_failures: int = 3
     with_baselines: bool = False
-    sampler: str = "auto"  # Optuna's defaults: TPE for one objective, NSGA-II for several
+    sampler: str = "auto"  # what the installed Optuna creates by default
     # Random trials before a model-based sampler (Optuna's TPE, GP, CMA-ES; Keras Tuner's
     # bayesian oracle) models the results; None: the library's own default.
     startup_trials: int | None = None

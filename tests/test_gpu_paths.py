@@ -21,13 +21,15 @@ import tensorflow as tf
 from conftest import REPO
 from keras.src.utils.python_utils import is_default
 
+from search.callbacks import StopOnNaN
 from search.cli import parse_search
 from search.devices import configure_devices, is_out_of_memory
 from search.features import FeatureCache, FrozenSplit
 from search.inputs import training_dataset
 from search.steps import SearchConfig
 from search.store import RunStore
-from search.trial import StopOnNaN, TrainSettings, TrialRunner
+from search.trial import TrainSettings, TrialRunner
+from search.trial_edge import TrialRequest
 from search.weights import _not_downloaded
 from search.workers import worker_argv, worker_gpu
 from spaces import Space, get_space
@@ -195,7 +197,7 @@ def test_a_cudnn_allocation_failure_is_retried_at_half_batch(tiny_data, tmp_path
     runner = TrialRunner(
         Space("cudnn", build), SpaceContext(32, 2), tiny_data, store=store, settings=settings
     )
-    result, _ = runner.run(0, kt.HyperParameters())
+    result, _ = runner.run(TrialRequest(0, kt.HyperParameters()))
     assert "out of memory at batch 16; retrying once at batch 8" in capsys.readouterr().out
     assert (result.status, result.batch_size) == ("complete", 8)
 
@@ -228,7 +230,7 @@ def test_the_nan_check_runs_once_an_epoch_and_stops_a_diverging_trial(tiny_data,
     )
     hp = kt.HyperParameters()
     hp.Fixed("learning_rate", 1e30)
-    result, model = runner.run(0, hp)
+    result, model = runner.run(TrialRequest(0, hp))
     assert (result.status, result.error, model) == ("failed", "nan_loss", None)
     losses = store.epochs()["loss"].astype(float).to_numpy()  # NaN is stored as empty
     # Training stopped at the end of the first epoch whose loss was not finite.
@@ -245,12 +247,12 @@ def test_jit_on_names_the_trials_and_layers_that_fall_back(tiny_data, tmp_path, 
     hp = kt.HyperParameters()
     hp.Fixed("rotation", 0.1)
     hp.Fixed("zoom", 0.2)
-    result, _ = augment.run(0, hp)
+    result, _ = augment.run(TrialRequest(0, hp))
     out = capsys.readouterr().out
     assert "trial 0: --jit on: trained without XLA (rotation, zoom)" in out
     assert (result.status, result.jit) == ("complete", False)
     scratch = TrialRunner(get_space("scratch"), ctx, tiny_data, store=store, settings=settings)
-    result, _ = scratch.run(1, kt.HyperParameters())
+    result, _ = scratch.run(TrialRequest(1, kt.HyperParameters()))
     assert (result.status, result.jit) == ("complete", True)
     assert "--jit on" not in capsys.readouterr().out
     assert store.trials().set_index("trial_id")["jit"].tolist() == [False, True]

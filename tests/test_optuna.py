@@ -497,4 +497,4 @@ def test_a_trial_killed_before_its_first_heartbeat_is_retried(tiny_folder, tmp_p
     # Progress counts as the budget does, the stored lost trial not among them.
     third = run_cli(*args, "--max-trials", "3", "--resume", timeout=180)
     assert third.returncode == 0, error_lines(third)
-    assert "trial 3/3 complete" in third.stdout, third.stdout
+    assert "trial 3 (3/3) complete" in third.stdout, third.stdout

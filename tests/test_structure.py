@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from search.backends import BACKENDS, Backend, get_backend
+from search.backends import BACKENDS, Backend, Trials, get_backend
 from search.cli import parse_search, search_parser
 from search.config import SearchConfig
-from search.trial import TrainSettings
+from search.store import RunStore
+from search.trial import TrainSettings, TrialRunner
+from search.trial_edge import TrialOutcome
 from spaces import SPACES, Space, get_space
+from spaces.context import SpaceContext
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("search", "spaces", "reports")
@@ -220,3 +223,94 @@ def test_the_import_graph_of_search_has_no_cycle():
             seen.add(frozenset(cycle))
             cycles.append(" -> ".join(cycle))
     assert not cycles, "import cycles among search/ modules:\n" + "\n".join(cycles)
+
+
+MAX_CLASS_LINES = 250
+# What only TensorFlow can do lives behind the runtime seam (search/runtime/, DESIGN.md).
+MAX_TENSORFLOW_MODULES = 2
+SHIPPING = {"search.deploy", "search.export", "search.predict", "search.quantize"}
+
+
+def test_no_class_in_search_is_over_250_lines():
+    long = [
+        f"{path}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path, tree in _modules("search").items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES
+    ]
+    assert not long, "\n".join(long)
+
+
+def test_the_training_loop_imports_nothing_that_ships_a_model():
+    """Deployment figures reach a trial through a hook the run's preparation installs
+    (search/deployment_hook.py): search/trial.py imports none of deploy, export, predict or
+    quantize, nor does any module it imports."""
+    graph = _search_import_graph()
+    reached, todo = set(), ["search.trial"]
+    while todo:
+        for module in graph.get(todo.pop(), ()):
+            if module not in reached:
+                reached.add(module)
+                todo.append(module)
+    assert not reached & SHIPPING, sorted(reached & SHIPPING)
+
+
+def test_at_most_two_modules_of_search_import_tensorflow():
+    importing = sorted(
+        path
+        for path, tree in _modules("search").items()
+        if "tensorflow" in _imported_packages(tree)
+    )
+    assert len(importing) <= MAX_TENSORFLOW_MODULES, importing
+
+
+def _runner_attributes(tree: ast.Module) -> set[str]:
+    """The attributes a back-end module reads of the runner it is given (`runner.x`, and
+    `self.runner.x` in a Keras Tuner tuner)."""
+    read = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        owner = node.value
+        if (isinstance(owner, ast.Name) and owner.id == "runner") or (
+            isinstance(owner, ast.Attribute) and owner.attr == "runner"
+        ):
+            read.add(node.attr)
+    return read
+
+
+def _contract(protocol: type) -> set[str]:
+    members = {name for name in vars(protocol) if not name.startswith("_")}
+    return members | set(getattr(protocol, "__annotations__", {}))
+
+
+@pytest.mark.parametrize("name", list(BACKENDS))
+def test_back_ends_use_only_the_trial_edge(name):
+    """A back end reaches the runner through `Trials` alone (run, view, check_memory, space,
+    ctx): never its store, checkpoints or settings."""
+    path = BACKENDS[name].module.replace(".", "/") + ".py"
+    read = _runner_attributes(_modules("search")[path])
+    assert read, f"{path} never uses its runner"
+    assert read <= _contract(Trials), sorted(read - _contract(Trials))
+
+
+def test_the_trial_runner_provides_the_trial_edge(tiny_data, tmp_path):
+    """A real runner has every member of `Trials`, each function with its parameters; a
+    request and an outcome are one value each, and the view reads the run's own store."""
+    store = RunStore(tmp_path / "run")
+    store.create()
+    runner = TrialRunner(
+        get_space("scratch"), SpaceContext(32, 2), tiny_data, store=store, settings=TrainSettings()
+    )
+    for member in _contract(Trials):
+        assert hasattr(runner, member), member
+        declared = getattr(Trials, member, None)
+        if callable(declared):
+            wanted = list(inspect.signature(declared).parameters)[1:]
+            assert list(inspect.signature(getattr(runner, member)).parameters) == wanted, member
+    assert list(inspect.signature(runner.run).parameters) == ["request"]
+    assert TrialOutcome._fields == ("result", "model")
+    view = runner.view
+    assert (view.run_dir, view.objective, view.direction) == (store.run_dir, "val_accuracy", "max")
+    assert view.completed(0) is None and not view.has_checkpoint(0)
+    assert not any(hasattr(view, name) for name in ("store", "settings", "checkpoints"))

@@ -41,7 +41,8 @@ from search.errors import SearchStopped, UsageError, first_line
 from search.fixed import grid_size, grid_space
 from search.schema import HP_PREFIX, LOST_WORKER, TrialStatus, maximised
 from search.store import RunStore, file_lock
-from search.trial import TrialResult, TrialRunner
+from search.trial import TrialRunner
+from search.trial_edge import TrialRequest, TrialResult
 from search.workers import run_workers
 
 if TYPE_CHECKING:
@@ -476,17 +477,19 @@ def objective(
         # After "result": a judged trial is never retried, so no retry copies its constraints.
         set_constraints(trial, result, runner.view.limits)
 
-    name = runner.settings.objective
+    name = runner.view.objective
     callbacks = [KerasPruningCallback(trial, name)] if pruning else []
     try:
         result, _ = runner.run(
-            trial.number,
-            hp,
-            extra_callbacks=callbacks,
-            prune_on=(optuna.TrialPruned,),
-            on_epoch=record,
-            on_result=keep,
-            resume_from=retried_from(compat.trial_system_attrs(trial), trial.number),
+            TrialRequest(
+                trial.number,
+                hp,
+                extra_callbacks=callbacks,
+                prune_on=(optuna.TrialPruned,),
+                on_epoch=record,
+                on_result=keep,
+                resume_from=retried_from(compat.trial_system_attrs(trial), trial.number),
+            )
         )
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)  # not counted: a resumed run replaces it
@@ -497,7 +500,7 @@ def objective(
     if result.status == TrialStatus.FAILED:
         raise TrialFailed(result.error)
     # An infeasible trial completes with its real score; the constraints say it is infeasible.
-    objectives = runner.settings.objectives
+    objectives = runner.view.objectives
     if len(objectives) < 2:
         return getattr(result, name)
     return [_objective_value(result, name) for name in objectives]
@@ -547,7 +550,7 @@ def _run_next_trial(
             max_trials=max_trials,
             beaten=beaten,
             grid=grid,
-            checkpointed=runner.checkpoints.exists,
+            checkpointed=runner.view.has_checkpoint,
         )
         if not reserved:
             return False
@@ -564,7 +567,7 @@ def check_options(config: SearchConfig) -> None:
     _check_sampler_installed(config.sampler)
     if config.multi_objective() and config.sampler == "cmaes":
         raise UsageError(
-            "--sampler cmaes optimises one objective; with --objectives use auto (NSGA-II), "
+            "--sampler cmaes optimises one objective; with --objectives use auto, "
             "nsga2, tpe, gp, random or grid"
         )
     sampler = resolved_sampler(config.sampler, multi_objective=config.multi_objective())
@@ -666,7 +669,7 @@ def run_trials(
 ) -> None:
     """One worker: run trials of the shared study until the run has --max-trials of them, or
     until every point of `grid` (a grid search's values per hyperparameter) has run."""
-    lock_path = runner.store.run_dir / ".optuna.lock"
+    lock_path = runner.view.run_dir / ".optuna.lock"
     beaten: set[int] = set()  # the silent trials this worker gave a heartbeat
     while True:
         runner.check_memory()  # before a trial is reserved, so none is left half-done
