@@ -7,10 +7,12 @@ and tells a failed device allocation from other errors (`is_out_of_memory`), con
 TFLite and runs the file (`tflite_bytes`, `tflite_interpreter`), loads a SavedModel export
 (`load_saved_model`) and writes TensorBoard logs with HParams (`tensorboard_callbacks`).
 `get_runtime()` returns the one for the active Keras backend (`keras.backend.backend()`, which
-`KERAS_BACKEND` and ~/.keras/keras.json choose). Only TensorFlow's exists yet
-(`search/runtime/tensorflow.py`); adding another is one module with these methods and one line
-in `RUNTIMES`. Implementations do not import this module (the Protocol is structural), so the
-import graph stays one way: this module imports them, on first use.
+`KERAS_BACKEND` and ~/.keras/keras.json choose): `tensorflow.py`, `torch.py` and `jax.py`, one
+module per backend (PyTorch's and JAX's share `portable.py`: a PyDataset pipeline, and the
+TensorFlow-only formats through TensorFlow when it is installed). Adding another is one module
+with these methods and one entry in `RUNTIMES`. Implementations do not import this module (the
+Protocol is structural), so the import graph stays one way: this module imports them, on first
+use.
 
 This module imports neither Keras nor TensorFlow at import time: the command line parses and
 validates before either is loaded.
@@ -19,6 +21,7 @@ validates before either is loaded.
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -35,7 +38,12 @@ if TYPE_CHECKING:
 Dataset = Any
 # An object with tf.lite.Interpreter's methods (LiteRT's Interpreter has the same ones).
 Interpreter = Any
-RUNTIMES = ("tensorflow",)  # the Keras backends with a runtime module of this package
+# The Keras backends with a runtime module of this package: the module and its class.
+RUNTIMES = {
+    "tensorflow": ("search.runtime.tensorflow", "TensorFlowRuntime"),
+    "torch": ("search.runtime.torch", "TorchRuntime"),
+    "jax": ("search.runtime.jax", "JaxRuntime"),
+}
 
 
 @runtime_checkable
@@ -126,11 +134,10 @@ def get_runtime(backend: str | None = None) -> Runtime:
 
 @functools.cache
 def _runtime(backend: str) -> Runtime:
-    if backend == "tensorflow":
-        from search.runtime.tensorflow import TensorFlowRuntime
-
-        return TensorFlowRuntime()
-    raise UsageError(
-        f"the Keras backend {backend!r} is not supported yet: this search runs on "
-        f"{', '.join(RUNTIMES)} only; set KERAS_BACKEND=tensorflow"
-    )
+    if backend not in RUNTIMES:
+        raise UsageError(
+            f"the Keras backend {backend!r} is not supported: this search runs on "
+            f"{', '.join(RUNTIMES)}; set KERAS_BACKEND to one of them"
+        )
+    module, name = RUNTIMES[backend]
+    return getattr(importlib.import_module(module), name)()

@@ -1,0 +1,118 @@
+"""What the runtimes of PyTorch and JAX share: the input pipeline (search.runtime.batches),
+and the TensorFlow-only formats (TFLite, SavedModel, TensorBoard logs) through TensorFlow when
+it is installed beside them, refused in one line saying what to install when it is not.
+
+TFLite conversion traces the model in TensorFlow, which a PyTorch or JAX model cannot be: the
+model is saved as .keras and converted by a child process on the TensorFlow backend
+(search.runtime.convert), the way a user would convert it by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from search.errors import UsageError
+from search.runtime.batches import ArrayBatches
+
+if TYPE_CHECKING:
+    import keras
+    import keras_tuner as kt
+
+NEEDS_TENSORFLOW = "pip install tensorflow (or use KERAS_BACKEND=tensorflow)"
+
+
+def tensorflow_runtime(feature: str):
+    """The TensorFlow runtime's module, for a format only TensorFlow reads or writes; a
+    UsageError naming `feature` and what to install when TensorFlow cannot be imported."""
+    try:
+        from search.runtime import tensorflow
+    except ImportError:
+        raise UsageError(
+            f"{feature} needs TensorFlow, which is not installed: {NEEDS_TENSORFLOW}"
+        ) from None
+    return tensorflow
+
+
+class PortableRuntime:
+    """search.runtime.Runtime's parts that do not depend on the backend's library."""
+
+    name = ""
+
+    def training_dataset(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        *,
+        seed: int,
+        limit: int,
+        drop_remainder: bool,
+    ) -> ArrayBatches:
+        return ArrayBatches(x, y, batch_size, seed=seed, drop_remainder=drop_remainder)
+
+    def evaluation_dataset(
+        self, x: np.ndarray, y: np.ndarray, batch_size: int, *, limit: int
+    ) -> ArrayBatches:
+        return ArrayBatches(x, y, batch_size)
+
+    def subset_dataset(
+        self, x: np.ndarray, y: np.ndarray, indices: np.ndarray, *, batch_size: int, limit: int
+    ) -> ArrayBatches:
+        return ArrayBatches(x, y, batch_size, indices=indices)
+
+    def tflite_bytes(
+        self,
+        model: keras.Model,
+        *,
+        quantize: str | None = None,
+        calibration: np.ndarray | None = None,
+    ) -> bytes:
+        tensorflow_runtime("a TFLite export")
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch)
+            model.save(folder / "model.keras")
+            command = [sys.executable, "-m", "search.runtime.convert", str(folder)]
+            if quantize:
+                command += ["--quantize", quantize]
+            if calibration is not None:
+                np.save(folder / "calibration.npy", calibration)
+            env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            if done.returncode:
+                lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+                raise UsageError(lines[-1].removeprefix("error: "))
+            return (folder / "model.tflite").read_bytes()
+
+    def tflite_interpreter(
+        self,
+        *,
+        model_path: Path | None = None,
+        model_content: bytes | None = None,
+        num_threads: int | None = None,
+    ):
+        return (
+            tensorflow_runtime("running a TFLite model")
+            .TensorFlowRuntime()
+            .tflite_interpreter(
+                model_path=model_path, model_content=model_content, num_threads=num_threads
+            )
+        )
+
+    def load_saved_model(self, path: Path) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
+        return tensorflow_runtime("loading a SavedModel").TensorFlowRuntime().load_saved_model(path)
+
+    def tensorboard_callbacks(
+        self, hp: kt.HyperParameters, log_dir: Path, trial_id: int
+    ) -> list[keras.callbacks.Callback]:
+        raise UsageError(
+            f"--tensorboard writes TensorFlow summaries, which the {self.name} backend of Keras "
+            f"does not: leave it out, or use KERAS_BACKEND=tensorflow"
+        )
