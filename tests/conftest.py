@@ -76,15 +76,25 @@ def cli_env() -> dict[str, str]:
     return os.environ | {"KERAS_HOME": str(KERAS_HOME)}
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python run_search.py ARGS` as a user would, in a separate process."""
+def no_tensorflow_env(**extra: str) -> dict[str, str]:
+    """cli_env() where `import tensorflow` fails as if TensorFlow were not installed
+    (tests/no_tensorflow/sitecustomize.py), with `extra` variables set."""
+    blocker = str(REPO / "tests" / "no_tensorflow")
+    return cli_env() | {"PYTHONPATH": blocker, **extra}
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python run_search.py ARGS` as a user would, in a separate process (in `env`, by
+    default cli_env())."""
     return subprocess.run(
         [sys.executable, str(REPO / "run_search.py"), *args],
         cwd=cwd or REPO,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=cli_env(),
+        env=env or cli_env(),
     )
 
 
@@ -111,6 +121,21 @@ def tiny_run(tiny_folder, tmp_path_factory):
         runs_dir=str(tmp_path_factory.mktemp("runs")),
     )
     return config, run_search(config, report=write_report)
+
+
+@pytest.fixture(scope="session")
+def torch_run(tiny_folder, tmp_path_factory) -> Path:
+    """A finished two-trial search of the scratch space on the PyTorch backend, run through the
+    command line with TensorFlow unimportable: the run directory. Backend tests share it."""
+    runs = tmp_path_factory.mktemp("torch-runs")
+    result = run_cli(
+        *("--space", "scratch", "--data", str(tiny_folder), "--image-size", "32"),
+        *("--epochs", "2", "--max-trials", "2", "--batch-size", "16"),
+        *("--runs-dir", str(runs), "--name", "torch"),
+        env=no_tensorflow_env(KERAS_BACKEND="torch"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return runs / "torch"
 
 
 def _postgres_binary(name: str) -> str | None:
