@@ -27,6 +27,7 @@ from reports.analysis import (
     hyperparameter_importance,
     rank,
 )
+from reports.environment import keras_backend_text
 from reports.mistakes import GALLERY_CAP, best_model_outcomes
 from reports.model_card import refit_epochs
 from search.atomic import atomic_write
@@ -618,6 +619,7 @@ def _run_summary(
         "info": info,
         "method": search_method(info),
         "settings": [(key, info[key]) for key in _settings_of(info) if key in info],
+        "keras_backend": keras_backend_text(info),
         "status_counts": _status_counts(trials),
         "test_card": test_card(store, info, best),
         "refit_note": refit_note(store, info),

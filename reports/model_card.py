@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports.analysis import OVERFIT_GAP, analyse_trials
+from reports.environment import keras_backend_text
 from search.data import TEST_FRACTION, VALIDATION_FRACTION
 from search.errors import UsageError
 from search.schema import (
@@ -138,7 +139,8 @@ def _summary(info: dict, trial: pd.Series, *, best_id: int, image_size: int | No
             f"{which} of a `{info['space']}` search "
             f"({_proposer(info)}; run status: {status}), "
             f"{_count_params(trial)} parameters, kept at epoch {_epoch(trial)}; trials ranked "
-            f"by `{info.get('objective', 'val_accuracy')}`.",
+            f"by `{info.get('objective', 'val_accuracy')}`. Trained on the "
+            f"{keras_backend_text(info)} backend of Keras.",
             "",
             f"Input: raw RGB pixels in [0, 255], float32 of shape (n, {size}, {size}, 3); "
             f"augmentation and scaling are layers inside the model.",

@@ -125,6 +125,16 @@ class SpaceChoices(list):
         return super().__contains__(value) or (isinstance(value, str) and is_user_space(value))
 
 
+KERAS_BACKEND_OPTION = ("--keras-backend",)
+# Not choices: an unknown name gets search.keras_backend's one line, which says what exists.
+KERAS_BACKEND_HELP = {
+    "metavar": "{tensorflow,torch,jax}",
+    "help": "the Keras backend that trains the models, not to be confused with the search back "
+    "end (--backend); sets KERAS_BACKEND (default: KERAS_BACKEND, else ~/.keras/keras.json, "
+    "else tensorflow)",
+}
+
+
 def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineParser:
     spaces = "\n".join(f"  {name:<11} {about}" for name, about in SPACES.items())
     parser = parser_class(
@@ -157,7 +167,12 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
         "instead of class folders; an optional split column (train, validation, test) "
         "overrides the seeded split",
     )
-    add("--backend", choices=list(BACKENDS), help="(default: %(default)s)")
+    add(
+        "--backend",
+        choices=list(BACKENDS),
+        help="the search back end, which proposes the trials (default: %(default)s)",
+    )
+    add(*KERAS_BACKEND_OPTION, **KERAS_BACKEND_HELP)
     add(
         "--algorithm",
         choices=ALGORITHMS,
@@ -376,8 +391,9 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
     speed.add_argument(
         "--jit",
         choices=("auto", "on", "off"),
-        help="XLA compilation; auto: where every layer of the model supports it "
-        "(default: %(default)s)",
+        help="compile the training step: XLA on TensorFlow and JAX (where it is always on: "
+        "off is refused), torch.compile on PyTorch; auto: Keras's choice, XLA where every "
+        "layer supports it, never torch.compile (default: %(default)s)",
     )
     speed.add_argument(
         "--gpu-memory-mb",
@@ -444,6 +460,7 @@ def _stored_settings(argv: list[str], parser: OneLineParser) -> dict:
         return {}
     stored = json.loads(run_json.read_text(encoding="utf-8"))
     per_process = {
+        "keras_backend",  # this process's choice; steps refuses another than the run's
         "data",
         "resume",
         "verbose",
@@ -517,6 +534,12 @@ def export_parser() -> OneLineParser:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="keras")
     parser.add_argument(
+        *KERAS_BACKEND_OPTION,
+        metavar=KERAS_BACKEND_HELP["metavar"],
+        help="the Keras backend that loads and exports the model (default: KERAS_BACKEND, else "
+        "the one the run trained on)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         help="the model file (the folder, for savedmodel); default: RUNDIR/export/"
@@ -545,9 +568,15 @@ def run_export(argv: list[str]) -> int:
     args = export_parser().parse_args(argv)
     if not (args.run_dir / "run.json").exists():
         raise UsageError(f"{args.run_dir} is not a run directory (no run.json); pass runs/<name>")
-    from search.console import start_tensorflow
+    from search.console import start_keras_backend
+    from search.keras_backend import choose_backend
 
-    start_tensorflow()  # before anything imports it, so its start-up lines stay off the terminal
+    run_backend = json.loads((args.run_dir / "run.json").read_text(encoding="utf-8"))
+    # Explicit choices first; else the backend the run trained on, whose model this is.
+    choose_backend(
+        args.keras_backend or os.environ.get("KERAS_BACKEND") or run_backend.get("keras_backend")
+    )
+    start_keras_backend()  # before anything imports it: its start-up lines stay off the terminal
     from reports.model_card import write_model_card
     from search.export import export_best
 
@@ -576,14 +605,17 @@ def predict_parser() -> OneLineParser:
         help="a run directory, a .keras or .tflite file, or a SavedModel folder (saved_model.pb)",
     )
     parser.add_argument("images", type=Path, nargs="+")
+    parser.add_argument(*KERAS_BACKEND_OPTION, **KERAS_BACKEND_HELP)
     return parser
 
 
 def run_predict(argv: list[str]) -> int:
     args = predict_parser().parse_args(argv)
-    from search.console import start_tensorflow
+    from search.console import start_keras_backend
+    from search.keras_backend import choose_backend
 
-    start_tensorflow()
+    choose_backend(args.keras_backend)
+    start_keras_backend()
     from search.predict import describe, predict_target
 
     for prediction in predict_target(args.target, args.images):

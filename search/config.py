@@ -18,7 +18,10 @@ class SearchConfig:
     space: str = "transfer"
     data: str = "cats_and_dogs_filtered"
     labels: str | None = None  # a CSV of filename,label[,split] instead of class folders
-    backend: str = "keras-tuner"
+    backend: str = "keras-tuner"  # the search back end, not the Keras backend
+    # The Keras backend (search.keras_backend): None is Keras's own choice, from KERAS_BACKEND
+    # or ~/.keras/keras.json, else TensorFlow.
+    keras_backend: str | None = None
     algorithm: str = "random"
     max_trials: int = 10
     epochs: int = 10

@@ -1,4 +1,4 @@
-"""What the terminal shows: TensorFlow's native start-up lines kept off it unless asked for
+"""What the terminal shows: the Keras backend's native start-up lines kept off it unless asked for
 (search.runtime.quiet), and the package's messages."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from search.runtime.quiet import quiet_stderr
 
 
-def start_tensorflow(verbose: bool = False) -> None:
-    """Import the Keras backend's library (TensorFlow) and look for GPUs once, quietly: the
+def start_keras_backend(verbose: bool = False) -> None:
+    """Import Keras and its backend's library and look for GPUs once, quietly: TensorFlow's
     oneDNN notice, "could not find cuda drivers" and a cuInit error on a machine without a GPU
     come from these two steps. Looking for GPUs does not start the device runtime, so devices
     can still be configured."""

@@ -160,8 +160,9 @@ class FitLoop:
                 warnings.simplefilter("ignore", UserWarning)
                 model.jit_compile = True
             if not model.jit_compile and fit.jit is not False:
-                reason = ", ".join(blocking) or "XLA is not supported here"
-                log.info(f"trial {fit.trial_id}: --jit on: trained without XLA ({reason})")
+                compiler = get_runtime().compiler
+                reason = ", ".join(blocking) or f"{compiler} is not supported here"
+                log.info(f"trial {fit.trial_id}: --jit on: trained without {compiler} ({reason})")
         jit = bool(model.jit_compile)
         fit.jit = jit and fit.jit is not False  # any phase without XLA makes the trial's False
         return jit

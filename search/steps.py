@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING
 
 from search.backends import Backend, get_backend
 from search.config import SearchConfig, config_defaults
-from search.console import log, start_tensorflow
+from search.console import log, start_keras_backend
 from search.data import ImageData, ImagesBySize, load_image_data, resolve_data_dir
 from search.errors import SearchStopped, UsageError, first_line
+from search.keras_backend import check_backend_options, choose_backend, library_version
 from search.store import RunStore
 from search.trial_edge import TrialHook, TrialResult
 from spaces import Space, declared_space, get_space, sized_space
@@ -58,7 +59,10 @@ RESUME_KEYS = (
 )
 REPORT_EVERY_S = 60.0
 REPORT_SHARE = 20  # wait at least 20 times as long as the last report took
-VERSIONED = ("tensorflow", "keras", "keras-tuner", "optuna", "numpy", "pandas", "pillow")
+VERSIONED = (
+    *("tensorflow", "torch", "jax", "keras", "keras-tuner", "optuna"),
+    *("numpy", "pandas", "pillow"),
+)
 
 _DEFAULTS = config_defaults()
 Report = Callable[[Path], object]  # renders a run directory's report (reports.html.write_report)
@@ -146,6 +150,17 @@ def _check_same_run(stored: dict, wanted: dict, run_dir: Path) -> None:
         )
 
 
+def check_same_keras_backend(store: RunStore, keras_backend: str) -> None:
+    """A run resumes on the Keras backend it started on: its checkpoints and its trials'
+    figures are that backend's (a run from before the choice existed ran on TensorFlow)."""
+    stored = store.read_run_info().get("keras_backend", "tensorflow")
+    if stored != keras_backend:
+        raise UsageError(
+            f"{store.run_dir} was trained on the {stored} backend of Keras, not {keras_backend}: "
+            f"resume it with --keras-backend {stored}, or pick another --name"
+        )
+
+
 def describe_run(
     config: SearchConfig,
     *,
@@ -153,8 +168,9 @@ def describe_run(
     ctx: SpaceContext,
     devices: list[str],
     precision: str,
+    keras_backend: str,
 ) -> dict:
-    """The run's run.json: its settings, data, machine and library versions."""
+    """The run's run.json: its settings, data, Keras backend, machine and library versions."""
     return asdict(config) | {
         # As run.json gives them back, so a resume compares equal.
         "fix": list(config.fix),
@@ -170,6 +186,8 @@ def describe_run(
         "skipped": data.skipped,
         # The backbone's variant (MobileNetV2's "alpha"), as run.json has always recorded it.
         **ctx.backbone.options,
+        "keras_backend": keras_backend,
+        "keras_backend_version": library_version(keras_backend),
         "versions": _versions(),
         "devices": devices,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -245,6 +263,7 @@ class _Inputs:
     queued: list[dict]
     backbone: BackboneWeights  # resolved where the space builds one, else the default
     devices: list[str] | None  # configured already where the backbone's weights needed it
+    keras_backend: str  # tensorflow, torch or jax
 
 
 def check_inputs(config: SearchConfig) -> _Inputs:
@@ -257,18 +276,20 @@ def check_inputs(config: SearchConfig) -> _Inputs:
         from search.labels import read_label_rows
 
         read_label_rows(Path(config.labels))  # an unreadable CSV is refused before the run
-    start_tensorflow(verbose=config.verbose)  # its start-up lines shown only with --verbose
+    keras_backend = choose_backend(config.keras_backend, gpu_memory_mb=config.gpu_memory_mb)
+    check_backend_options(config, keras_backend)
+    start_keras_backend(verbose=config.verbose)  # its start-up lines shown only with --verbose
     backend = get_backend(config.backend)
     backend.check_options(config)
     if not load_space(config.space).uses_backbone:
-        return _Inputs(backend, root, queued, DEFAULT_BACKBONE, None)
+        return _Inputs(backend, root, queued, DEFAULT_BACKBONE, None, keras_backend)
     from search.devices import configure_devices
     from search.weights import backbone_weights
 
     # Building the backbone starts TensorFlow's runtime: the devices are set up before.
     devices = configure_devices(config.gpu_memory_mb)
     backbone = backbone_weights(config.weights, config.image_size)
-    return _Inputs(backend, root, queued, backbone, devices)
+    return _Inputs(backend, root, queued, backbone, devices, keras_backend)
 
 
 @contextlib.contextmanager
@@ -283,6 +304,8 @@ def prepare(config: SearchConfig, report: Report | None) -> Iterator[PreparedRun
     owner = not config.worker  # the process that started the workers holds the run's lock
     store = find_store(config)
     inputs = check_inputs(config)
+    if store.exists():
+        check_same_keras_backend(store, inputs.keras_backend)
     create_store(store)
     with store.exclusive_run() if owner else contextlib.nullcontext():
         run = _load(config, store=store, inputs=inputs, owner=owner, report=report)
@@ -359,7 +382,14 @@ def _load(
     if config.space == "baselines":  # every preset that --fix leaves, exactly once
         config = replace(config, max_trials=len(enqueued))
     grid = sized_grid(config, inputs.backend, declared)
-    info = describe_run(config, data=data, ctx=ctx, devices=devices, precision=precision)
+    info = describe_run(
+        config,
+        data=data,
+        ctx=ctx,
+        devices=devices,
+        precision=precision,
+        keras_backend=inputs.keras_backend,
+    )
     if is_user_space(config.space):
         info["space_source"] = source_digest(config.space)
     if store.exists():

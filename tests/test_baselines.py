@@ -354,7 +354,14 @@ def baselines_run(ctx, tiny_data, tmp_path_factory) -> RunStore:
     store = RunStore(tmp_path_factory.mktemp("runs") / "b")
     store.create()
     store.write_run_info(
-        describe_run(config, data=tiny_data, ctx=ctx, devices=[], precision="float32")
+        describe_run(
+            config,
+            data=tiny_data,
+            ctx=ctx,
+            devices=[],
+            precision="float32",
+            keras_backend="tensorflow",
+        )
         | {"status": "finished"}
     )
     settings = TrainSettings(epochs=1, batch_size=16)

@@ -51,6 +51,7 @@ class Runtime(Protocol):
     """What a backend's runtime provides. Every method may import the backend's library."""
 
     name: str  # the Keras backend it serves, as keras.backend.backend() names it
+    compiler: str  # what Keras's jit_compile=True compiles the training step with
 
     def start(self) -> None:
         """Import the backend's library and look for GPUs, which is when native libraries

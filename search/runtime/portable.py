@@ -45,6 +45,7 @@ class PortableRuntime:
     """search.runtime.Runtime's parts that do not depend on the backend's library."""
 
     name = ""
+    compiler = ""
 
     def training_dataset(
         self,
@@ -112,7 +113,6 @@ class PortableRuntime:
     def tensorboard_callbacks(
         self, hp: kt.HyperParameters, log_dir: Path, trial_id: int
     ) -> list[keras.callbacks.Callback]:
-        raise UsageError(
-            f"--tensorboard writes TensorFlow summaries, which the {self.name} backend of Keras "
-            f"does not: leave it out, or use KERAS_BACKEND=tensorflow"
-        )
+        # Keras's TensorBoard callback writes through tf.summary on every backend.
+        runtime = tensorflow_runtime("--tensorboard").TensorFlowRuntime()
+        return runtime.tensorboard_callbacks(hp, log_dir, trial_id)

@@ -41,6 +41,7 @@ class TensorFlowRuntime:
     """search.runtime.Runtime on TensorFlow."""
 
     name = "tensorflow"
+    compiler = "XLA"
 
     def start(self) -> None:
         tf.config.list_physical_devices("GPU")

@@ -3,6 +3,7 @@ out-of-memory error, and the portable input pipeline (search.runtime.portable)."
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -16,8 +17,12 @@ class TorchRuntime(PortableRuntime):
     """search.runtime.Runtime on PyTorch."""
 
     name = "torch"
+    compiler = "torch.compile"
 
     def start(self) -> None:
+        """Also keeps torch.compile's recompilation warnings (--jit on) off the terminal: Keras's
+        layers recompile as they are called in new ways, which a user cannot act on."""
+        logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
         torch.cuda.is_available()
 
     def configure_devices(
