@@ -19,8 +19,8 @@ README = REPO / "README.md"
 CI = REPO / ".ci" / "run"
 README_MAX_LINES = 160
 
-# The README's set-up, one command a line, as .ci/run runs it (CI adds [gp,docs], a Keras cache
-# of its own and --runs-dir/--name, and finds the shared data from the repo's parent).
+# The README's set-up, one command a line, as .ci/run runs it (CI adds [gp,torch,jax,docs], a
+# Keras cache of its own and --runs-dir/--name, and finds the shared data from the repo's parent).
 INSTALL = 'pip install -c constraints.txt -e ".[dev]"'
 DATA_LINK = (
     'mkdir -p ~/.keras/datasets && ln -sfn "$PWD/../shared/data/cats_and_dogs_filtered" '
@@ -72,7 +72,7 @@ def test_the_readme_set_up_is_what_ci_runs():
     ci = CI.read_text(encoding="utf-8")
     ci_lines = [line for line in ci.splitlines() if line.strip()]
     assert ci_lines[-1] == TESTS
-    assert '-c constraints.txt -e ".[dev,gp,docs]"' in ci
+    assert '-c constraints.txt -e ".[dev,gp,torch,jax,docs]"' in ci
     main_job = re.search(r"^python run_search\.py .*?[^\\]$", ci, re.MULTILINE | re.DOTALL)
     assert main_job is not None
     assert "--space transfer --max-trials 3 --epochs 2" in main_job.group(0)
