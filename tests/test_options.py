@@ -452,6 +452,7 @@ ELSEWHERE = {
     "--quantize=float16": "test_quantize.py::quantized",
     "--quantize=int8": "test_quantize.py::quantized",
     "--startup-trials": "test_startup_trials.py::test_tpe_models_the_results",
+    "--keras-backend": "test_keras_backends.py::test_a_jax_search",
 }
 
 
