@@ -30,7 +30,12 @@ from search.config import SearchConfig, config_defaults
 from search.console import log, start_keras_backend
 from search.data import ImageData, ImagesBySize, load_image_data, resolve_data_dir
 from search.errors import SearchStopped, UsageError, first_line
-from search.keras_backend import check_backend_options, choose_backend, library_version
+from search.keras_backend import (
+    check_backend_options,
+    choose_backend,
+    configured_backend,
+    library_version,
+)
 from search.store import RunStore
 from search.trial_edge import TrialHook, TrialResult
 from spaces import Space, declared_space, get_space, sized_space
@@ -168,9 +173,9 @@ def describe_run(
     ctx: SpaceContext,
     devices: list[str],
     precision: str,
-    keras_backend: str,
 ) -> dict:
     """The run's run.json: its settings, data, Keras backend, machine and library versions."""
+    keras_backend = configured_backend()  # Keras is imported: the backend it runs on
     return asdict(config) | {
         # As run.json gives them back, so a resume compares equal.
         "fix": list(config.fix),
@@ -382,14 +387,7 @@ def _load(
     if config.space == "baselines":  # every preset that --fix leaves, exactly once
         config = replace(config, max_trials=len(enqueued))
     grid = sized_grid(config, inputs.backend, declared)
-    info = describe_run(
-        config,
-        data=data,
-        ctx=ctx,
-        devices=devices,
-        precision=precision,
-        keras_backend=inputs.keras_backend,
-    )
+    info = describe_run(config, data=data, ctx=ctx, devices=devices, precision=precision)
     if is_user_space(config.space):
         info["space_source"] = source_digest(config.space)
     if store.exists():

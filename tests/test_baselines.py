@@ -360,7 +360,6 @@ def baselines_run(ctx, tiny_data, tmp_path_factory) -> RunStore:
             ctx=ctx,
             devices=[],
             precision="float32",
-            keras_backend="tensorflow",
         )
         | {"status": "finished"}
     )

@@ -1,7 +1,9 @@
 """The seam to the Keras backend (search/runtime/): the TensorFlow runtime provides the whole
 interface, its pipelines feed a real fit, it tells a real failed allocation from other errors,
 its TFLite file and SavedModel loading predict as Keras does, its TensorBoard callbacks write
-HParams, an unknown backend is refused by name, and nothing else of search/ imports TensorFlow.
+HParams; every backend's runtime (PyTorch, JAX) provides the interface and KERAS_BACKEND picks
+it; the portable pipeline covers every row in a seeded order; an unknown backend is refused by
+name, and nothing else of search/ imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from conftest import REPO
 
 from search.errors import UsageError
 from search.runtime import RUNTIMES, Runtime, get_runtime
+from search.runtime.batches import ArrayBatches
 from search.runtime.tensorflow import TensorFlowRuntime
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:\s*Warning. tf.lite.Interpreter is deprecated")
@@ -47,41 +50,48 @@ def tiny_model() -> keras.Model:
     return model
 
 
-def test_the_active_backends_runtime_provides_every_method_of_the_interface():
+@pytest.mark.parametrize("backend", list(RUNTIMES))
+def test_every_backends_runtime_provides_every_method_of_the_interface(backend):
     """Each method of the Protocol, with its parameters, as the backend test does for Backend."""
-    runtime = get_runtime()
-    assert runtime is get_runtime()  # one per process: its tensor cache serves every trial
-    assert isinstance(runtime, TensorFlowRuntime) and isinstance(runtime, Runtime)
-    assert runtime.name == keras.backend.backend() == "tensorflow" and runtime.name in RUNTIMES
+    module, name = RUNTIMES[backend]
+    implementation = getattr(importlib.import_module(module), name)
+    assert implementation.name == backend and implementation.compiler
     for method, declared in vars(Runtime).items():
         if method.startswith("_") or not inspect.isfunction(declared):
             continue
         wanted = inspect.signature(declared).parameters
-        provided = inspect.signature(getattr(TensorFlowRuntime, method)).parameters
+        provided = inspect.signature(getattr(implementation, method)).parameters
         assert list(provided) == list(wanted), method
         assert [p.kind for p in provided.values()] == [p.kind for p in wanted.values()], method
 
 
+def test_the_active_backends_runtime_is_one_per_process():
+    runtime = get_runtime()
+    assert runtime is get_runtime()  # one per process: its tensor cache serves every trial
+    assert isinstance(runtime, TensorFlowRuntime) and isinstance(runtime, Runtime)
+    assert runtime.name == keras.backend.backend() == "tensorflow"
+
+
 def test_an_unknown_backend_is_refused_by_name():
-    with pytest.raises(UsageError, match=r"Keras backend 'jax' is not supported yet.*tensorflow"):
-        get_runtime("jax")
+    with pytest.raises(UsageError, match=r"Keras backend 'mxnet' is not supported.*torch, jax"):
+        get_runtime("mxnet")
 
 
-def test_the_active_backend_is_read_from_keras(tmp_path):
-    """KERAS_BACKEND=torch, as a PyTorch user sets it: refused, naming it, until issue 34."""
-    if importlib.util.find_spec("torch") is None:
-        pytest.skip("PyTorch is not installed")
-    code = "from search.runtime import get_runtime\nget_runtime()"
+@pytest.mark.parametrize(("backend", "runtime"), [("torch", "TorchRuntime"), ("jax", "JaxRuntime")])
+def test_the_active_backend_is_read_from_keras(backend, runtime, tmp_path):
+    """KERAS_BACKEND, as a PyTorch or JAX user sets it, picks that backend's runtime."""
+    code = (
+        "from search.runtime import get_runtime\nr = get_runtime()\nprint(type(r).__name__, r.name)"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={"KERAS_BACKEND": "torch", "KERAS_HOME": str(tmp_path), "PATH": ""},
+        env={"KERAS_BACKEND": backend, "KERAS_HOME": str(tmp_path), "PATH": ""},
         timeout=120,
     )
-    assert result.returncode != 0
-    assert "UsageError: the Keras backend 'torch' is not supported yet" in result.stderr
+    assert result.stdout.split() == [runtime, backend], result.stderr[-2000:]
 
 
 def test_importing_the_seam_imports_no_keras():
@@ -204,3 +214,34 @@ def test_only_the_tensorflow_runtime_imports_tensorflow():
                 importers.append(str(path.relative_to(REPO)))
                 break
     assert importers == ["search/runtime/tensorflow.py"]
+
+
+def test_the_portable_batches_cover_every_row_in_a_seeded_order_per_epoch(tmp_path):
+    """PyTorch's and JAX's pipeline, here under TensorFlow (a PyDataset is backend-neutral):
+    every row once an epoch, a new order each epoch that the same seed and epoch give again
+    (a resumed run's epoch sees the order an unbroken run's saw), rows read from a memory map,
+    a dropped remainder, subsets in their order, and a real fit that learns from it."""
+    x, y = tiny_data(70)
+    mapped = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", x.dtype, x.shape)
+    mapped[:] = x
+
+    def epoch(batches: ArrayBatches) -> tuple[np.ndarray, np.ndarray]:
+        rows = [batches[i] for i in range(len(batches))]
+        batches.on_epoch_end()
+        return np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
+
+    train = ArrayBatches(mapped, y, 32, seed=3)
+    (x1, y1), (x2, _) = epoch(train), epoch(train)
+    assert len(x1) == len(x) and sorted(y1.tolist()) == sorted(y.tolist())
+    assert not np.array_equal(x1, x2), "the same order two epochs running"
+    again = ArrayBatches(x, y, 32, seed=3)
+    again.on_epoch_end()
+    np.testing.assert_array_equal(epoch(again)[0], x2)
+    index = {row.tobytes(): i for i, row in enumerate(x)}
+    np.testing.assert_array_equal(y[[index[row.tobytes()] for row in x1]], y1)
+    assert len(ArrayBatches(x, y, 32, seed=0, drop_remainder=True)) == 2
+    rows = np.array([5, 0, 69, 5])
+    np.testing.assert_array_equal(epoch(ArrayBatches(x, y, 3, indices=rows))[0], x[rows])
+    model = tiny_model()
+    history = model.fit(ArrayBatches(*tiny_data(), 32, seed=0), epochs=8, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
