@@ -7,6 +7,7 @@ from __future__ import annotations
 from search.features import FeatureCache, FrozenSplit
 from search.fitting import FitLoop
 from search.judge import diverged
+from search.runtime import get_runtime
 from search.settings import TrainSettings
 from search.trial_state import Phase, TrialFit
 from spaces import Space
@@ -46,8 +47,10 @@ class FrozenHeadTrainer:
             loss=model.loss,
             metrics=["accuracy"],
             # The same batches and updates, with fewer calls from Python: on features a step
-            # takes less time than calling it does.
-            steps_per_execution=HEAD_STEPS_PER_EXECUTION,
+            # takes less time than calling it does (PyTorch's Keras runs one per call).
+            steps_per_execution=HEAD_STEPS_PER_EXECUTION
+            if get_runtime().runs_steps_per_execution
+            else 1,
         )
         fit.phase = Phase(frozen.head, features["train"], features["validation"])
         if self.reuse_heads and self.space.fine_tunes(hp) and initial_epoch == 0:

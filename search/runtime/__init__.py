@@ -52,6 +52,8 @@ class Runtime(Protocol):
 
     name: str  # the Keras backend it serves, as keras.backend.backend() names it
     compiler: str  # what Keras's jit_compile=True compiles the training step with
+    # Whether Keras runs several steps per call (compile's steps_per_execution) on the backend.
+    runs_steps_per_execution: bool
 
     def start(self) -> None:
         """Import the backend's library and look for GPUs, which is when native libraries

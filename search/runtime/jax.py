@@ -20,6 +20,7 @@ class JaxRuntime(PortableRuntime):
     """search.runtime.Runtime on JAX."""
 
     name = "jax"
+    runs_steps_per_execution = True
     compiler = "XLA"
 
     def start(self) -> None:

@@ -45,6 +45,7 @@ class PortableRuntime:
     """search.runtime.Runtime's parts that do not depend on the backend's library."""
 
     name = ""
+    runs_steps_per_execution = True
     compiler = ""
 
     def training_dataset(

@@ -41,6 +41,7 @@ class TensorFlowRuntime:
     """search.runtime.Runtime on TensorFlow."""
 
     name = "tensorflow"
+    runs_steps_per_execution = True
     compiler = "XLA"
 
     def start(self) -> None:

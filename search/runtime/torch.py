@@ -17,6 +17,7 @@ class TorchRuntime(PortableRuntime):
     """search.runtime.Runtime on PyTorch."""
 
     name = "torch"
+    runs_steps_per_execution = False
     compiler = "torch.compile"
 
     def start(self) -> None:
