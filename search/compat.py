@@ -146,3 +146,14 @@ def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     exactly the layers that keep a model from compiling.
     """
     return list(model._flatten_layers())
+
+
+def import_optional_tensorflow() -> bool:
+    """Import TensorFlow now if it is installed, as Keras does lazily on every backend the first
+    time it seeds (`keras.utils.set_random_seed`): on PyTorch and JAX that import would
+    otherwise write TensorFlow's native start-up lines in the middle of the first trial, after
+    the start-up's quiet scratch file is gone. Relies on `keras.src.utils.module_utils
+    .tensorflow`, the LazyModule Keras checks (`available` imports it, False when missing)."""
+    from keras.src.utils import module_utils
+
+    return module_utils.tensorflow.available

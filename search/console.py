@@ -17,9 +17,11 @@ def start_keras_backend(verbose: bool = False) -> None:
     come from these two steps. Looking for GPUs does not start the device runtime, so devices
     can still be configured."""
     with quiet_stderr(replay=verbose):
+        from search import compat
         from search.runtime import get_runtime
 
         get_runtime().start()
+        compat.import_optional_tensorflow()  # which Keras imports on any backend, if installed
 
 
 def live_output() -> bool:

@@ -8,17 +8,17 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
 import keras_tuner as kt
 import optuna
 import pytest
+from conftest import REPO, cli_env, no_tensorflow_env
 
 from search import compat
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 # Keras Tuner
 
@@ -257,3 +257,13 @@ def test_no_private_third_party_method_overridden_outside_compat():
     assert not offences, "private third-party method overridden outside search/compat.py: " + (
         ", ".join(offences)
     )
+
+
+def test_import_optional_tensorflow_imports_it_where_it_is_installed_and_not_elsewhere():
+    code = "import keras; from search import compat; print(compat.import_optional_tensorflow())"
+    env = {"KERAS_BACKEND": "torch"}
+    for environment, expected in ((cli_env() | env, "True"), (no_tensorflow_env(**env), "False")):
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=environment, cwd=REPO
+        )
+        assert result.stdout.strip().splitlines()[-1:] == [expected], result.stderr[-2000:]
