@@ -125,10 +125,11 @@ COLUMN_HELP = {
     "n_params": "model parameters",
     "pareto": "--objectives: yes when no other complete trial is as good on every objective "
     "and better on one (the Pareto front); its model is kept for export --trial N",
-    "latency_ms": "median latency of the float32 TFLite model on this machine's CPU, one "
+    "latency_ms": "median latency of the float32 TFLite model (ONNX in onnxruntime where "
+    "TensorFlow was not installed: deploy_format) on this machine's CPU, one "
     "thread, batch 1, over 30 runs",
     "latency_iqr_ms": "interquartile range of those 30 latencies",
-    "tflite_kb": "size of the float32 TFLite file",
+    "tflite_kb": "size of the float32 TFLite file (or ONNX file: deploy_format)",
 }
 # What --objective ranked by, in the best trial's card.
 OBJECTIVE_NAMES = {
@@ -497,7 +498,7 @@ def test_card(store: RunStore, info: dict, best: dict | None) -> tuple[str, str]
 def refit_note(store: RunStore, info: dict) -> str:
     """What --refit's model scored on the test split, for the test card; empty without one."""
     refit = info.get("refit")
-    if not refit:
+    if not isinstance(refit, dict):  # the --refit setting itself (True) until the refit ran
         return ""
     trained = (
         f"trial {refit.get('trial_id')} retrained on train + validation "
@@ -589,7 +590,15 @@ def tradeoff_section(trials: pd.DataFrame, info: dict) -> dict | None:
     svg = plots.deployment_tradeoff(
         trials, objective=objective, costs=costs, fronts=fronts, limits=limits
     )
-    return {"svg": Markup(svg), "multi": multi, "objectives": objectives, "objective": objective}
+    formats = trials["deploy_format"].dropna() if "deploy_format" in trials else ()
+    measured_as = "ONNX" if len(formats) and (formats == "onnx").all() else "TFLite"
+    return {
+        "svg": Markup(svg),
+        "multi": multi,
+        "objectives": objectives,
+        "objective": objective,
+        "format": measured_as,
+    }
 
 
 def _page_constants() -> dict:

@@ -39,6 +39,8 @@ from spaces.baselines import preset_of
 
 CARD_NAME = "MODEL_CARD.md"
 SHOWN_SKIPPED = 20  # skipped files listed by name; the rest are counted
+# What --measure-deploy measured (trials.csv's deploy_format; runs before it measured TFLite).
+DEPLOY_FORMATS = {"tflite": "TFLite", "onnx": "ONNX (onnxruntime)"}
 
 
 def write_model_card(
@@ -239,7 +241,7 @@ def _refit(info: dict) -> tuple[str, str] | None:
     """--refit's model: its test accuracy, in the best model's format, and how it was trained;
     None when the run has no refit."""
     refit = info.get("refit")
-    if not refit:
+    if not isinstance(refit, dict):  # the --refit setting itself (True) until the refit ran
         return None
     test = _with_interval(refit.get("test_accuracy"), _split_size(info, "test"))
     trained = (
@@ -427,8 +429,9 @@ def _deployment(trial: pd.Series, quantized: dict | None) -> str | None:
     and a quantized export's, measured on the test split; None when there are neither."""
     lines = []
     if not pd.isna(trial.get("tflite_kb", float("nan"))):
+        measured = DEPLOY_FORMATS.get(trial.get("deploy_format"), DEPLOY_FORMATS["tflite"])
         lines += [
-            f"Measured in the search (`--measure-deploy`): float32 TFLite "
+            f"Measured in the search (`--measure-deploy`): float32 {measured} "
             f"{trial['tflite_kb']:,.1f} KB, median latency {_ms(trial.get('latency_ms'))} "
             f"(IQR {_ms(trial.get('latency_iqr_ms'))}).",
         ]

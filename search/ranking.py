@@ -15,16 +15,27 @@ def rank_trials(trials: pd.DataFrame, objective: str = "val_accuracy") -> pd.Dat
     """Complete trials, best first: best `objective` (--objective, in its direction), then lower
     val loss, then the earlier trial. Never a signed gap: a negative one can reward
     augmentation, not generalisation. A trial confirmed with more seeds (--confirm-top, which
-    measures accuracy) is ranked by the mean of its runs."""
+    measures accuracy) is ranked by the mean of its runs, and ahead of every trial that was not:
+    the finalists were the best by one run each, and the winner is chosen among them (a
+    finalist's mean below another trial's single run must not hand the win to a trial whose
+    model the search did not keep)."""
     done = trials[trials["status"] == TrialStatus.COMPLETE]
     score = done[objective] if objective in done else pd.Series(np.nan, index=done.index)
     loss = done["val_loss"]
-    if "confirm_mean" in done and objective == "val_accuracy":
+    unconfirmed = pd.Series(False, index=done.index)
+    if (
+        "confirm_mean" in done
+        and objective == "val_accuracy"
+        and done["confirm_mean"].notna().any()
+    ):
+        unconfirmed = done["confirm_mean"].isna()
         score = done["confirm_mean"].fillna(score)
         loss = done["confirm_val_loss"].fillna(loss)
     score = score.astype(float) * (-1 if maximised(objective) else 1)
-    keys = pd.DataFrame({"score": score, "loss": loss, "trial_id": done["trial_id"]})
-    order = keys.sort_values(["score", "loss", "trial_id"], kind="stable").index
+    keys = pd.DataFrame(
+        {"unconfirmed": unconfirmed, "score": score, "loss": loss, "trial_id": done["trial_id"]}
+    )
+    order = keys.sort_values(["unconfirmed", "score", "loss", "trial_id"], kind="stable").index
     return done.loc[order]
 
 

@@ -22,8 +22,9 @@ def runs_of(*rows: tuple[int, int, float, float], failed: tuple[int, int] | None
 
 
 def test_the_ranking_follows_the_mean_of_the_confirmed_runs():
-    """Trial 1 won the search by one lucky run; over three runs trial 2 is better, and an
-    unconfirmed trial keeps its single figure."""
+    """Trial 1 won the search by one lucky run; over three runs trial 2 is better. An
+    unconfirmed trial keeps its single figure but ranks after the finalists, even above one's
+    mean: the winner is chosen among the confirmed trials, whose models were kept."""
     runs = runs_of(
         (1, 0, 0.80, 0.40), (1, 1, 0.70, 0.50), (1, 2, 0.71, 0.50),
         (2, 0, 0.78, 0.45), (2, 1, 0.77, 0.46), (2, 2, 0.79, 0.44),
@@ -39,7 +40,9 @@ def test_the_ranking_follows_the_mean_of_the_confirmed_runs():
             "val_loss": [0.40, 0.45, 0.50],
         }
     ).merge(summary.reset_index(), on="trial_id", how="left")
-    assert list(rank_trials(trials)["trial_id"]) == [2, 3, 1]
+    assert list(rank_trials(trials)["trial_id"]) == [2, 1, 3]
+    alone = trials[trials["trial_id"] != 2]  # --confirm-top 1: trial 1's mean is below trial 3
+    assert list(rank_trials(alone)["trial_id"]) == [1, 3]
 
 
 def test_a_failed_run_is_left_out_of_the_mean():
