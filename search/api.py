@@ -101,7 +101,8 @@ def run(
     integer labels, `class_names[label]` naming each) with `class_names=[...]` among the
     options; they are written into the run as class folders, so the run's classes are in
     sorted order, as for any folder (run.json's class_names). Ctrl-C leaves a run that the
-    same call with `resume=True` and its `name` continues.
+    same call with `resume=True` and its `name` continues. `keras_backend` ("tensorflow",
+    "torch" or "jax") chooses the Keras backend, before Keras is first imported in the process.
     """
     from reports.html import write_report
     from search.console import quiet
