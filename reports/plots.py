@@ -270,8 +270,8 @@ def optimization_history(history: pd.DataFrame) -> str:
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 LOG_SPREAD = 20  # a cost axis spanning a wider ratio is drawn on a log scale
 COST_LABELS = {
-    "latency_ms": "TFLite latency (ms, 1 thread, batch 1)",
-    "tflite_kb": "float32 TFLite size (KB)",
+    "latency_ms": "latency (ms, 1 thread, batch 1)",  # the file the note names: TFLite or ONNX
+    "tflite_kb": "float32 file size (KB)",
     "n_params": "parameters",
 }
 

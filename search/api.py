@@ -68,9 +68,9 @@ class SearchResult:
         trial: int | None = None,
         quantize: str | None = None,
     ) -> Path:
-        """The best model (or kept trial `trial`'s) for inference in `fmt` (keras, savedmodel or
-        tflite, quantized with `quantize`: dynamic, float16 or int8), with its model card and
-        labels.json beside it, as `run_search.py export` writes them."""
+        """The best model (or kept trial `trial`'s) for inference in `fmt` (keras, savedmodel,
+        onnx or tflite, quantized with `quantize`: dynamic, float16 or int8), with its model card
+        and labels.json beside it, as `run_search.py export` writes them."""
         from reports.model_card import write_model_card
         from search.export import export_best
 

@@ -1,25 +1,30 @@
-"""What a trial's model costs where it ships: its float32 TFLite size and its latency.
+"""What a trial's model costs where it ships: its float32 file's size and its latency.
 
 `--measure-deploy` measures every complete trial at its kept weights: the inference model
 (`inference_model`, augmentation removed, which every export ships too) converted to TFLite,
 then run by the TFLite interpreter on this machine's CPU with one thread and batch 1, the median
 of LATENCY_RUNS timed runs after WARMUP_RUNS, with the interquartile range as its spread. The
-conversion and the interpreter are the Keras backend's runtime's (search.runtime). This module
+conversion and the interpreter are the Keras backend's runtime's (search.runtime). Where
+TensorFlow is not installed (a PyTorch or JAX search without it), TFLite is out of reach, so the
+ONNX file is measured instead, in onnxruntime with one thread and batch 1, the same way; a
+trial's `deploy_format` column says which file its figures are of (`deploy_format()`). This module
 sits below search.export and search.quantize, which both use its model and its timing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import keras
 import numpy as np
 
 from search import compat
 from search.errors import UsageError
+from search.onnx_model import onnx_bytes, onnx_session
 from search.runtime import get_runtime
 from search.schema import DEPLOY_COLUMNS
 
@@ -139,22 +144,34 @@ def architecture_signature(model: keras.Model) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def deploy_format() -> str:
+    """The file --measure-deploy measures: TFLite, which every backend converts to when
+    TensorFlow is installed (search.runtime), else ONNX."""
+    return "tflite" if importlib.util.find_spec("tensorflow") else "onnx"
+
+
 def measure_deploy(model: keras.Model, image_size: int, runs: int = LATENCY_RUNS) -> dict:
-    """DEPLOY_COLUMNS of `model`; a model TFLite cannot convert gets None, with the reason."""
+    """DEPLOY_COLUMNS of `model` as `deploy_format()`, which names it; a model that does not
+    convert gets None, with the reason."""
     start = time.perf_counter()
+    fmt = deploy_format()
+    inference = inference_model(model)
     try:
-        flat = get_runtime().tflite_bytes(inference_model(model))
+        flat = get_runtime().tflite_bytes(inference) if fmt == "tflite" else onnx_bytes(inference)
     except UsageError as error:
-        return dict.fromkeys(DEPLOY_COLUMNS) | {"deploy_error": str(error)}
-    return file_figures(flat, image_size, runs) | {
-        "deploy_s": round(time.perf_counter() - start, 2)
+        return dict.fromkeys(DEPLOY_COLUMNS) | {"deploy_format": fmt, "deploy_error": str(error)}
+    return file_figures(flat, image_size, runs, fmt=fmt) | {
+        "deploy_format": fmt,
+        "deploy_s": round(time.perf_counter() - start, 2),
     }
 
 
-def file_figures(flat: bytes, image_size: int, runs: int = LATENCY_RUNS) -> dict:
-    """A TFLite file's size in KB and its median latency with the interquartile range, as the
-    search and a quantized export both record them."""
-    low, median, high = np.percentile(latencies(flat, image_size, runs), [25, 50, 75])
+def file_figures(
+    flat: bytes, image_size: int, runs: int = LATENCY_RUNS, *, fmt: str = "tflite"
+) -> dict:
+    """A TFLite (or, `fmt` "onnx", ONNX) file's size in KB and its median latency with the
+    interquartile range, as the search and a quantized export both record them."""
+    low, median, high = np.percentile(latencies(flat, image_size, runs, fmt=fmt), [25, 50, 75])
     return {
         "tflite_kb": round(len(flat) / 1024, 1),
         "latency_ms": round(float(median), 3),
@@ -162,17 +179,28 @@ def file_figures(flat: bytes, image_size: int, runs: int = LATENCY_RUNS) -> dict
     }
 
 
-def latencies(flat: bytes, image_size: int, runs: int = LATENCY_RUNS) -> np.ndarray:
-    """Milliseconds per invocation of the TFLite model on one image, one thread."""
+def latencies(
+    flat: bytes, image_size: int, runs: int = LATENCY_RUNS, *, fmt: str = "tflite"
+) -> np.ndarray:
+    """Milliseconds per invocation of the TFLite (or ONNX) model on one image, one thread."""
+    image = np.random.default_rng(0).integers(0, 256, (1, image_size, image_size, 3))
+    if fmt == "onnx":
+        session = onnx_session(model_content=flat, num_threads=1)
+        feed = {session.get_inputs()[0].name: image.astype(np.float32)}
+        return _timed(lambda: session.run(None, feed), runs)
     interpreter = get_runtime().tflite_interpreter(model_content=flat, num_threads=1)
     source = interpreter.get_input_details()[0]
-    image = np.random.default_rng(0).integers(0, 256, (1, image_size, image_size, 3))
     interpreter.set_tensor(source["index"], image.astype(source["dtype"]))
+    return _timed(interpreter.invoke, runs)
+
+
+def _timed(invoke: Callable[[], object], runs: int) -> np.ndarray:
+    """Milliseconds of each of `runs` calls of `invoke`, after WARMUP_RUNS untimed ones."""
     for _ in range(WARMUP_RUNS):
-        interpreter.invoke()
+        invoke()
     timings = []
     for _ in range(runs):
         begin = time.perf_counter()
-        interpreter.invoke()
+        invoke()
         timings.append((time.perf_counter() - begin) * 1000)
     return np.array(timings)

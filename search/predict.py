@@ -1,7 +1,8 @@
 """Classify image files with a run's model or any export of it, as seed 004's last step does.
 
 The target is a run directory (its best_model.keras), a `.keras` file, a SavedModel folder (its
-`serve` endpoint) or a `.tflite` file. Class names and image size come from the labels.json that
+`serve` endpoint), a `.tflite` file or a `.onnx` file (run in onnxruntime on the CPU, on any
+Keras backend and without TensorFlow). Class names and image size come from the labels.json that
 `export` writes beside the model, or else from the run's run.json beside it or one folder up (an
 export in RUNDIR/export/). Images are decoded exactly as training decoded them
 (`search.data.decode_image`: EXIF rotation, RGB, bilinear resize to the model's size) and fed as
@@ -21,14 +22,16 @@ from PIL import Image
 
 from search.data import decode_image
 from search.errors import UsageError, first_line
+from search.onnx_model import input_size, onnx_session, run
 from search.runtime import get_runtime
 from search.store import RunStore
 
 LABELS_NAME = "labels.json"  # written beside an export by search.export: classes, image size
 TOP_CLASSES = 3  # classes named in a sentence when there are more than two
-BATCH = 32  # images per model call: a SavedModel or TFLite call takes its whole input at once
+BATCH = 32  # images per model call: a SavedModel, TFLite or ONNX call takes its whole input
 SAVED_MODEL_FILE = "saved_model.pb"
-TARGETS = "a run directory, a .keras or .tflite file, or a SavedModel folder"
+TARGETS = "a run directory, a .keras or .tflite file, an .onnx file, or a SavedModel folder"
+MODEL_FILES = (".keras", ".tflite", ".onnx")
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,15 @@ class Classifier:
 
 
 def load_classifier(model_path: Path | str) -> Classifier:
-    """A `.keras` file, a SavedModel folder or a `.tflite` file, ready to classify."""
+    """A `.keras` file, a SavedModel folder, a `.tflite` or a `.onnx` file, ready to classify."""
     path = Path(model_path)
     try:
         if path.is_dir():
             return _saved_model(path)
         if path.suffix == ".tflite":
             return _tflite(path)
+        if path.suffix == ".onnx":
+            return _onnx(path)
         return _keras(path)
     except (OSError, ValueError) as error:
         raise UsageError(f"{path}: cannot load the model ({first_line(error)})") from None
@@ -163,6 +168,11 @@ def _tflite(path: Path) -> Classifier:
     return Classifier(int(source["shape"][1]), run)
 
 
+def _onnx(path: Path) -> Classifier:
+    session = onnx_session(model_path=path)
+    return Classifier(input_size(session), lambda images: run(session, images))
+
+
 def _locate(target: Path) -> tuple[Path, dict]:
     """The model and its labels: labels.json or run.json contents (empty when there is none)."""
     if target.is_dir() and not (target / SAVED_MODEL_FILE).exists():
@@ -172,7 +182,7 @@ def _locate(target: Path) -> tuple[Path, dict]:
         if not store.best_model_path.exists():
             raise UsageError(f"{target} has no best_model.keras: no trial of it has completed")
         return store.best_model_path, _read_json(target / "run.json")
-    if not target.is_dir() and (target.suffix not in (".keras", ".tflite") or not target.is_file()):
+    if not target.is_dir() and (target.suffix not in MODEL_FILES or not target.is_file()):
         raise UsageError(f"{target}: pass {TARGETS}")
     if (target.parent / LABELS_NAME).exists():
         return target, _read_json(target.parent / LABELS_NAME)

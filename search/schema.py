@@ -95,7 +95,8 @@ EPOCH_COLUMNS = [
 # trials.csv columns renamed since runs were first stored: older runs read under the new names.
 RENAMED_COLUMNS = {"train_accuracy": "train_accuracy_fit", "gap": "gap_fit"}
 # --measure-deploy (search/deploy.py): the float32 TFLite file's size, its median latency and
-# interquartile range on this CPU (one thread, batch 1), and the seconds the measuring took.
+# interquartile range on this CPU (one thread, batch 1), and the seconds the measuring took; the
+# ONNX file's in onnxruntime where TensorFlow is not installed (the deploy_format column).
 DEPLOY_COLUMNS = ("tflite_kb", "latency_ms", "latency_iqr_ms", "deploy_s")
 # The deployment limits (--max-latency-ms, --max-size-kb, --max-params), by the column each bounds.
 LIMITS = {"max_latency_ms": "latency_ms", "max_size_kb": "tflite_kb", "max_params": "n_params"}

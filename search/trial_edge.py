@@ -48,7 +48,8 @@ class TrialResult:
     latency_ms: float | None = None
     latency_iqr_ms: float | None = None
     deploy_s: float | None = None
-    deploy_error: str | None = None  # why TFLite could not convert the model
+    deploy_format: str | None = None  # the file measured: "tflite", or "onnx" without TensorFlow
+    deploy_error: str | None = None  # why the model could not be converted to it
     deploy_same_as: int | None = None  # the trial of the same inference graph measured first
 
     def row(self) -> dict:

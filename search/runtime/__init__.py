@@ -4,8 +4,10 @@ the same way on every backend goes through a `Runtime`.
 A `Runtime` feeds the run's arrays to `fit` (`training_dataset`, `evaluation_dataset`,
 `subset_dataset`), sets up devices (`start`, `configure_devices`, `gpu_compute_capabilities`)
 and tells a failed device allocation from other errors (`is_out_of_memory`), converts a model to
-TFLite and runs the file (`tflite_bytes`, `tflite_interpreter`), loads a SavedModel export
-(`load_saved_model`) and writes TensorBoard logs with HParams (`tensorboard_callbacks`).
+TFLite and runs the file (`tflite_bytes`, `tflite_interpreter`), writes and loads a SavedModel
+export (`export_saved_model`, `load_saved_model`), converts a model to ONNX (`onnx_bytes`; the
+file runs in onnxruntime, search.onnx_model) and writes TensorBoard logs with HParams
+(`tensorboard_callbacks`).
 `get_runtime()` returns the one for the active Keras backend (`keras.backend.backend()`, which
 `KERAS_BACKEND` and ~/.keras/keras.json choose): `tensorflow.py`, `torch.py` and `jax.py`, one
 module per backend (PyTorch's and JAX's share `portable.py`: a PyDataset pipeline, and the
@@ -116,8 +118,16 @@ class Runtime(Protocol):
     ) -> Interpreter:
         """A TFLite interpreter over a file or its bytes, its tensors allocated, quietly."""
 
+    def export_saved_model(self, model: keras.Model, path: Path) -> None:
+        """Write `model` as a TF SavedModel folder at `path`, its `serve` endpoint taking float32
+        batches; a UsageError in one line when the backend cannot."""
+
     def load_saved_model(self, path: Path) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
         """A SavedModel export's image size and its `serve` endpoint as batch -> outputs."""
+
+    def onnx_bytes(self, model: keras.Model) -> bytes:
+        """`model` as an ONNX file through Keras's `model.export(format="onnx")`, its batch
+        dimension dynamic; a UsageError in one line when the model or the backend cannot."""
 
     def tensorboard_callbacks(
         self, hp: kt.HyperParameters, log_dir: Path, trial_id: int

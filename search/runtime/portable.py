@@ -1,14 +1,17 @@
 """What the runtimes of PyTorch and JAX share: the input pipeline (search.runtime.batches),
-and the TensorFlow-only formats (TFLite, SavedModel, TensorBoard logs) through TensorFlow when
-it is installed beside them, refused in one line saying what to install when it is not.
+and the formats their backend cannot write itself, converted by a child process on the backend
+that can (search.runtime.convert) when its library is installed, refused in one line saying
+what to install when it is not.
 
-TFLite conversion traces the model in TensorFlow, which a PyTorch or JAX model cannot be: the
-model is saved as .keras and converted by a child process on the TensorFlow backend
-(search.runtime.convert), the way a user would convert it by hand.
+TFLite and SavedModel trace the model in TensorFlow, which a PyTorch or JAX model cannot be
+(Keras's SavedModel export on PyTorch fails at torch.export); ONNX is written on PyTorch. The
+model is saved as .keras and converted in the child, the way a user would convert it by hand;
+running a TFLite file or loading a SavedModel needs TensorFlow in this process.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -27,6 +30,16 @@ if TYPE_CHECKING:
     import keras_tuner as kt
 
 NEEDS_TENSORFLOW = "pip install tensorflow (or use KERAS_BACKEND=tensorflow)"
+# The library of each backend a child process converts on (convert.BACKENDS), as an error
+# names it, and what installs it.
+LIBRARIES = {"tensorflow": "TensorFlow", "torch": "PyTorch"}
+INSTALL = {"tensorflow": NEEDS_TENSORFLOW, "torch": 'pip install -e ".[torch]"'}
+# What each format is called in an error.
+FEATURES = {
+    "tflite": "a TFLite export",
+    "savedmodel": "a SavedModel export",
+    "onnx": "an ONNX export",
+}
 
 
 def tensorflow_runtime(feature: str):
@@ -77,21 +90,19 @@ class PortableRuntime:
         quantize: str | None = None,
         calibration: np.ndarray | None = None,
     ) -> bytes:
-        tensorflow_runtime("a TFLite export")
         with tempfile.TemporaryDirectory() as scratch:
-            folder = Path(scratch)
-            model.save(folder / "model.keras")
-            command = [sys.executable, "-m", "search.runtime.convert", str(folder)]
-            if quantize:
-                command += ["--quantize", quantize]
-            if calibration is not None:
-                np.save(folder / "calibration.npy", calibration)
-            env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-            done = subprocess.run(command, env=env, capture_output=True, text=True)
-            if done.returncode:
-                lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
-                raise UsageError(lines[-1].removeprefix("error: "))
-            return (folder / "model.tflite").read_bytes()
+            output = Path(scratch) / "model.tflite"
+            convert_in_child(model, "tflite", output, quantize=quantize, calibration=calibration)
+            return output.read_bytes()
+
+    def export_saved_model(self, model: keras.Model, path: Path) -> None:
+        convert_in_child(model, "savedmodel", path)
+
+    def onnx_bytes(self, model: keras.Model) -> bytes:
+        with tempfile.TemporaryDirectory() as scratch:
+            output = Path(scratch) / "model.onnx"
+            convert_in_child(model, "onnx", output)
+            return output.read_bytes()
 
     def tflite_interpreter(
         self,
@@ -117,3 +128,41 @@ class PortableRuntime:
         # Keras's TensorBoard callback writes through tf.summary on every backend.
         runtime = tensorflow_runtime("--tensorboard").TensorFlowRuntime()
         return runtime.tensorboard_callbacks(hp, log_dir, trial_id)
+
+
+def convert_in_child(
+    model: keras.Model,
+    fmt: str,
+    output: Path,
+    *,
+    quantize: str | None = None,
+    calibration: np.ndarray | None = None,
+) -> None:
+    """Write `model` as `fmt` (convert.BACKENDS) to `output` from a child process on the
+    backend that writes it; a UsageError in one line when its library is not installed or the
+    conversion fails."""
+    from search.runtime.convert import BACKENDS
+
+    backend = BACKENDS[fmt]
+    # Looked up, not imported: importing TensorFlow here would cost seconds and memory.
+    if importlib.util.find_spec(backend) is None:
+        raise UsageError(
+            f"{FEATURES[fmt]} needs {LIBRARIES[backend]}, which is not installed: "
+            f"{INSTALL[backend]}"
+        )
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        model.save(folder / "model.keras")
+        command = [sys.executable, "-m", "search.runtime.convert", str(folder)]
+        command += ["--format", fmt, "--output", str(Path(output).resolve())]
+        if quantize:
+            command += ["--quantize", quantize]
+        if calibration is not None:
+            np.save(folder / "calibration.npy", calibration)
+        # The child imports this package from where this process did, from any folder.
+        path = [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise UsageError(lines[-1].removeprefix("error: "))

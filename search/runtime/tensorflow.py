@@ -1,11 +1,13 @@
 """The TensorFlow runtime: tf.data pipelines, TensorFlow's device set-up and error classes, the
-TFLite converter and interpreter, SavedModel loading and TensorBoard's HParams plugin.
+TFLite converter and interpreter, SavedModel export and loading, ONNX through Keras's export
+(tf2onnx) and TensorBoard's HParams plugin.
 
 This is the one module of search/ that imports TensorFlow (search.runtime says why).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tempfile
@@ -20,6 +22,7 @@ import tensorflow as tf
 
 from search import compat
 from search.errors import UsageError, first_line
+from search.runtime.onnx_export import keras_onnx_bytes
 from search.runtime.quiet import quiet_stderr
 
 if TYPE_CHECKING:
@@ -146,6 +149,18 @@ class TensorFlowRuntime:
         with quiet_stderr():
             interpreter.allocate_tensors()
         return interpreter
+
+    def export_saved_model(self, model: keras.Model, path: Path) -> None:
+        model.export(str(path), format="tf_saved_model", verbose=False)
+
+    def onnx_bytes(self, model: keras.Model) -> bytes:
+        if importlib.util.find_spec("tf2onnx") is None:
+            raise UsageError(
+                "an ONNX export on the TensorFlow backend needs tf2onnx, which is not "
+                'installed: pip install -e "." (or use KERAS_BACKEND=torch)'
+            )
+        with quiet_stderr():  # tf2onnx's graph rewriting logs through TensorFlow's C++ code
+            return keras_onnx_bytes(model)
 
     def load_saved_model(self, path: Path) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
         loaded = tf.saved_model.load(str(path))

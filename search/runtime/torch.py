@@ -1,14 +1,20 @@
 """The PyTorch runtime: CUDA devices through torch.cuda and its caching allocator, PyTorch's
-out-of-memory error, and the portable input pipeline (search.runtime.portable)."""
+out-of-memory error, ONNX through Keras's own export (torch.onnx) in this process, and the
+portable input pipeline (search.runtime.portable)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
+from search.runtime.onnx_export import keras_onnx_bytes
 from search.runtime.portable import PortableRuntime
+
+if TYPE_CHECKING:
+    import keras
 
 MIB = 1 << 20
 
@@ -50,3 +56,6 @@ class TorchRuntime(PortableRuntime):
 
     def is_out_of_memory(self, error: BaseException) -> bool:
         return isinstance(error, torch.OutOfMemoryError) or "CUDA out of memory" in str(error)
+
+    def onnx_bytes(self, model: keras.Model) -> bytes:
+        return keras_onnx_bytes(model)
