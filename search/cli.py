@@ -20,7 +20,7 @@ from search.workers import RUN_SEARCH
 from spaces import SPACES
 from spaces.user import is_user_space
 
-EXPORT_FORMATS = ("keras", "savedmodel", "tflite")
+EXPORT_FORMATS = ("keras", "savedmodel", "tflite", "onnx")  # search.export.FORMATS
 DEFAULT_MEMORY_GROWTH_MB = 256
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 
@@ -240,9 +240,10 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
     add(
         "--measure-deploy",
         action="store_true",
-        help="convert every complete trial's model to float32 TFLite and record its size "
-        "(tflite_kb) and its median latency on this CPU, one thread, batch 1, over 30 runs "
-        "(latency_ms, latency_iqr_ms) in trials.csv",
+        help="convert every complete trial's model to float32 TFLite (ONNX in onnxruntime "
+        "where TensorFlow is not installed: deploy_format) and record its size (tflite_kb) and "
+        "its median latency on this CPU, one thread, batch 1, over 30 runs (latency_ms, "
+        "latency_iqr_ms) in trials.csv",
     )
     deploy = parser.add_argument_group(
         "deployment limits: a trial over one is recorded as infeasible and never ranked; "
@@ -543,7 +544,7 @@ def export_parser() -> OneLineParser:
         "--output",
         type=Path,
         help="the model file (the folder, for savedmodel); default: RUNDIR/export/"
-        "{model.keras,saved_model,model.tflite}",
+        "{model.keras,saved_model,model.tflite,model.onnx}",
     )
     parser.add_argument(
         "--trial",
@@ -602,7 +603,8 @@ def predict_parser() -> OneLineParser:
     parser.add_argument(
         "target",
         type=Path,
-        help="a run directory, a .keras or .tflite file, or a SavedModel folder (saved_model.pb)",
+        help="a run directory, a .keras, .tflite or .onnx file, or a SavedModel folder "
+        "(saved_model.pb)",
     )
     parser.add_argument("images", type=Path, nargs="+")
     parser.add_argument(*KERAS_BACKEND_OPTION, **KERAS_BACKEND_HELP)
@@ -611,11 +613,13 @@ def predict_parser() -> OneLineParser:
 
 def run_predict(argv: list[str]) -> int:
     args = predict_parser().parse_args(argv)
-    from search.console import start_keras_backend
-    from search.keras_backend import choose_backend
+    # An ONNX file runs in onnxruntime: no Keras backend, so none need be installed.
+    if args.keras_backend or args.target.suffix != ".onnx":
+        from search.console import start_keras_backend
+        from search.keras_backend import choose_backend
 
-    choose_backend(args.keras_backend)
-    start_keras_backend()
+        choose_backend(args.keras_backend)
+        start_keras_backend()
     from search.predict import describe, predict_target
 
     for prediction in predict_target(args.target, args.images):

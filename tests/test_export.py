@@ -17,13 +17,19 @@ from reports.model_card import write_model_card
 from search.deploy import TRAINING_ONLY
 from search.errors import UsageError
 from search.export import FORMATS, LABELS_NAME, export_best, inference_model
+from search.onnx_model import onnx_session, run
 from search.predict import describe, predict_target
 from search.steps import SearchConfig, run_search
 from search.store import RunStore
 
 # Every augmentation layer the spaces have, so the best model certainly carries them all.
 AUGMENTATION = ("flip=horizontal", "rotation=0.1", "zoom=0.1", "translation=0.1", "contrast=0.1")
-TOLERANCE = {"keras": 1e-6, "savedmodel": 1e-6, "tflite": 1e-5}  # TFLite has its own kernels
+TOLERANCE = {
+    "keras": 1e-6,
+    "savedmodel": 1e-6,
+    "tflite": 1e-5,
+    "onnx": 1e-5,
+}  # TFLite has its own kernels
 # What the layers that take no default strength are built with to be checked.
 STRENGTHS = {
     "RandomBrightness": {"factor": 0.3},
@@ -73,7 +79,7 @@ def exports(augmented_run, cli_tflite) -> dict[str, Path]:
     """The augmented run in every format, each exported through the CLI: .keras and SavedModel
     in their default place, RUNDIR/export/, and the TFLite file written elsewhere."""
     paths = {}
-    for fmt in ("keras", "savedmodel"):
+    for fmt in ("keras", "savedmodel", "onnx"):
         result = run_cli("export", str(augmented_run.run_dir), "--format", fmt)
         assert result.returncode == 0, error_lines(result)
         paths[fmt] = Path(result.stdout.strip().splitlines()[-1])
@@ -101,6 +107,8 @@ def exported_predictions(path: Path, fmt: str, images: np.ndarray) -> np.ndarray
     if fmt == "savedmodel":
         loaded = tf.saved_model.load(str(path))  # keep a reference: serve() uses its variables
         return loaded.serve(tf.constant(images)).numpy()
+    if fmt == "onnx":
+        return run(onnx_session(model_path=path), images)
     return tflite_predictions(path, images)
 
 
