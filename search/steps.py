@@ -155,6 +155,12 @@ def _check_same_run(stored: dict, wanted: dict, run_dir: Path) -> None:
         )
 
 
+def _deploy_format() -> str:
+    from search.deploy import deploy_format
+
+    return deploy_format()
+
+
 def check_same_keras_backend(store: RunStore, keras_backend: str) -> None:
     """A run resumes on the Keras backend it started on: its checkpoints and its trials'
     figures are that backend's (a run from before the choice existed ran on TensorFlow)."""
@@ -163,6 +169,20 @@ def check_same_keras_backend(store: RunStore, keras_backend: str) -> None:
         raise UsageError(
             f"{store.run_dir} was trained on the {stored} backend of Keras, not {keras_backend}: "
             f"resume it with --keras-backend {stored}, or pick another --name"
+        )
+
+
+def _check_same_deploy_format(stored: dict, info: dict, run_dir: Path) -> None:
+    """Trials timed as TFLite and as ONNX do not rank together: a run measured one way
+    resumes only where the same file can be measured (TensorFlow installed or not)."""
+    before, now = stored.get("deploy_format"), info.get("deploy_format")
+    if before and now and before != now:
+        missing = (
+            "TensorFlow is not installed here" if now == "onnx" else "TensorFlow is installed here"
+        )
+        raise UsageError(
+            f"{run_dir} measured its trials as {before} and would now measure {now} "
+            f"({missing}): resume it where it started, or pick another --name"
         )
 
 
@@ -192,6 +212,8 @@ def describe_run(
         # The backbone's variant (MobileNetV2's "alpha"), as run.json has always recorded it.
         **ctx.backbone.options,
         "keras_backend": keras_backend,
+        # Which file --measure-deploy times (TFLite, or ONNX without TensorFlow): one per run.
+        "deploy_format": _deploy_format() if config.measures_deploy() else None,
         "keras_backend_version": library_version(keras_backend),
         "versions": _versions(),
         "devices": devices,
@@ -393,6 +415,7 @@ def _load(
     if store.exists():
         _check_same_run(store.read_run_info(), info, store.run_dir)
         _check_same_space(store.read_run_info(), info, config)
+        _check_same_deploy_format(store.read_run_info(), info, store.run_dir)
         info["started_at"] = store.read_run_info()["started_at"]
     return PreparedRun(
         config=config,

@@ -194,3 +194,16 @@ def test_measure_deploy_without_tensorflow_measures_the_onnx_file(tiny_folder, t
     assert announced in result.stdout + result.stderr, "the trial's line shows its figures"
     report = (tmp_path / "deploy" / "report.html").read_text()
     assert "the float32 ONNX file's size and its median latency with onnxruntime" in report
+    # Resumed where TensorFlow is installed, it would time TFLite files: refused, one line.
+    before = (tmp_path / "deploy" / "run.json").read_bytes()
+    resumed = run_cli(
+        *("--resume", "--name", "deploy", "--runs-dir", str(tmp_path), "--max-trials", "2"),
+        env=cli_env() | {"KERAS_BACKEND": "torch"},
+    )
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
+    assert error_lines(resumed) == [
+        f"run_search.py: error: {tmp_path / 'deploy'} measured its trials as onnx and would now "
+        "measure tflite (TensorFlow is installed here): resume it where it started, or pick "
+        "another --name"
+    ]
+    assert (tmp_path / "deploy" / "run.json").read_bytes() == before
