@@ -453,6 +453,7 @@ ELSEWHERE = {
     "--quantize=int8": "test_quantize.py::quantized",
     "--startup-trials": "test_startup_trials.py::test_tpe_models_the_results",
     "--keras-backend": "test_keras_backends.py::test_a_jax_search",
+    "--format=onnx": "test_backend_export.py::test_onnx_export_on_jax_goes_through",
 }
 
 
