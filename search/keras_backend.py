@@ -32,11 +32,17 @@ INSTALL = {
 DEFAULT = "tensorflow"  # Keras's own default
 
 
+def _imported_backend() -> str | None:
+    """The backend of the Keras this process imported already; None before Keras is imported."""
+    keras = sys.modules.get("keras")
+    return keras.backend.backend() if keras is not None and hasattr(keras, "backend") else None
+
+
 def configured_backend() -> str:
     """The backend Keras uses in this process, or would use when imported now."""
-    keras = sys.modules.get("keras")
-    if keras is not None and hasattr(keras, "backend"):
-        return keras.backend.backend()
+    imported = _imported_backend()
+    if imported is not None:
+        return imported
     if os.environ.get("KERAS_BACKEND"):
         return os.environ["KERAS_BACKEND"]
     config = keras_home() / "keras.json"
@@ -60,15 +66,13 @@ def choose_backend(name: str | None, *, gpu_memory_mb: int | None = None) -> str
             f"the {chosen} backend of Keras needs {LIBRARIES[chosen]}, which is not installed: "
             f"{INSTALL[chosen]}"
         )
-    imported = sys.modules.get("keras")
-    if imported is not None and hasattr(imported, "backend"):
-        active = imported.backend.backend()
-        if active != chosen:
-            raise UsageError(
-                f"Keras was already imported with the {active} backend, and cannot switch to "
-                f"{chosen} in this process: set KERAS_BACKEND={chosen} before importing Keras "
-                f"(in a notebook, restart the kernel)"
-            )
+    active = _imported_backend()
+    if active is not None and active != chosen:
+        raise UsageError(
+            f"Keras was already imported with the {active} backend, and cannot switch to "
+            f"{chosen} in this process: set KERAS_BACKEND={chosen} before importing Keras "
+            f"(in a notebook, restart the kernel)"
+        )
     os.environ["KERAS_BACKEND"] = chosen
     if chosen == "jax":
         for variable, value in jax_memory_environment(gpu_memory_mb).items():

@@ -413,10 +413,11 @@ def _load(
     if is_user_space(config.space):
         info["space_source"] = source_digest(config.space)
     if store.exists():
-        _check_same_run(store.read_run_info(), info, store.run_dir)
-        _check_same_space(store.read_run_info(), info, config)
-        _check_same_deploy_format(store.read_run_info(), info, store.run_dir)
-        info["started_at"] = store.read_run_info()["started_at"]
+        stored = store.read_run_info()
+        _check_same_run(stored, info, store.run_dir)
+        _check_same_space(stored, info, config)
+        _check_same_deploy_format(stored, info, store.run_dir)
+        info["started_at"] = stored["started_at"]
     return PreparedRun(
         config=config,
         backend=inputs.backend,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from search import keras_backend
 from search.errors import UsageError
 from search.runtime.batches import ArrayBatches
 
@@ -33,7 +34,7 @@ NEEDS_TENSORFLOW = "pip install tensorflow (or use KERAS_BACKEND=tensorflow)"
 # The library of each backend a child process converts on (convert.BACKENDS), as an error
 # names it, and what installs it.
 LIBRARIES = {"tensorflow": "TensorFlow", "torch": "PyTorch"}
-INSTALL = {"tensorflow": NEEDS_TENSORFLOW, "torch": 'pip install -e ".[torch]"'}
+INSTALL = {"tensorflow": NEEDS_TENSORFLOW, "torch": keras_backend.INSTALL["torch"]}
 # What each format is called in an error.
 FEATURES = {
     "tflite": "a TFLite export",
@@ -56,10 +57,6 @@ def tensorflow_runtime(feature: str):
 
 class PortableRuntime:
     """search.runtime.Runtime's parts that do not depend on the backend's library."""
-
-    name = ""
-    runs_steps_per_execution = True
-    compiler = ""
 
     def training_dataset(
         self,
@@ -90,19 +87,13 @@ class PortableRuntime:
         quantize: str | None = None,
         calibration: np.ndarray | None = None,
     ) -> bytes:
-        with tempfile.TemporaryDirectory() as scratch:
-            output = Path(scratch) / "model.tflite"
-            convert_in_child(model, "tflite", output, quantize=quantize, calibration=calibration)
-            return output.read_bytes()
+        return _bytes_from_child(model, "tflite", quantize=quantize, calibration=calibration)
 
     def export_saved_model(self, model: keras.Model, path: Path) -> None:
         convert_in_child(model, "savedmodel", path)
 
     def onnx_bytes(self, model: keras.Model) -> bytes:
-        with tempfile.TemporaryDirectory() as scratch:
-            output = Path(scratch) / "model.onnx"
-            convert_in_child(model, "onnx", output)
-            return output.read_bytes()
+        return _bytes_from_child(model, "onnx")
 
     def tflite_interpreter(
         self,
@@ -128,6 +119,14 @@ class PortableRuntime:
         # Keras's TensorBoard callback writes through tf.summary on every backend.
         runtime = tensorflow_runtime("--tensorboard").TensorFlowRuntime()
         return runtime.tensorboard_callbacks(hp, log_dir, trial_id)
+
+
+def _bytes_from_child(model: keras.Model, fmt: str, **options) -> bytes:
+    """The file convert_in_child writes for `fmt`, as bytes."""
+    with tempfile.TemporaryDirectory() as scratch:
+        output = Path(scratch) / f"model.{fmt}"
+        convert_in_child(model, fmt, output, **options)
+        return output.read_bytes()
 
 
 def convert_in_child(
