@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -534,16 +533,11 @@ def synthetic_run(run_dir: Path, n_trials: int = 200, n_epochs: int = 50) -> Pat
     return run_dir
 
 
-def test_200_trials_of_50_epochs_render_in_under_10_seconds(tmp_path):
+def test_200_trials_of_50_epochs_render_every_trial(tmp_path):
+    """The large store renders whole: every trial's details, the top trials' curves, and a
+    leaderboard row per complete trial. Its render time is bench/report_render.py's figure."""
     run = synthetic_run(tmp_path / "big")
-    write_report(synthetic_run(tmp_path / "warm-up", n_trials=3, n_epochs=4))  # imports, fonts
-    # CPU time, so other work on the machine (a search running beside the tests) does not make
-    # this flaky; on an idle machine the wall time is the same.
-    started, cpu_started = time.perf_counter(), time.process_time()
     html = write_report(run).read_text()
-    cpu = time.process_time() - cpu_started
-    print(f"200 trials x 50 epochs: {cpu:.2f}s CPU, {time.perf_counter() - started:.2f}s wall")
-    assert cpu < 10
     assert html.count('id="curve-') == TOP_TRIALS
     assert html.count('<details id="trial-') == 200
     assert (
