@@ -14,7 +14,14 @@ from pathlib import Path
 
 from search.backends import ALGORITHMS, BACKENDS, PRUNERS, SAMPLERS
 from search.config import SearchConfig, config_defaults
-from search.errors import Restart, SearchStopped, UsageError
+from search.errors import (
+    WRITE_FAULT_STATUS,
+    Restart,
+    SearchStopped,
+    UsageError,
+    find_write_fault,
+    write_fault_message,
+)
 from search.schema import ALL_OBJECTIVES, OBJECTIVES
 from search.workers import RUN_SEARCH
 from spaces import SPACES
@@ -686,3 +693,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"run_search.py: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        fault = find_write_fault(error)
+        if fault is None:
+            raise
+        advice = "free space or make it writable, then run the same command again"
+        print(f"run_search.py: error: {write_fault_message(fault, advice)}", file=sys.stderr)
+        return WRITE_FAULT_STATUS
