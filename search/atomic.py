@@ -28,8 +28,14 @@ def temporary_path(path: Path, *, per_process: bool = False) -> Path:
 def atomic_write(path: Path, write: Callable[[Path], object], *, per_process: bool = False) -> None:
     """Call `write(temporary path)`, then rename the result to `path`."""
     tmp = temporary_path(path, per_process=per_process)
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)  # a half-written file would hold space a full disk needs
+        if isinstance(error, OSError) and error.filename == str(tmp):
+            error.filename = str(path)  # the message names the file the user knows
+        raise
 
 
 def atomic_folder(path: Path, write: Callable[[Path], object], *, replace: bool = False) -> None:
@@ -40,7 +46,11 @@ def atomic_folder(path: Path, write: Callable[[Path], object], *, replace: bool 
     tmp = temporary_path(path, per_process=True)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # as in atomic_write: give the space back
+        raise
     if replace:
         shutil.rmtree(path, ignore_errors=True)
     try:

@@ -10,11 +10,16 @@ Checked with Keras 3.15.0, Keras Tuner 1.4.8 and Optuna 5.0.0.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import keras
 import keras_tuner as kt
+from keras_tuner.src import utils as kt_utils
 from keras_tuner.src.engine import tuner_utils
+
+from search.atomic import atomic_write
 
 if TYPE_CHECKING:  # Optuna is imported only by runs that use it
     import optuna
@@ -58,6 +63,25 @@ class RegisteringHyperParameters(kt.HyperParameters):
     ) -> object:
         self.on_register(hyperparameter)
         return super()._register(hyperparameter, overwrite)
+
+
+def _atomic_save_json(path: str, obj: object) -> str:
+    text = json.dumps(obj)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return text
+
+
+def atomic_keras_tuner_files() -> None:
+    """Make Keras Tuner write its state files (kt/oracle.json, tuner0.json, each
+    trial_*/trial.json) whole or not at all, as the run store writes its own.
+
+    Relies on `keras_tuner.src.utils.save_json`, the one function through which `Stateful.save`
+    (tuner, oracle, trial) writes: Keras Tuner writes in place, so a full disk left an empty
+    trial.json on which the resumed run's `Oracle.reload` failed, and no public hook says how
+    it writes. Our runs keep kt/ on a local path, which Python's open serves as TensorFlow's
+    file system would.
+    """
+    kt_utils.save_json = _atomic_save_json
 
 
 def too_many_failures(error: BaseException) -> bool:

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from search.atomic import atomic_folder
-from search.errors import UsageError, first_line
+from search.errors import UsageError, WriteFault, first_line
 from search.labels import labelled_files
 
 DEFAULT_DATASET = "cats_and_dogs_filtered"
@@ -305,6 +305,29 @@ def _decode_into(x: np.ndarray, paths: list[Path], size: int, *, workers: int) -
     return outcomes
 
 
+def _reserve(path: Path) -> None:
+    """Give the sparse file behind a memory map its blocks now: a full disk is then an ENOSPC
+    error here, where writing into the map would have killed the process with SIGBUS."""
+    with open(path, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, str(path)) from None
+
+
+def _require_space(cache_dir: Path, files: dict[str, list], size: int) -> None:
+    """Refuse before decoding when the cache's folder lacks room for the decoded images."""
+    need = sum(len(files[name]) for name in SPLITS) * size * size * 3
+    existing = next(p for p in (cache_dir, *cache_dir.parents) if p.exists())
+    stat = os.statvfs(existing)
+    free = stat.f_bavail * stat.f_frsize
+    if free < need:
+        raise WriteFault(
+            f"{existing} has {free / 1e6:.1f} MB free, and the images decoded at {size} px "
+            f"need {need / 1e6:.1f} MB: free space there or pass --cache-dir on a larger disk"
+        )
+
+
 def _decode_splits(files: dict[str, list], size: int, workers: int, *, folder: Path | None):
     """Decode every split, into memory or, with `folder`, into .npy files there (memory-mapped).
     Returns the splits, the skipped files, and each split's number of usable images."""
@@ -316,6 +339,7 @@ def _decode_splits(files: dict[str, list], size: int, workers: int, *, folder: P
             x = np.empty(shape, np.uint8)
         else:
             x = np.lib.format.open_memmap(folder / f"{name}_x.npy", "w+", np.uint8, shape)
+            _reserve(folder / f"{name}_x.npy")
         outcomes = _decode_into(x, paths, size, workers=workers)
         good = [f for f, o in zip(files[name], outcomes, strict=True) if not isinstance(o, str)]
         skipped += [
@@ -408,6 +432,7 @@ def load_image_data(
         cached = _load_cache(folder)
         if cached is None:
             shutil.rmtree(folder, ignore_errors=True)  # damaged: decode again
+            _require_space(cache_dir, files, image_size)
             cached = _decode_cached(files, image_size, workers, folder=folder)
         splits, skipped = cached
     _require_images(class_names, splits)

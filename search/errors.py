@@ -2,6 +2,8 @@
 (bad input) or WRITE_FAULT_STATUS (a write the machine refused)."""
 
 import errno
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 def first_line(error: BaseException) -> str:
@@ -69,3 +71,19 @@ def write_fault_message(fault: BaseException, advice: str) -> str:
     if isinstance(fault, OSError) and fault.errno in WRITE_ERRNOS:
         return f"cannot write {fault.filename or 'a file'}: {fault.strerror}; {advice}"
     return f"a write failed: {first_line(fault)}; {advice}"
+
+
+@contextmanager
+def write_faults_say(advice: str | Callable[[], str]) -> Iterator[None]:
+    """Turn a write fault in the block into a WriteFault of one line that ends in `advice` (or
+    what it returns, asked once the fault is known)."""
+    try:
+        yield
+    except WriteFault:
+        raise
+    except Exception as error:
+        fault = find_write_fault(error)
+        if fault is None:
+            raise
+        said = advice if isinstance(advice, str) else advice()
+        raise WriteFault(write_fault_message(fault, said)) from error

@@ -25,7 +25,7 @@ from pathlib import Path
 import keras
 
 from search.deploy import inference_model
-from search.errors import UsageError
+from search.errors import UsageError, write_faults_say
 from search.onnx_model import onnx_bytes
 from search.predict import LABELS_NAME
 from search.quantize import QUANTIZE, quantize_and_measure
@@ -71,20 +71,21 @@ def export_best(
         figures = {"trial_id": trial_id, **figures}
     # The model's own size: a run that searches the image size has one per trial.
     size = int(model.input_shape[1])
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "keras":
-        model.save(output)
-    elif fmt == "savedmodel":
-        get_runtime().export_saved_model(model, output)
-    else:
-        output.write_bytes(flat)
-    if document is not None:
-        document(
-            store.run_dir, output.parent, trial_id=trial_id, image_size=size, quantized=figures
-        )
-    labels = {"class_names": store.read_run_info()["class_names"], "image_size": size}
-    (output.parent / LABELS_NAME).write_text(json.dumps(labels, indent=2), encoding="utf-8")
-    _write_figures(output.parent / QUANTIZED_NAME, figures)
+    with write_faults_say("pass --output in a writable folder with room for the model"):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "keras":
+            model.save(output)
+        elif fmt == "savedmodel":
+            get_runtime().export_saved_model(model, output)
+        else:
+            output.write_bytes(flat)
+        if document is not None:
+            document(
+                store.run_dir, output.parent, trial_id=trial_id, image_size=size, quantized=figures
+            )
+        labels = {"class_names": store.read_run_info()["class_names"], "image_size": size}
+        (output.parent / LABELS_NAME).write_text(json.dumps(labels, indent=2), encoding="utf-8")
+        _write_figures(output.parent / QUANTIZED_NAME, figures)
     return output
 
 

@@ -29,7 +29,7 @@ from search.backends import Backend, get_backend
 from search.config import SearchConfig, config_defaults
 from search.console import log, start_keras_backend
 from search.data import ImageData, ImagesBySize, load_image_data, resolve_data_dir
-from search.errors import SearchStopped, UsageError, first_line
+from search.errors import SearchStopped, UsageError, first_line, write_faults_say
 from search.keras_backend import (
     check_backend_options,
     choose_backend,
@@ -60,6 +60,8 @@ RESUME_KEYS = (
     "image_sizes",
     "split_seed",
     "weights",
+    "backbone_weights",
+    "backbones",
     "fix",
 )
 REPORT_EVERY_S = 60.0
@@ -97,8 +99,9 @@ class PreparedRun:
 
 def run_search(config: SearchConfig, report: Report | None = None) -> RunStore:
     """Search as `config` says, writing the run directory; `report` renders it as trials finish
-    and at the end. Raises SearchStopped when the search stopped early (its run is kept)."""
-    with prepare(config, report) as run:
+    and at the end. Raises SearchStopped when the search stopped early (its run is kept), and
+    WriteFault, saying how to resume, when the machine refused a write."""
+    with write_faults_say(partial(_after_a_write_fault, config)), prepare(config, report) as run:
         runner = trial_runner(run)
         stopped = search(run, runner)
         if run.owner:
@@ -106,6 +109,17 @@ def run_search(config: SearchConfig, report: Report | None = None) -> RunStore:
     if stopped:
         raise stopped
     return run.store
+
+
+def _after_a_write_fault(config: SearchConfig) -> str:
+    """What to do once the machine refused a write. Finished trials are kept (the store writes
+    whole files), so a run with its run.json resumes; one without has nothing to resume yet."""
+    again = (
+        f"rerun with --resume --name {config.run_name()} --runs-dir {config.runs_dir}"
+        if RunStore(Path(config.runs_dir) / config.run_name()).exists()
+        else "run the same command again"
+    )
+    return f"free space (or make it writable) or pass --runs-dir/--cache-dir elsewhere; {again}"
 
 
 def _versions() -> dict[str, str]:
@@ -201,6 +215,13 @@ def describe_run(
         "fix": list(config.fix),
         "objectives": list(config.objectives),
         "image_sizes": list(config.image_sizes),
+        "backbones": list(config.backbones),
+        "backbone_weights": list(config.backbone_weights),
+        # Each searched backbone as resolved: its weights (None: random) and variant.
+        "backbone_choices": {
+            choice.name: {"weights": choice.weights, **choice.options}
+            for choice in ctx.backbone_choices
+        },
         "precision": precision,
         "name": config.run_name(),
         "command": sys.argv,
@@ -289,6 +310,7 @@ class _Inputs:
     root: Path
     queued: list[dict]
     backbone: BackboneWeights  # resolved where the space builds one, else the default
+    backbones: tuple[BackboneWeights, ...]  # every one the space chooses among, backbone first
     devices: list[str] | None  # configured already where the backbone's weights needed it
     keras_backend: str  # tensorflow, torch or jax
 
@@ -309,14 +331,16 @@ def check_inputs(config: SearchConfig) -> _Inputs:
     backend = get_backend(config.backend)
     backend.check_options(config)
     if not load_space(config.space).uses_backbone:
-        return _Inputs(backend, root, queued, DEFAULT_BACKBONE, None, keras_backend)
+        default = (DEFAULT_BACKBONE,)
+        return _Inputs(backend, root, queued, DEFAULT_BACKBONE, default, None, keras_backend)
     from search.devices import configure_devices
-    from search.weights import backbone_weights
+    from search.weights import backbone_names, named_weights, resolve_backbones
 
+    names, named = backbone_names(config.backbones), named_weights(config.backbone_weights)
     # Building the backbone starts TensorFlow's runtime: the devices are set up before.
     devices = configure_devices(config.gpu_memory_mb)
-    backbone = backbone_weights(config.weights, config.image_size)
-    return _Inputs(backend, root, queued, backbone, devices, keras_backend)
+    backbones = resolve_backbones(names, config.weights, named, config.image_size)
+    return _Inputs(backend, root, queued, backbones[0], backbones, devices, keras_backend)
 
 
 @contextlib.contextmanager
@@ -367,7 +391,11 @@ def run_context(config: SearchConfig, *, data: ImageData, inputs: _Inputs) -> Sp
     optimizer steps of a trial trained for all its epochs (for learning-rate schedules)."""
     steps = math.ceil(len(data.train) / config.batch_size) * config.epochs
     return SpaceContext(
-        config.image_size, len(data.class_names), inputs.backbone, train_steps=steps
+        config.image_size,
+        len(data.class_names),
+        inputs.backbone,
+        train_steps=steps,
+        backbones=inputs.backbones,
     )
 
 

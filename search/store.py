@@ -141,7 +141,8 @@ class RunStore(PredictionFiles, ModelFiles):
         """One search process per run directory. The lock dies with its process, so a crashed
         run never leaves a stale lock behind; the file names its holder for the message."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / ".run.lock", "a+") as handle:
+        lock = self.run_dir / ".run.lock"
+        with open(lock, "a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -151,10 +152,11 @@ class RunStore(PredictionFiles, ModelFiles):
                     f"{self.run_dir} is in use by process {holder}; wait for it to finish "
                     f"or pick another --name"
                 ) from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
+            try:  # unbuffered, so a full disk fails here, naming the file, and not at close
+                os.ftruncate(handle.fileno(), 0)
+                os.pwrite(handle.fileno(), f"{os.getpid()}\n".encode(), 0)
+            except OSError as error:
+                raise OSError(error.errno, error.strerror, str(lock)) from None
             try:
                 yield
             finally:

@@ -17,6 +17,7 @@ through search/trial_edge.py only.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from search.clean_eval import CleanEvaluation, clean_sample
 from search.console import log
 from search.data import ImageData, ImagesBySize
 from search.devices import is_out_of_memory
-from search.errors import first_line
+from search.errors import find_write_fault, first_line
 from search.features import FeatureCache, split_frozen_base
 from search.fitting import FitLoop
 from search.frozen_head import FrozenHeadTrainer
@@ -153,11 +154,14 @@ class TrialRunner:
             except request.prune_on:
                 pruned = True
             except KeyboardInterrupt:
-                seconds = round(fit.trained_s(), 3)
-                interrupted = {"status": TrialStatus.INTERRUPTED, "error": "interrupted"}
-                self.store.finish_trial(trial_id, interrupted | {"duration_s": seconds})
+                self._interrupted(fit)
                 raise
             except Exception as failure:  # any error in build or fit fails this trial only
+                if find_write_fault(failure) is not None:
+                    # The machine's fault, not the trial's: cut off, so a resume retries it.
+                    with contextlib.suppress(Exception):  # the disk may refuse this row too
+                        self._interrupted(fit)
+                    raise
                 error = first_line(failure)
                 if is_out_of_memory(failure):
                     error = f"oom: {error}"
@@ -169,6 +173,11 @@ class TrialRunner:
                         continue
             break
         return fit, error, pruned
+
+    def _interrupted(self, fit: TrialFit) -> None:
+        seconds = round(fit.trained_s(), 3)
+        interrupted = {"status": TrialStatus.INTERRUPTED, "error": "interrupted"}
+        self.store.finish_trial(fit.trial_id, interrupted | {"duration_s": seconds})
 
     def _start(self, trial_id: int, hp) -> None:
         """A clean slate for a trial: no graph or memory left from earlier ones, its own seed."""

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import keras_tuner as kt
 
 from search import compat
+from search.atomic import atomic_write
 from search.backends import ALGORITHMS
-from search.errors import Restart, SearchStopped, UsageError
+from search.errors import Restart, SearchStopped, UsageError, find_write_fault, first_line
 from search.fixed import grid_space
 from search.schema import OBJECTIVES, TUNER_PREFIX, TrialStatus
 from search.trial import TrialRunner
@@ -42,6 +43,11 @@ OBJECTIVE = kt_objective("val_accuracy")  # the default, as the benchmarks use i
 class RestartSearch(kt.errors.FatalError, Restart):
     """Restart that Keras Tuner lets through, leaving the trial it just created to be retried
     by the resumed run, as after a crash."""
+
+
+class FaultedSearch(kt.errors.FatalError):
+    """A write fault (its cause) that Keras Tuner lets through rather than failing the trial,
+    which the resumed run retries, as after a crash."""
 
 
 ORACLES = {
@@ -135,6 +141,14 @@ class StoreTuner(compat.KnownSpaceTuner):
 
     def run_trial(self, trial, *args, **kwargs):
         try:
+            return self._run_trial(trial)
+        except Exception as error:
+            if isinstance(error, kt.errors.FatalError) or find_write_fault(error) is None:
+                raise
+            raise FaultedSearch(first_line(error)) from error
+
+    def _run_trial(self, trial) -> dict[str, float]:
+        try:
             self.runner.check_memory()
         except Restart as restart:
             raise RestartSearch(str(restart)) from None
@@ -163,7 +177,7 @@ class StoreTuner(compat.KnownSpaceTuner):
         if result.status != TrialStatus.COMPLETE:
             raise kt.errors.FailedTrialError(result.error)
         if f"{TUNER_PREFIX}epochs" in hp.values:
-            model.save_weights(self._checkpoint(trial.trial_id))
+            atomic_write(self._checkpoint(trial.trial_id), model.save_weights)
         return self._metrics(result.row())
 
     def _metrics(self, figures: dict) -> dict[str, float]:
@@ -236,6 +250,7 @@ def run_tuner(
         objective=runner.view.objective,
         startup_trials=startup_trials,
     )
+    compat.atomic_keras_tuner_files()
     tuner = StoreTuner(oracle, runner, runner.view.run_dir)
     try:
         tuner.search(verbose=1 if verbose else 0)
