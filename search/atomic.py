@@ -33,7 +33,7 @@ def atomic_write(path: Path, write: Callable[[Path], object], *, per_process: bo
         os.replace(tmp, path)
     except BaseException as error:
         tmp.unlink(missing_ok=True)  # a half-written file would hold space a full disk needs
-        if isinstance(error, OSError) and error.filename == str(tmp):
+        if isinstance(error, OSError) and error.filename in (None, str(tmp)):
             error.filename = str(path)  # the message names the file the user knows
         raise
 

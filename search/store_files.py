@@ -84,9 +84,7 @@ class ModelFiles:
 
     def stage_model(self, model, trial_id: int) -> None:
         """Keep a finished trial's model until `promote` decides whether it is the best."""
-        tmp = self.run_dir / f".trial_{trial_id}.tmp.keras"
-        model.save(tmp)
-        os.replace(tmp, self._staged(trial_id))
+        atomic_write(self._staged(trial_id), model.save)
 
     def promote(self, trial_id: int, hparams: dict) -> bool:
         """Make a staged model best_model.keras if its trial now ranks first, else drop it.
