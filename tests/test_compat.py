@@ -267,3 +267,19 @@ def test_import_optional_tensorflow_imports_it_where_it_is_installed_and_not_els
             [sys.executable, "-c", code], capture_output=True, text=True, env=environment, cwd=REPO
         )
         assert result.stdout.strip().splitlines()[-1:] == [expected], result.stderr[-2000:]
+
+
+def test_atomic_keras_tuner_files_route_keras_tuners_own_saves(tmp_path, monkeypatch):
+    """Stateful.save (trial, oracle, tuner) writes through utils.save_json, so once replaced
+    every Keras Tuner state file goes through atomic_write (tests/test_write_faults.py fills a
+    real disk under it)."""
+    written = []
+    real = compat.atomic_write
+    monkeypatch.setattr(
+        compat, "atomic_write", lambda path, write: written.append(path) or real(path, write)
+    )
+    compat.atomic_keras_tuner_files()
+    trial = kt.engine.trial.Trial(kt.HyperParameters(), trial_id="3")
+    trial.save(str(tmp_path / "trial.json"))
+    assert written == [tmp_path / "trial.json"]
+    assert kt.engine.trial.Trial.load(str(tmp_path / "trial.json")).trial_id == "3"
