@@ -403,7 +403,7 @@ def _baselines(table: pd.DataFrame) -> list[dict]:
 
 
 def _trial_details(
-    table: pd.DataFrame, hp_columns: list[str], curves: set[int], board: pd.DataFrame
+    table: pd.DataFrame, hp_columns: list[str], curves: set[int], *, board: pd.DataFrame
 ) -> list[dict]:
     ranks = dict(zip(board["trial_id"], board["rank"], strict=True))
     measures = [c for c in MEASURE_COLUMNS if c not in GAP_COLUMNS and c != "verdict"]
@@ -719,7 +719,7 @@ def _tables(
         "rows": _table_rows(shown_board[order], sort_keys, more),
         "verdict_counts": table["verdict"].value_counts().to_dict(),
         "hyperparameters": _hyperparameter_section(trials, hp_columns),
-        "trials": _trial_details(table, hp_columns, set(shown), board),
+        "trials": _trial_details(table, hp_columns, set(shown), board=board),
         "failed": table[table["status"] == TrialStatus.FAILED].to_dict("records"),
     }
 

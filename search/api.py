@@ -139,6 +139,10 @@ def _config(space: object, options: dict) -> SearchConfig:
         flag = "--" + key.replace("_", "-")
         if value is True:
             argv.append(flag)
+        elif isinstance(value, dict):  # weights={"mobilenet_v3_small": PATH}: NAME=VALUE
+            argv += [part for item in value.items() for part in (flag, "=".join(map(str, item)))]
+        elif key == "backbones" and isinstance(value, list | tuple):
+            argv += [flag, ",".join(value)]
         elif isinstance(value, list | tuple):
             argv += [part for item in value for part in (flag, str(item))]
         elif value is not None and value is not False:

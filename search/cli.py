@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -30,6 +31,10 @@ from spaces.user import is_user_space
 EXPORT_FORMATS = ("keras", "savedmodel", "tflite", "onnx")  # search.export.FORMATS
 DEFAULT_MEMORY_GROWTH_MB = 256
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
+
+
+# --weights NAME=VALUE: a backbone's name (search/weights.py checks it) before the first "=".
+NAMED_WEIGHTS = re.compile(r"^[a-z][a-z0-9_]*=")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -111,6 +116,24 @@ def _objective_list(text: str) -> list[str]:
             f"give two or more different objectives, comma-separated, got {text!r}"
         )
     return names
+
+
+def _name_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated names, e.g. a,b")
+    return names
+
+
+class _WeightsAction(argparse.Action):
+    """--weights VALUE for MobileNetV2's file (or imagenet or random for every backbone);
+    --weights NAME=VALUE, repeatable, for one backbone's."""
+
+    def __call__(self, parser, namespace, value, *_option_string):
+        if NAMED_WEIGHTS.match(value):
+            namespace.backbone_weights = [*namespace.backbone_weights, value]
+        else:
+            namespace.weights = value
 
 
 def _image_size_list(text: str) -> list[int]:
@@ -304,9 +327,20 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
         help="seed of the validation/test split; keep it to compare runs (default: %(default)s)",
     )
     add(
+        "--backbones",
+        type=_name_list,
+        metavar="A,B,...",
+        help="the pretrained networks the transfer space chooses among: mobilenet_v2, "
+        "mobilenet_v3_small, mobilenet_v3_large, efficientnet_v2_b0, resnet50_v2, "
+        "convnext_tiny, or all (default: mobilenet_v2, the documents' network)",
+    )
+    add(
         "--weights",
-        help="MobileNetV2 weights for the transfer space: imagenet or a no_top weights file "
-        "(default: %(default)s)",
+        action=_WeightsAction,
+        metavar="[NAME=]VALUE",
+        help="backbone weights: imagenet (Keras's cache, downloaded if absent), random "
+        "(untrained: for latency studies), or a no_top weights file; a bare file is "
+        "MobileNetV2's, NAME=VALUE one backbone's (repeatable) (default: %(default)s)",
     )
     add("--name", help="run name (default: SPACE-TIMESTAMP); an existing run of that name resumes")
     add(
@@ -451,9 +485,11 @@ def search_parser(parser_class: type[OneLineParser] = OneLineParser) -> OneLineP
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     # Defaults come from SearchConfig, so the command line and the Python API agree; --fix
-    # keeps a list (argparse appends to it) and --max-memory-growth the command's own default.
+    # and --weights NAME=VALUE keep lists (appended to) and --max-memory-growth the command's
+    # own default.
     parser.set_defaults(
-        **(config_defaults() | {"fix": [], "max_memory_growth": DEFAULT_MEMORY_GROWTH_MB})
+        **config_defaults()
+        | {"fix": [], "backbone_weights": [], "max_memory_growth": DEFAULT_MEMORY_GROWTH_MB}
     )
     return parser
 

@@ -43,7 +43,11 @@ class SearchConfig:
     class_weight: str = "none"  # "balanced": each class weighs n / (classes x its count)
     seed: int = 42
     split_seed: int = 1337
+    # The backbones' weights: imagenet, random, or MobileNetV2's file (search/weights.py);
+    # backbone_weights holds the --weights NAME=VALUE pairs of single backbones.
     weights: str = "imagenet"
+    backbone_weights: tuple[str, ...] = ()
+    backbones: tuple[str, ...] = ()  # what transfer chooses among; (): MobileNetV2 alone
     name: str | None = None
     runs_dir: str = "runs"
     resume: bool = False
@@ -81,9 +85,8 @@ class SearchConfig:
 
     def __post_init__(self):
         # From argparse or run.json: lists.
-        object.__setattr__(self, "fix", tuple(self.fix))
-        object.__setattr__(self, "objectives", tuple(self.objectives))
-        object.__setattr__(self, "image_sizes", tuple(self.image_sizes))
+        for listed in ("fix", "objectives", "image_sizes", "backbones", "backbone_weights"):
+            object.__setattr__(self, listed, tuple(getattr(self, listed)))
         if self.objectives:
             object.__setattr__(self, "objective", self._ranking_objective())
         if self.image_sizes and self.image_size not in self.image_sizes:

@@ -339,7 +339,7 @@ def check_inputs(config: SearchConfig) -> _Inputs:
     names, named = backbone_names(config.backbones), named_weights(config.backbone_weights)
     # Building the backbone starts TensorFlow's runtime: the devices are set up before.
     devices = configure_devices(config.gpu_memory_mb)
-    backbones = resolve_backbones(names, config.weights, named, config.image_size)
+    backbones = resolve_backbones(names, config.weights, named, image_size=config.image_size)
     return _Inputs(backend, root, queued, backbones[0], backbones, devices, keras_backend)
 
 

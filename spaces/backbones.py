@@ -56,17 +56,82 @@ def _mobilenet_v2(
     )
 
 
+def _application(
+    application: Callable[..., keras.Model],
+    input_shape: tuple[int, int, int],
+    weights: str | None,
+    **variant: float | bool,
+) -> keras.Model:
+    """A keras.applications network without its top, named BACKBONE. Those that take
+    `include_preprocessing` keep it: their own weightless layers map [0, 255] pixels."""
+    base = application(input_shape=input_shape, include_top=False, weights=weights, **variant)
+    base.name = BACKBONE  # EfficientNetV2 reads its `name` argument as its size, so not there
+    return base
+
+
+def _raw_pixels(x: keras.KerasTensor) -> keras.KerasTensor:
+    """Nothing to do: the network preprocesses [0, 255] pixels itself."""
+    return x
+
+
+# ResNetV2's preprocess_input ("tf" mode) is MobileNetV2's: [0, 255] to [-1, 1].
+_TO_PLUS_MINUS_ONE = partial(blocks.scaling, mode="mobilenet_v2")
 # Keras publishes MobileNetV2 weights at these widths; 1.0 is the documents' and is tried first.
 MOBILENET_V2_ALPHAS = (1.0, 0.35, 0.5, 0.75, 1.3, 1.4)
+# ... and MobileNetV3 weights at two widths, each also in a "minimalistic" form.
+MOBILENET_V3_VARIANTS = tuple(
+    (("alpha", alpha), ("minimalistic", minimalistic))
+    for minimalistic in (False, True)
+    for alpha in (1.0, 0.75)
+)
+DEFAULT_VARIANT: tuple[Variant, ...] = ((),)
+
+
+def _keras_backbone(
+    name: str, title: str, application: Callable[..., keras.Model], **fields
+) -> Backbone:
+    return Backbone(
+        name=name,
+        title=title,
+        build=partial(_application, application),
+        preprocess=fields.pop("preprocess", _raw_pixels),
+        variants=fields.pop("variants", DEFAULT_VARIANT),
+        weights_file=f"{title} no_top weights file (.h5 or .weights.h5)",
+    )
+
 
 BACKBONES: dict[str, Backbone] = {
     "mobilenet_v2": Backbone(
         name="mobilenet_v2",
         title="MobileNetV2",
         build=_mobilenet_v2,
-        preprocess=partial(blocks.scaling, mode="mobilenet_v2"),
+        preprocess=_TO_PLUS_MINUS_ONE,
         variants=tuple((("alpha", alpha),) for alpha in MOBILENET_V2_ALPHAS),
         weights_file="MobileNetV2 no_top weights file (.h5)",
+    ),
+    "mobilenet_v3_small": _keras_backbone(
+        "mobilenet_v3_small",
+        "MobileNetV3Small",
+        keras.applications.MobileNetV3Small,
+        variants=MOBILENET_V3_VARIANTS,
+    ),
+    "mobilenet_v3_large": _keras_backbone(
+        "mobilenet_v3_large",
+        "MobileNetV3Large",
+        keras.applications.MobileNetV3Large,
+        variants=MOBILENET_V3_VARIANTS,
+    ),
+    "efficientnet_v2_b0": _keras_backbone(
+        "efficientnet_v2_b0", "EfficientNetV2B0", keras.applications.EfficientNetV2B0
+    ),
+    "resnet50_v2": _keras_backbone(
+        "resnet50_v2",
+        "ResNet50V2",
+        keras.applications.ResNet50V2,
+        preprocess=_TO_PLUS_MINUS_ONE,
+    ),
+    "convnext_tiny": _keras_backbone(
+        "convnext_tiny", "ConvNeXtTiny", keras.applications.ConvNeXtTiny
     ),
 }
 

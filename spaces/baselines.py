@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from spaces import Space, get_space
+from spaces import FINE_TUNE_AT, Space, get_space
 from spaces.context import SpaceContext
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def _transfer(
     if dense_units:
         values["dropout_position"] = dropout_position
     if mode == "fine_tune":  # the tutorial: from layer 100 on, RMSprop at base rate / 10
-        values |= {"fine_tune_at": 100, "fine_tune_learning_rate": 1e-5}
+        values |= {"fine_tune_at": FINE_TUNE_AT, "fine_tune_learning_rate": 1e-5}
     return values
 
 

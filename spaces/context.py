@@ -43,16 +43,37 @@ DEFAULT_BACKBONE = BackboneWeights("mobilenet_v2", "imagenet", (("alpha", 1.0),)
 class SpaceContext:
     """Facts fixed for a whole run, handed to every `build(hp, ctx)` call.
 
-    `backbone` is the pretrained base a space under the BACKBONE contract builds, resolved
-    once per run; `train_steps` is the optimizer steps of a trial trained for all its --epochs
-    (what a learning-rate schedule decays over), 0 when unknown.
+    `backbones` are the pretrained bases a space under the BACKBONE contract chooses among
+    (--backbones), each resolved with its weights once per run; `backbone` is the default
+    choice, and the only one when `backbones` is empty. `train_steps` is the optimizer steps
+    of a trial trained for all its --epochs (what a learning-rate schedule decays over), 0
+    when unknown.
     """
 
     image_size: int
     num_classes: int
     backbone: BackboneWeights = DEFAULT_BACKBONE
     train_steps: int = 0
+    backbones: tuple[BackboneWeights, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.image_size, self.image_size, 3)
+
+    @property
+    def backbone_choices(self) -> tuple[BackboneWeights, ...]:
+        """The bases to choose among, the default among them."""
+        return self.backbones or (self.backbone,)
+
+    def backbone_named(self, name: str) -> BackboneWeights:
+        """The resolved choice called `name` (a key of spaces.backbones.BACKBONES)."""
+        return next(choice for choice in self.backbone_choices if choice.name == name)
+
+    def without_weights(self) -> SpaceContext:
+        """The same context with every base at random weights: enough to learn which
+        hyperparameters a space declares, without reading any weights file."""
+        return replace(
+            self,
+            backbone=self.backbone.with_weights(None),
+            backbones=tuple(choice.with_weights(None) for choice in self.backbones),
+        )

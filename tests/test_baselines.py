@@ -343,7 +343,7 @@ def test_two_stage_preset_trains_both_stages_as_a_trial(ctx, tiny_data, tmp_path
     assert (row["hp_baseline"], row["hp_mode"], row["hp_fine_tune_at"]) == (
         "tf_transfer_fine_tune",
         "fine_tune",
-        100,
+        0.65,
     )
 
 

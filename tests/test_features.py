@@ -138,10 +138,10 @@ def test_a_fine_tune_trial_reuses_the_first_stage_of_a_matching_trial(
     runner = cached_runner(tiny_data, tmp_path, weights_file)
     frozen, _ = runner.run(TrialRequest(0, transfer_hp(learning_rate=1e-3)))
     tuned, _ = runner.run(
-        TrialRequest(1, transfer_hp(learning_rate=1e-3, mode="fine_tune", fine_tune_at=140))
+        TrialRequest(1, transfer_hp(learning_rate=1e-3, mode="fine_tune", fine_tune_at=0.9))
     )
     other, _ = runner.run(
-        TrialRequest(2, transfer_hp(learning_rate=2e-3, mode="fine_tune", fine_tune_at=140))
+        TrialRequest(2, transfer_hp(learning_rate=2e-3, mode="fine_tune", fine_tune_at=0.9))
     )
     assert (frozen.head_from_trial, tuned.head_from_trial, other.head_from_trial) == (
         None,
@@ -158,7 +158,7 @@ def test_a_fine_tune_trial_reuses_the_first_stage_of_a_matching_trial(
         tiny_data, tmp_path / "later", weights_file, FeatureCache(tiny_data, tmp_path / "cache")
     )
     again, _ = fresh.run(
-        TrialRequest(0, transfer_hp(learning_rate=1e-3, mode="fine_tune", fine_tune_at=150))
+        TrialRequest(0, transfer_hp(learning_rate=1e-3, mode="fine_tune", fine_tune_at=0.95))
     )
     assert again.head_from_trial == 0 and again.features == "disk"
 

@@ -21,12 +21,12 @@ def transfer_space(weights_file):
 
 def test_values_are_read_as_the_space_declares_them(transfer_space):
     fixed = parse_fixed(
-        ["mode=fine_tune", "fine_tune_at=50", "rotation=0", "dense_units=64", "zoom=0.25"],
+        ["mode=fine_tune", "fine_tune_at=0.5", "rotation=0", "dense_units=64", "zoom=0.25"],
         transfer_space,
     )
     assert fixed == {
         "mode": "fine_tune",
-        "fine_tune_at": 50,
+        "fine_tune_at": 0.5,
         "rotation": 0.0,
         "dense_units": 64,
         "zoom": 0.25,
@@ -80,7 +80,7 @@ def test_enqueued_values_are_read_as_the_space_declares_them(transfer_space):
     [
         ({"lerning_rate": 0.001}, {}, "set 2: the space has no 'lerning_rate'; it has"),
         ({"flip": "diagonal"}, {}, "set 2: flip=diagonal: choose one of none, horizontal"),
-        ({"fine_tune_at": 12.5}, {}, "set 2: fine_tune_at=12.5: give a whole number"),
+        ({"dense_units": 12.5}, {}, "set 2: dense_units=12.5: choose one of 0, 32, 64, 128"),
         ({"rotation": 0.5}, {}, "set 2: rotation=0.5: outside the space's range 0.0..0.25"),
         ({"flip": "horizontal"}, {"flip": "none"}, "set 2: flip=horizontal contradicts --fix"),
     ],
@@ -93,9 +93,9 @@ def test_bad_enqueued_sets_are_refused_with_what_to_do(transfer_space, values, f
 
 def test_baselines_that_contradict_a_pinned_value_are_left_out():
     frozen = {"mode": "frozen", "learning_rate": 0.001}
-    fine_tune = {"mode": "fine_tune", "fine_tune_at": 100}
+    fine_tune = {"mode": "fine_tune", "fine_tune_at": 0.65}
     assert agreeing([frozen, fine_tune], {"mode": "frozen"}) == [frozen]
-    assert agreeing([frozen, fine_tune], {"fine_tune_at": 50}) == [frozen]
+    assert agreeing([frozen, fine_tune], {"fine_tune_at": 0.5}) == [frozen]
     assert agreeing([frozen, fine_tune], {}) == [frozen, fine_tune]
 
 

@@ -127,7 +127,7 @@ def test_cached_features_then_fine_tuning_on_torch(tiny_folder, tmp_path, weight
     the base's batch norm frozen: the stored model's moving statistics are the weights file's
     and the layers above 100 trained."""
     pins = ["flip=none", "rotation=0", "zoom=0", "translation=0", "contrast=0"]
-    pins += ["mode=fine_tune", "fine_tune_at=100", "fine_tune_learning_rate=0.0001"]
+    pins += ["mode=fine_tune", "fine_tune_at=0.65", "fine_tune_learning_rate=0.0001"]
     result = run_cli(
         *("--keras-backend", "torch", "--space", "transfer", "--weights", str(weights_file)),
         *("--data", str(tiny_folder), *TINY, "--epochs", "2", "--max-trials", "1"),

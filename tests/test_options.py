@@ -240,7 +240,7 @@ TRANSFER_POINT = (  # every transfer hyperparameter but pooling and dense_units
     *("--fix", "flip=none", "--fix", "rotation=0", "--fix", "zoom=0", "--fix", "translation=0"),
     *("--fix", "contrast=0", "--fix", "dropout=0.2", "--fix", "dropout_position=after_dense"),
     *("--fix", "learning_rate=0.001", "--fix", "mode=frozen"),
-    *("--fix", "fine_tune_at=100", "--fix", "fine_tune_learning_rate=1e-05"),
+    *("--fix", "fine_tune_at=0.65", "--fix", "fine_tune_learning_rate=1e-05"),
 )
 ONE_ARCHITECTURE = (
     *("--fix", "flip=none", "--fix", "rotation=0", "--fix", "zoom=0", "--fix", "translation=0"),
@@ -415,6 +415,7 @@ def test_an_oversized_optuna_grid_is_refused_in_one_line_under_1_gb(
 
 # Options run end to end by other tests, each named with the test that runs it.
 ELSEWHERE = {
+    "--backbones": "test_backbones.py::test_every_backbone_searched_through_the_cli",
     "--resume": "test_search.py::test_resume_takes_the_stored_settings_from_the_cli",
     "--allow-changed-space": "test_user_space.py::test_resume_refuses_a_changed_space_file",
     "--labels": "test_labels.py::test_a_labels_csv_run",
