@@ -13,7 +13,6 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from reports import plots
-from reports.advice import verdict_reason, what_next
 from reports.analysis import (
     DEFAULT_PENALTY,
     MEASURE_COLUMNS,
@@ -59,22 +58,6 @@ TOP_TRIALS = 5
 SCRIPT = "sort_tables.js"
 # The gaps side by side: the judged one (`gap`), which it is, and both measured ones.
 GAP_COLUMNS = ("gap", "gap_basis", "gap_clean", "gap_fit")
-# The page's first leaderboard columns, what a user ranks by (the shown gap goes after the
-# first six, the varying hyperparameters and the verdict's reason after these); the others are
-# behind a toggle.
-PRIMARY_COLUMNS = (
-    "rank",
-    "trial_id",
-    "baseline",
-    "verdict",
-    "val_accuracy",
-    "val_accuracy_ci",
-    "confirm",
-    "tied_with_best",
-    "score",
-    "test_accuracy",
-    "test_accuracy_ci",
-)
 LEADERBOARD_COLUMNS = [
     "rank",
     "trial_id",
@@ -147,7 +130,6 @@ COLUMN_HELP = {
     "thread, batch 1, over 30 runs",
     "latency_iqr_ms": "interquartile range of those 30 latencies",
     "tflite_kb": "size of the float32 TFLite file (or ONNX file: deploy_format)",
-    "verdict_reason": "the verdict's rule and the numbers it fired on (see Overfitting)",
 }
 # What --objective ranked by, in the best trial's card.
 OBJECTIVE_NAMES = {
@@ -268,28 +250,24 @@ def _sort_key(value: object) -> str:
     return str(value)
 
 
-def _cell_class(column: str, value: object, more: set[str]) -> str:
-    shown = "more" if column in more else ""
+def _cell_class(column: str, value: object) -> str:
     if column == "verdict":
-        return f"text verdict-{value} {shown}".strip()
-    return f"{'text' if isinstance(value, str) else ''} {shown}".strip()
+        return f"text verdict-{value}"
+    return "text" if isinstance(value, str) else ""
 
 
 def _table_rows(
-    frame: pd.DataFrame, sort_keys: dict[str, list] | None = None, more: set[str] | None = None
+    frame: pd.DataFrame, sort_keys: dict[str, list] | None = None
 ) -> list[list[dict[str, str]]]:
     """Cells of `frame`; `sort_keys` gives, per column, the values it sorts on when they are
-    not its text (a "mean \u00b1 sd" column sorts on the mean); the `more` columns are behind
-    the leaderboard's toggle. A verdict's reason is its cell's hover text."""
-    keys, more = sort_keys or {}, more or set()
-    reasons = frame.get("verdict_reason")
+    not its text (a "mean \u00b1 sd" column sorts on the mean)."""
+    keys = sort_keys or {}
     return [
         [
             {
                 "text": format_value(c, v),
                 "sort": _sort_key(keys[c][i] if c in keys else v),
-                "class": _cell_class(c, v, more),
-                "title": reasons.iloc[i] if c == "verdict" and reasons is not None else "",
+                "class": _cell_class(c, v),
             }
             for c, v in row.items()
         ]
@@ -297,15 +275,8 @@ def _table_rows(
     ]
 
 
-def _headers(columns: list[str], more: set[str] | None = None) -> list[dict[str, str]]:
-    return [
-        {
-            "name": c.removeprefix(HP_PREFIX),
-            "help": COLUMN_HELP.get(c, ""),
-            "class": "more" if c in (more or set()) else "",
-        }
-        for c in columns
-    ]
+def _headers(columns: list[str]) -> list[dict[str, str]]:
+    return [{"name": c.removeprefix(HP_PREFIX), "help": COLUMN_HELP.get(c, "")} for c in columns]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -374,11 +345,11 @@ def _curve_figures(
 
 def _figure_names(board: pd.DataFrame, table: pd.DataFrame) -> dict[int, str]:
     """Titles for the curves: rank for the leaders, the document's model for baselines."""
-    names = {int(r.trial_id): f"trial {r.trial_id} (rank {r.rank})" for r in board.itertuples()}
+    names = {int(r.trial_id): f"#{r.rank}: trial {r.trial_id}" for r in board.itertuples()}
     baseline = baseline_column(table)
     if baseline:
         for row in table.dropna(subset=[baseline]).itertuples():
-            names[int(row.trial_id)] = f"trial {row.trial_id} (baseline {getattr(row, baseline)})"
+            names[int(row.trial_id)] = f"baseline {getattr(row, baseline)}: trial {row.trial_id}"
     return names
 
 
@@ -402,10 +373,7 @@ def _baselines(table: pd.DataFrame) -> list[dict]:
     ]
 
 
-def _trial_details(
-    table: pd.DataFrame, hp_columns: list[str], curves: set[int], *, board: pd.DataFrame
-) -> list[dict]:
-    ranks = dict(zip(board["trial_id"], board["rank"], strict=True))
+def _trial_details(table: pd.DataFrame, hp_columns: list[str], curves: set[int]) -> list[dict]:
     measures = [c for c in MEASURE_COLUMNS if c not in GAP_COLUMNS and c != "verdict"]
     # The gaps after the figures they come from, the judged one named by gap_basis.
     shown = ["status", *measures, "gap_clean", "gap_fit", "gap_basis", "verdict"]
@@ -415,8 +383,6 @@ def _trial_details(
             "trial_id": row["trial_id"],
             "status": row["status"],
             "verdict": format_value("verdict", row["verdict"]),
-            "reason": row["verdict_reason"],
-            "rank": ranks.get(row["trial_id"]),
             "error": format_value("error", row.get("error")),
             "has_curve": row["trial_id"] in curves,
             "measures": [
@@ -583,8 +549,6 @@ def report_context(
     info = store.read_run_info()
     trials, epochs = store.trials(), store.epochs()
     table = analyse_trials(trials, epochs, k=k, warmup_epochs=info.get("warmup_epochs", 0))
-    limit = info.get("epochs")
-    table["verdict_reason"] = [verdict_reason(r, limit) for r in table.to_dict("records")]
     complete = [int(t) for t in trials.loc[trials["status"] == TrialStatus.COMPLETE, "trial_id"]]
     board = leaderboard(
         table,
@@ -606,7 +570,7 @@ def report_context(
         | _run_summary(store, info, trials, board=board, best=best, rank_by=rank_by)
         | _tables(board, table, trials, shown=shown)
         | _figures(table, epochs, trials, board=board, top=top, shown=shown, k=k)
-        | {"tradeoff": tradeoff_section(trials, info), "advice": what_next(board, info, trials)}
+        | {"tradeoff": tradeoff_section(trials, info)}
     )
 
 
@@ -681,22 +645,6 @@ def _run_summary(
     }
 
 
-def _varying(board: pd.DataFrame, hp_columns: list[str]) -> list[str]:
-    """The hyperparameters whose values differ across the ranked trials."""
-    return [c for c in hp_columns if c in board and board[c].astype(str).nunique() > 1]
-
-
-def _page_order(frame: pd.DataFrame, varying: list[str]) -> tuple[list[str], set[str]]:
-    """The page leaderboard's columns, the ones a user ranks by first, and those behind the
-    toggle; a column empty for every trial is left out (leaderboard.csv keeps it)."""
-    present = [c for c in frame.columns if frame[c].astype(str).replace("", None).notna().any()]
-    gap = "gap_clean" if "gap_clean" in present else "gap_fit"
-    first = [*PRIMARY_COLUMNS[:6], gap, *PRIMARY_COLUMNS[6:], *varying, "verdict_reason"]
-    first = [c for c in first if c in present]
-    rest = [c for c in present if c not in first]
-    return first + rest, set(rest)
-
-
 def _tables(
     board: pd.DataFrame, table: pd.DataFrame, trials: pd.DataFrame, *, shown: list[int]
 ) -> dict:
@@ -705,21 +653,20 @@ def _tables(
     page_columns = [
         c
         for c in board.columns
-        if (c in LEADERBOARD_COLUMNS or c in hp_columns) and c not in PAGE_HIDDEN
+        if (c in LEADERBOARD_COLUMNS or c in hp_columns)
+        and c not in PAGE_HIDDEN
+        # val_auc and val_f1 are measured only when one is the objective
+        and not (c in PREDICTION_SCORES and board[c].isna().all())
     ]
-    reasons = table.set_index("trial_id")["verdict_reason"]
-    page = board[page_columns].assign(verdict_reason=board["trial_id"].map(reasons).to_numpy())
-    shown_board, sort_keys = _with_confirm_column(_with_interval_columns(page))
-    order, more = _page_order(shown_board, _varying(board, hp_columns))
+    shown_board, sort_keys = _with_confirm_column(_with_interval_columns(board[page_columns]))
     return {
         "gap_bases": gap_bases(table),
         "baselines": _baselines(table),
-        "headers": _headers(order, more),
-        "hidden_columns": len(more),
-        "rows": _table_rows(shown_board[order], sort_keys, more),
+        "headers": _headers(list(shown_board.columns)),
+        "rows": _table_rows(shown_board, sort_keys),
         "verdict_counts": table["verdict"].value_counts().to_dict(),
         "hyperparameters": _hyperparameter_section(trials, hp_columns),
-        "trials": _trial_details(table, hp_columns, set(shown), board=board),
+        "trials": _trial_details(table, hp_columns, set(shown)),
         "failed": table[table["status"] == TrialStatus.FAILED].to_dict("records"),
     }
 

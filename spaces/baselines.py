@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from spaces import FINE_TUNE_AT, Space, get_space
-from spaces.context import SpaceContext
+from spaces.context import DEFAULT_BACKBONE, SpaceContext
 
 if TYPE_CHECKING:
     import keras
@@ -141,6 +141,7 @@ def _transfer(
 ) -> dict:
     """A `transfer` point; the documents all augment with RandomRotation(0.2)."""
     values = _augmentation(flip, 0.2) | {
+        "backbone": DEFAULT_BACKBONE.name,  # the documents' MobileNetV2
         "pooling": pooling,
         "dense_units": dense_units,
         "dropout": dropout,
