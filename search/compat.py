@@ -32,6 +32,10 @@ class KnownSpaceTuner(kt.engine.base_tuner.BaseTuner):
     """A tuner whose oracle is given a space learnt beforehand (`known_space`), instead of
     building the model several times over to learn it.
 
+    Also relies on `BaseTuner._run_and_update_trial` (run_trial, then the oracle's update),
+    the one place a trial's errors pass before Keras Tuner records them, so `fatal` can stop
+    the search for some of them.
+
     Relies on `BaseTuner._populate_initial_space`, which `BaseTuner.__init__` calls on a new
     (not reloaded) project to fill the oracle's space. Its docstring keeps it as the override
     point for AutoKeras, but it is private and no public hook exists: the space cannot be passed
@@ -43,6 +47,22 @@ class KnownSpaceTuner(kt.engine.base_tuner.BaseTuner):
 
     def _populate_initial_space(self) -> None:
         self.oracle.update_space(self.known_space())
+
+    def fatal(self, error: Exception) -> Exception | None:
+        """The error that stops the search instead of failing the trial for `error`, or None."""
+        return None
+
+    def _run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
+        # BaseTuner records any error of a trial, its own bookkeeping writes after run_trial
+        # (oracle.update_trial) included, as a failed or invalid trial; `fatal` picks the
+        # errors that must stop the search instead (a refused write).
+        try:
+            return super()._run_and_update_trial(trial, *fit_args, **fit_kwargs)
+        except Exception as error:
+            fatal = None if isinstance(error, kt.errors.FatalError) else self.fatal(error)
+            if fatal is None:
+                raise
+            raise fatal from error
 
 
 class RegisteringHyperParameters(kt.HyperParameters):

@@ -139,15 +139,12 @@ class StoreTuner(compat.KnownSpaceTuner):
     def _checkpoint(self, trial_id: str) -> Path:
         return Path(self.get_trial_dir(trial_id)) / "checkpoint.weights.h5"
 
-    def run_trial(self, trial, *args, **kwargs):
-        try:
-            return self._run_trial(trial)
-        except Exception as error:
-            if isinstance(error, kt.errors.FatalError) or find_write_fault(error) is None:
-                raise
-            raise FaultedSearch(first_line(error)) from error
+    def fatal(self, error: Exception) -> Exception | None:
+        """A write fault stops the search (the resume retries the trial), whether it came
+        from the trial or from Keras Tuner's own state files."""
+        return None if find_write_fault(error) is None else FaultedSearch(first_line(error))
 
-    def _run_trial(self, trial) -> dict[str, float]:
+    def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
         try:
             self.runner.check_memory()
         except Restart as restart:
