@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search.cli import RaisingParser, parse_search
+from search.cli import REPEATED_OPTIONS, RaisingParser, parse_search
 from search.config import SearchConfig
 from search.store import RunStore
 
@@ -141,10 +141,10 @@ def _config(space: object, options: dict) -> SearchConfig:
             argv.append(flag)
         elif isinstance(value, dict):  # weights={"mobilenet_v3_small": PATH}: NAME=VALUE
             argv += [part for item in value.items() for part in (flag, "=".join(map(str, item)))]
-        elif key == "backbones" and isinstance(value, list | tuple):
-            argv += [flag, ",".join(value)]
-        elif isinstance(value, list | tuple):
+        elif isinstance(value, list | tuple) and key in REPEATED_OPTIONS:
             argv += [part for item in value for part in (flag, str(item))]
+        elif isinstance(value, list | tuple):  # objectives, image_sizes, backbones: A,B,...
+            argv += [flag, ",".join(map(str, value))]
         elif value is not None and value is not False:
             argv += [flag, str(value)]
     config = parse_search(argv, parser_class=RaisingParser)

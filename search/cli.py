@@ -35,6 +35,8 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 
 # --weights NAME=VALUE: a backbone's name (search/weights.py checks it) before the first "=".
 NAMED_WEIGHTS = re.compile(r"^[a-z][a-z0-9_]*=")
+# Options given once per value (--fix A=1 --fix B=2); the other list options take A,B,...
+REPEATED_OPTIONS = frozenset({"fix", "weights"})
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -309,8 +309,8 @@ class _Inputs:
     backend: Backend
     root: Path
     queued: list[dict]
-    backbone: BackboneWeights  # resolved where the space builds one, else the default
-    backbones: tuple[BackboneWeights, ...]  # every one the space chooses among, backbone first
+    # Resolved where the space builds one, else the default; the first is the default choice.
+    backbones: tuple[BackboneWeights, ...]
     devices: list[str] | None  # configured already where the backbone's weights needed it
     keras_backend: str  # tensorflow, torch or jax
 
@@ -331,8 +331,7 @@ def check_inputs(config: SearchConfig) -> _Inputs:
     backend = get_backend(config.backend)
     backend.check_options(config)
     if not load_space(config.space).uses_backbone:
-        default = (DEFAULT_BACKBONE,)
-        return _Inputs(backend, root, queued, DEFAULT_BACKBONE, default, None, keras_backend)
+        return _Inputs(backend, root, queued, (DEFAULT_BACKBONE,), None, keras_backend)
     from search.devices import configure_devices
     from search.weights import backbone_names, named_weights, resolve_backbones
 
@@ -340,7 +339,7 @@ def check_inputs(config: SearchConfig) -> _Inputs:
     # Building the backbone starts TensorFlow's runtime: the devices are set up before.
     devices = configure_devices(config.gpu_memory_mb)
     backbones = resolve_backbones(names, config.weights, named, image_size=config.image_size)
-    return _Inputs(backend, root, queued, backbones[0], backbones, devices, keras_backend)
+    return _Inputs(backend, root, queued, backbones, devices, keras_backend)
 
 
 @contextlib.contextmanager
@@ -393,7 +392,7 @@ def run_context(config: SearchConfig, *, data: ImageData, inputs: _Inputs) -> Sp
     return SpaceContext(
         config.image_size,
         len(data.class_names),
-        inputs.backbone,
+        inputs.backbones[0],
         train_steps=steps,
         backbones=inputs.backbones,
     )

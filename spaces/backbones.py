@@ -4,7 +4,7 @@ An entry says how to build the network without its top (for an input shape, weig
 variant), how to map raw [0, 255] pixels to what it expects, and which variants a weights file
 may be, so the run resolves its weights once (search/weights.py) without knowing any network,
 and a space builds whichever entry `ctx.backbone` names.
-Adding a backbone: one `Backbone` below plus one line in `BACKBONES`.
+Adding a backbone: one `Backbone` (or `_keras_backbone`) in `_ENTRIES` below.
 """
 
 from __future__ import annotations
@@ -88,20 +88,26 @@ DEFAULT_VARIANT: tuple[Variant, ...] = ((),)
 
 
 def _keras_backbone(
-    name: str, title: str, application: Callable[..., keras.Model], **fields
+    name: str,
+    title: str,
+    application: Callable[..., keras.Model],
+    *,
+    preprocess: Callable[[keras.KerasTensor], keras.KerasTensor] = _raw_pixels,
+    variants: tuple[Variant, ...] = DEFAULT_VARIANT,
 ) -> Backbone:
+    """A keras.applications network's entry."""
     return Backbone(
         name=name,
         title=title,
         build=partial(_application, application),
-        preprocess=fields.pop("preprocess", _raw_pixels),
-        variants=fields.pop("variants", DEFAULT_VARIANT),
+        preprocess=preprocess,
+        variants=variants,
         weights_file=f"{title} no_top weights file (.h5 or .weights.h5)",
     )
 
 
-BACKBONES: dict[str, Backbone] = {
-    "mobilenet_v2": Backbone(
+_ENTRIES = (
+    Backbone(
         name="mobilenet_v2",
         title="MobileNetV2",
         build=_mobilenet_v2,
@@ -109,31 +115,25 @@ BACKBONES: dict[str, Backbone] = {
         variants=tuple((("alpha", alpha),) for alpha in MOBILENET_V2_ALPHAS),
         weights_file="MobileNetV2 no_top weights file (.h5)",
     ),
-    "mobilenet_v3_small": _keras_backbone(
+    _keras_backbone(
         "mobilenet_v3_small",
         "MobileNetV3Small",
         keras.applications.MobileNetV3Small,
         variants=MOBILENET_V3_VARIANTS,
     ),
-    "mobilenet_v3_large": _keras_backbone(
+    _keras_backbone(
         "mobilenet_v3_large",
         "MobileNetV3Large",
         keras.applications.MobileNetV3Large,
         variants=MOBILENET_V3_VARIANTS,
     ),
-    "efficientnet_v2_b0": _keras_backbone(
-        "efficientnet_v2_b0", "EfficientNetV2B0", keras.applications.EfficientNetV2B0
+    _keras_backbone("efficientnet_v2_b0", "EfficientNetV2B0", keras.applications.EfficientNetV2B0),
+    _keras_backbone(
+        "resnet50_v2", "ResNet50V2", keras.applications.ResNet50V2, preprocess=_TO_PLUS_MINUS_ONE
     ),
-    "resnet50_v2": _keras_backbone(
-        "resnet50_v2",
-        "ResNet50V2",
-        keras.applications.ResNet50V2,
-        preprocess=_TO_PLUS_MINUS_ONE,
-    ),
-    "convnext_tiny": _keras_backbone(
-        "convnext_tiny", "ConvNeXtTiny", keras.applications.ConvNeXtTiny
-    ),
-}
+    _keras_backbone("convnext_tiny", "ConvNeXtTiny", keras.applications.ConvNeXtTiny),
+)
+BACKBONES: dict[str, Backbone] = {entry.name: entry for entry in _ENTRIES}
 
 
 def get_backbone(name: str) -> Backbone:

@@ -105,3 +105,27 @@ def test_bad_options_raise_instead_of_exiting(tiny_folder, tmp_path):
         search.run(space=defined_here, data=str(tiny_folder), backend="optuna", workers=2)
     with pytest.raises(UsageError, match="class_names"):
         search.run(space=dense_model, data=digits(), runs_dir=str(tmp_path))
+
+
+def test_list_options_reach_the_config_as_the_command_line_reads_them():
+    """Comma-list options (objectives, image_sizes, backbones) get all their values, not the
+    last; repeated ones (fix, weights as NAME=VALUE pairs) each of theirs."""
+    from search.api import _config
+
+    config = _config(
+        "transfer",
+        {
+            "backend": "optuna",
+            "objectives": ["val_accuracy", "latency_ms"],
+            "measure_deploy": True,
+            "image_sizes": [32, 48],
+            "backbones": ["convnext_tiny", "mobilenet_v2"],
+            "weights": {"convnext_tiny": "random"},
+            "fix": ["mode=frozen", "pooling=avg"],
+        },
+    )
+    assert config.objectives == ("val_accuracy", "latency_ms")
+    assert config.image_sizes == (32, 48)
+    assert config.backbones == ("convnext_tiny", "mobilenet_v2")
+    assert config.backbone_weights == ("convnext_tiny=random",)
+    assert config.fix == ("mode=frozen", "pooling=avg")

@@ -210,3 +210,10 @@ def _check_tflite_export(store: RunStore) -> None:
     np.testing.assert_allclose(
         interpreter.get_tensor(target["index"]), best.predict(_pixels()[:1], verbose=0), atol=1e-5
     )
+
+
+def test_the_help_names_every_backbone():
+    from search.cli import search_parser
+
+    text = search_parser().format_help().replace("\n", " ")
+    assert all(name in " ".join(text.split()) for name in BACKBONES)
